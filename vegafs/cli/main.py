@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "vegafs.cli.store_cmds",
     "vegafs.cli.vega_cmds",
     "vegafs.cli.hooks_cmds",
+    "vegafs.cli.trace_cmds",
 )
 
 
