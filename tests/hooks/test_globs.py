@@ -1,0 +1,97 @@
+"""Hook globs and the event + literal-prefix index."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from vegafs.hooks.globs import Glob, GlobError, GlobIndex, compile_glob
+
+
+@pytest.mark.parametrize(
+    ("pattern", "path", "expected"),
+    [
+        ("/logs/**", "/logs/a", True),
+        ("/logs/**", "/logs/a/b/c.txt", True),
+        ("/logs/**", "/logs", False),
+        ("/logs/**", "/logsx/a", False),
+        ("/**", "/anything/at/all", True),
+        ("/**/*.env", "/x.env", True),
+        ("/**/*.env", "/a/b/prod.env", True),
+        ("/**/*.env", "/a/b/prod.env.bak", False),
+        ("/notes/**/*.md", "/notes/a.md", True),
+        ("/notes/**/*.md", "/notes/x/y/a.md", True),
+        ("/notes/**/*.md", "/notes/x/y/a.txt", False),
+        ("/a/*.txt", "/a/b/c.txt", False),
+        ("/a/?.txt", "/a/b.txt", True),
+        ("/a/[bc].txt", "/a/c.txt", True),
+        ("/a/[!bc].txt", "/a/c.txt", False),
+        ("/exact/file", "/exact/file", True),
+        ("/exact/file", "/exact/file2", False),
+        ("/a.b/c", "/aXb/c", False),
+    ],
+)
+def test_glob_semantics(pattern: str, path: str, expected: bool) -> None:
+    assert compile_glob(pattern).matches(path) is expected
+
+
+def test_literal_prefix_is_split_at_first_wildcard() -> None:
+    assert compile_glob("/notes/2024/**/*.md").prefix == ("notes", "2024")
+    assert compile_glob("/**/*.env").prefix == ()
+
+
+@pytest.mark.parametrize("bad", ["logs/**", "/a//b", "/a/x**", "/a/[bc"])
+def test_bad_globs_are_refused(bad: str) -> None:
+    with pytest.raises(GlobError):
+        compile_glob(bad)
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    event: str
+    glob: Glob
+
+
+def _item(name: str, event: str, pattern: str) -> Item:
+    return Item(name, event, compile_glob(pattern))
+
+
+def test_index_matches_by_event_and_keeps_declaration_order() -> None:
+    items = [
+        _item("env", "read", "/**/*.env"),
+        _item("logs", "write", "/logs/**"),
+        _item("all", "read", "/**"),
+        _item("deep", "read", "/a/b/**"),
+    ]
+    index = GlobIndex(items)
+    assert [i.name for i in index.match("read", "/a/b/x.env")] == ["env", "all", "deep"]
+    assert [i.name for i in index.match("write", "/logs/1")] == ["logs"]
+    assert index.match("unlink", "/logs/1") == ()
+    assert not index.has_event("unlink")
+
+
+def test_index_does_not_try_patterns_outside_the_path_prefix() -> None:
+    tried: list[str] = []
+
+    class Spy:
+        def __init__(self, text: str) -> None:
+            self.inner = compile_glob(text)
+            self.prefix = self.inner.prefix
+
+        def matches(self, path: str) -> bool:
+            tried.append(self.inner.text)
+            return self.inner.matches(path)
+
+    @dataclass(frozen=True)
+    class SpyItem:
+        event: str
+        glob: Spy  # type: ignore[assignment]
+
+    items = [SpyItem("write", Spy(f"/dir{i}/**")) for i in range(1000)]
+    index = GlobIndex(items)  # type: ignore[type-var]
+    assert index.match("write", "/elsewhere/file") == []
+    assert tried == []
+    assert len(index.match("write", "/dir7/file")) == 1
+    assert tried == ["/dir7/**"]
