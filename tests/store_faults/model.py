@@ -33,6 +33,7 @@ S_IFDIR = 0o040000
 S_IFLNK = 0o120000
 
 Op = tuple[Any, ...]
+BLOCK_SIZE = 128 * 1024  # the store's block size (checked against vegafs.store by the tests)
 
 
 @dataclass
@@ -51,6 +52,7 @@ class MInode:
     ctime_ns: int
     target: bytes | None
     blocks: dict[int, bytes] = field(default_factory=dict)  # block index -> block bytes
+    version: int = 0  # +1 per set_blocks (a new file version)
     xattrs: dict[bytes, bytes] = field(default_factory=dict)
 
 
@@ -72,15 +74,19 @@ class MState:
             t = kw.get("times_ns", 0)
             self.inodes[ino] = MInode(
                 ino=ino, mode=kw["mode"], uid=kw.get("uid", 0), gid=kw.get("gid", 0),
-                nlink=0, rdev=kw.get("rdev", 0), size=0, atime_ns=t, mtime_ns=t, ctime_ns=t,
+                nlink=0, rdev=kw.get("rdev", 0), size=len(kw.get("target") or b""), atime_ns=t, mtime_ns=t, ctime_ns=t,
                 target=kw.get("target"),
             )
             if kw["mode"] & 0o170000 == S_IFDIR:
                 self.dirs[ino] = {}
         elif kind == "update":
             _, ino, kw = op
+            node = self.inodes[ino]
+            old_size = node.size
             for key, value in kw.items():
-                setattr(self.inodes[ino], key, value)
+                setattr(node, key, value)
+            if node.size < old_size:
+                _drop_blocks_beyond(node)
         elif kind == "set_blocks":
             _, ino, blocks, size = op
             node = self.inodes[ino]
@@ -89,7 +95,11 @@ class MState:
                     node.blocks.pop(index, None)
                 else:
                     node.blocks[index] = data
+            shrink = size < node.size
             node.size = size
+            node.version += 1
+            if shrink:
+                _drop_blocks_beyond(node)
         elif kind == "delete_inode":
             self.inodes.pop(op[1])
             self.dirs.pop(op[1], None)
@@ -107,6 +117,13 @@ class MState:
             del self.inodes[ino].xattrs[key]
         else:
             raise ValueError(f"unknown op {kind!r}")
+
+
+def _drop_blocks_beyond(node: MInode) -> None:
+    """A file that shrinks loses the blocks wholly past its new end (block size = BLOCK_SIZE)."""
+    keep = -(-node.size // BLOCK_SIZE)
+    for index in [i for i in node.blocks if i >= keep]:
+        del node.blocks[index]
 
 
 class _Txn(Protocol):
@@ -149,14 +166,15 @@ def root_state(store: Any) -> MState:
     state.inodes[ROOT_INO] = MInode(
         ino=ROOT_INO, mode=root.mode, uid=root.uid, gid=root.gid, nlink=root.nlink,
         rdev=root.rdev, size=root.size, atime_ns=root.atime_ns, mtime_ns=root.mtime_ns,
-        ctime_ns=root.ctime_ns, target=root.target, xattrs=dict(root.xattrs),
+        ctime_ns=root.ctime_ns, target=root.target, version=root.version,
+        xattrs=dict(root.xattrs),
     )
     state.dirs[ROOT_INO] = {}
     return state
 
 
 _FIELDS = ("mode", "uid", "gid", "nlink", "rdev", "size", "atime_ns", "mtime_ns", "ctime_ns",
-           "target")
+           "target", "version")
 
 
 def differences(view: Any, state: MState, gone: set[int] = frozenset()) -> list[str]:
@@ -381,7 +399,7 @@ class Scenario:
         rng = random.Random(seed ^ 0x5EED)
         snapshots: dict[str, tuple[MState, list[int], list[int]]] = {}
         steps: list[Step] = []
-        durable: dict[int, Durable] = {}
+        durable: dict[int, Durable] = {-1: Durable(w.state.clone(), {})}  # the fresh store
         since_publish = 0
         while len(steps) < n_steps:
             step: Step
@@ -416,7 +434,8 @@ class Scenario:
     def allowed(self, last_done: int) -> list[int]:
         """Durable step indices the store may show after a crash following ``last_done``.
 
-        ``last_done`` is the last durable step the runner saw return (-1: none).
+        ``last_done`` is the last durable step the runner saw return (-1: none;
+        step -1 is the fresh store).
         """
         before = [k for k in self.durable if k <= last_done]
         after = [k for k in self.durable if k > last_done]

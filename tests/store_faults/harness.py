@@ -1,0 +1,152 @@
+"""Parent side of the crash tests: start the writer child, read its reports, recover, check.
+
+Shared by the kill -9 campaign (tests/stress/test_store_kill9.py) and the
+crash-at-every-fault-point test, so both check recovery the same way:
+
+1. open the crashed store for writing (recovery runs and cuts the torn or
+   unpublished tail);
+2. fsck must be clean;
+3. the head and snapshots must equal exactly the model at the last durable
+   step the child reported, or at the one it was in the middle of;
+4. close, reopen read-only, and see the very same state again (recovery is
+   deterministic and repeatable).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.store_faults.model import MState, Scenario, match_durable, root_state
+from vegafs.store import Store
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def new_store(path: Path, **options: Any) -> MState:
+    """Create an empty store at ``path``; return the model of its fresh state."""
+    store = Store.open(path, create=True, **options)
+    try:
+        return root_state(store)
+    finally:
+        store.close()
+
+
+def fsck_problems(store: Any) -> list[str]:
+    report = store.fsck()
+    return [] if report.ok else list(report.problems)
+
+
+class Child:
+    """The writer child process, its reports, and a guaranteed kill on exit."""
+
+    def __init__(self, store: Path, seed: int, *extra: str) -> None:
+        cmd = [sys.executable, "-m", "tests.store_faults.writer_child",
+               "--store", str(store), "--seed", str(seed), *extra]
+        self.cmd = cmd
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)
+        self.last_done = -1
+        self.reported = 0  # durable steps reported
+        self.ready = False
+        self.ended = False
+        self._buf = b""
+
+    def _lines(self, timeout: float) -> list[str]:
+        """Lines that arrived within ``timeout`` seconds ([] on timeout; EOF -> ['<eof>'])."""
+        assert self.proc.stdout is not None
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not readable:
+            return []
+        chunk = os.read(self.proc.stdout.fileno(), 65536)
+        if not chunk:
+            return ["<eof>"]
+        self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        return [line.decode() for line in lines]
+
+    def pump(self, until_done: int | None = None, deadline_s: float = 60.0) -> bool:
+        """Read reports until ``until_done`` durable steps were reported, or the child ends.
+
+        Returns True if the child is still running.
+        """
+        deadline = time.monotonic() + deadline_s
+        count = 0
+        while time.monotonic() < deadline:
+            for line in self._lines(max(0.0, deadline - time.monotonic())):
+                if line == "<eof>":
+                    self.proc.wait(timeout=30)
+                    return False
+                if line == "ready":
+                    self.ready = True
+                elif line == "end":
+                    self.ended = True
+                elif line.startswith("done "):
+                    self.last_done = int(line.split()[1])
+                    self.reported += 1
+                    count += 1
+                    if until_done is not None and count >= until_done:
+                        return True
+        raise AssertionError(f"writer child made no progress for {deadline_s} s: {self.cmd}")
+
+    def kill(self) -> None:
+        """SIGKILL the child, then take the reports it managed to flush before dying."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        self.drain()
+
+    def drain(self) -> None:
+        while True:
+            lines = self._lines(5.0)
+            if not lines or lines == ["<eof>"]:
+                return
+            for line in lines:
+                if line.startswith("done "):
+                    self.last_done = int(line.split()[1])
+                    self.reported += 1
+                elif line == "end":
+                    self.ended = True
+                elif line == "ready":
+                    self.ready = True
+
+    def stderr(self) -> str:
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace")[-3000:]
+
+    def __enter__(self) -> Child:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def recover_and_check(path: Path, scenario: Scenario, last_done: int, base: MState,
+                      what: str) -> int:
+    """Reopen a crashed store and check it (module docstring); return the matched step."""
+    store = Store.open(path)
+    try:
+        problems = fsck_problems(store)
+        assert not problems, f"{what}: fsck after recovery:\n  " + "\n  ".join(problems)
+        matched = match_durable(store, scenario, last_done, base)
+        published = store.published_logseq
+    finally:
+        store.close()
+    again = Store.open(path, read_only=True)
+    try:
+        assert match_durable(again, scenario, last_done, base) == matched, \
+            f"{what}: a second open shows another state"
+        assert again.published_logseq >= published
+    finally:
+        again.close()
+    return matched
