@@ -1,0 +1,70 @@
+"""Per-file write buffers: uncommitted data, visible to every reader at once.
+
+A file being written has one :class:`FileBuffer`. A block moves through three
+states on its way into the store::
+
+    dirty (bytearray, in memory) -> storing (immutable bytes, a ChunkJob being
+    hashed and stored, maybe in a worker thread) -> stored (a chunk hash, or
+    None for a hole, waiting for the next commit)
+
+A commit records every stored block and the size as one new version of the
+file (one ``set_blocks`` transaction), so a version in the log is always a
+whole write history up to a flush — never torn. Readers look a block up in
+the same order (dirty, storing, stored, then the committed inode), so what
+a writer wrote is what any reader reads, before and after the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(eq=False, slots=True)
+class ChunkJob:
+    """One block to hash and store: ``data`` is immutable, identity matters.
+
+    :meth:`FileBuffer.finish` accepts the resulting hash only if the block was
+    not written again meanwhile (the buffer still holds this very ``data``).
+    """
+
+    ino: int
+    index: int
+    data: bytes
+
+
+@dataclass(slots=True)
+class FileBuffer:
+    """Uncommitted changes of one regular file."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    dirty: dict[int, bytearray] = field(default_factory=dict)
+    storing: dict[int, bytes] = field(default_factory=dict)
+    stored: dict[int, bytes | None] = field(default_factory=dict)
+    # True once anything changed since the last commit (a write, a truncate).
+    changed: bool = False
+
+    def take(self, index: int) -> ChunkJob:
+        """Turn dirty block ``index`` into a job: it is frozen as bytes."""
+        data = bytes(self.dirty.pop(index))
+        self.storing[index] = data
+        return ChunkJob(self.ino, index, data)
+
+    def finish(self, job: ChunkJob, chunk_hash: bytes) -> None:
+        """Record that ``job`` is stored; ignored if the block changed since."""
+        if self.storing.get(job.index) is job.data:
+            del self.storing[job.index]
+            self.stored[job.index] = chunk_hash
+
+    def drop_from(self, first: int) -> None:
+        """Forget buffered blocks with index >= ``first`` (a truncate)."""
+        for table in (self.dirty, self.storing, self.stored):
+            for index in [i for i in table if i >= first]:
+                del table[index]
+
+    @property
+    def settled(self) -> bool:
+        """No block is waiting to be hashed: a commit can record everything."""
+        return not self.dirty and not self.storing
