@@ -220,6 +220,14 @@ def normalize(path: str) -> str:
     return "/" + "/".join(parts)
 
 
+def check_meta_key(key: str, namespaces: tuple[str, ...]) -> None:
+    """Reject a key outside a driver's writable namespaces (``user.`` on posix://, so
+    a root-run script cannot set ``trusted.*`` or ``security.*``)."""
+    if not key.startswith(namespaces) or key in namespaces:
+        raise VfsError("invalid", f"metadata key {key!r} is outside the writable namespaces "
+                       f"({', '.join(namespaces)})")
+
+
 def _within(path: str, mountpoint: str) -> bool:
     return mountpoint == "/" or path == mountpoint or path.startswith(mountpoint + "/")
 
@@ -431,7 +439,9 @@ class MetaTxn(VegaObject):
         if not staged:
             return Result.ok()
         try:
-            mount, driver, dpath = self.ns._resolve(self.path)
+            _, driver, dpath = self.ns._resolve(self.path)
+            for key in staged:
+                check_meta_key(key, driver.capabilities().meta_namespaces)
             driver.meta_commit(dpath, staged)
             self._snapshot = driver.meta_read(dpath)
         except VfsError as err:
