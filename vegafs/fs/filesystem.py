@@ -314,7 +314,7 @@ class FileSystem:
         """Space of the file system holding the store; inodes are not limited."""
         files = 1 << 32
         try:
-            st = os.statvfs(self.store.path)
+            st = os.statvfs(self.store.location)
         except (OSError, AttributeError):
             return StatFs(BLOCK_SIZE, 4096, 0, 0, 0, files, files, files, NAME_MAX)
         return StatFs(
@@ -429,8 +429,7 @@ class FileSystem:
         is_dir = stat.S_ISDIR(mode)
         with self._txn() as t:
             t.create_inode(ino, mode=mode, uid=ctx.uid, gid=gid, rdev=rdev, target=target, times_ns=now)
-            if is_dir:
-                t.update(ino, nlink=2)
+            t.update(ino, nlink=2 if is_dir else 1)
             t.link(parent, name, ino)
             if is_dir:
                 t.update(parent, nlink=pinode.nlink + 1, mtime_ns=now, ctime_ns=now)
@@ -860,6 +859,16 @@ class FileSystem:
             if chunk_hash is not None and self._cached_chunk(chunk_hash) is None:
                 missing.append(chunk_hash)
         return missing
+
+    def missing_for_write(self, fh: int, off: int, size: int) -> list[bytes]:
+        """Chunks a write must read first: only partially overwritten blocks."""
+        head = self.missing_chunks(fh, off, 1) if off % BLOCK_SIZE else []
+        end = off + size
+        if end % BLOCK_SIZE and end // BLOCK_SIZE != off // BLOCK_SIZE:
+            head += self.missing_chunks(fh, end - 1, 1)
+        elif end % BLOCK_SIZE and not head:
+            head = self.missing_chunks(fh, off, 1)
+        return head
 
     def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handle(fh)

@@ -1,0 +1,336 @@
+"""`vegafs mount`, `vegafs umount` and `vegafs sync`: the mount daemon's CLI.
+
+`mount` checks everything a user can get wrong before touching FUSE (missing,
+non-directory, non-empty or already-mounted mount point; a stale mount left by
+a killed daemon, which it cleans up; a store locked by another mounter; no
+/dev/fuse) and reports it in one line. Without ``--foreground`` it forks, and
+the parent exits only once the child reports through a pipe that the mount is
+ready (or failed, with the child's message), so `vegafs mount M && ls M`
+works in scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from vegafs.cli import control
+from vegafs.cli.errors import CliError
+
+UMOUNT_WAIT = 120.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "mount",
+        help="mount a store at a directory",
+        description="Mount a vegafs store at MOUNTPOINT (an existing, empty directory).",
+    )
+    p.add_argument("mountpoint", help="an existing, empty directory")
+    p.add_argument(
+        "--store",
+        metavar="PATH",
+        help="the store directory (created on first use; default: the embedded default store)",
+    )
+    p.add_argument("--hooks", metavar="DIR", help="directory of Vega hook files")
+    p.add_argument(
+        "--foreground", action="store_true", help="stay in the foreground (do not daemonize)"
+    )
+    p.add_argument(
+        "-o",
+        dest="options",
+        action="append",
+        default=[],
+        metavar="OPT[,OPT]",
+        help="extra FUSE mount options (e.g. allow_other)",
+    )
+    p.add_argument(
+        "--commit-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="publish closed files at most S seconds later (group commit; default 1)",
+    )
+    p.add_argument(
+        "--no-writeback-cache",
+        action="store_true",
+        help="disable the kernel's writeback cache (every write goes to the daemon at once)",
+    )
+    p.set_defaults(func=cmd_mount)
+
+    u = subparsers.add_parser(
+        "umount",
+        help="flush, publish and unmount",
+        description="Flush and publish everything, unmount MOUNTPOINT, wait for the daemon to exit.",
+    )
+    u.add_argument("mountpoint")
+    u.set_defaults(func=cmd_umount)
+
+    s = subparsers.add_parser(
+        "sync",
+        help="make everything written to a mount durable now",
+        description="Commit every buffered file of the mount and publish (what syncfs would do).",
+    )
+    s.add_argument("mountpoint")
+    s.set_defaults(func=cmd_sync)
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _mount_source(mnt: str) -> str | None:
+    """The source (``fsname``) of the mount at ``mnt``, from /proc/self/mountinfo."""
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    found = None
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 10 or _unescape(fields[4]) != mnt:
+            continue
+        sep = fields.index("-")
+        if fields[sep + 1].startswith("fuse"):
+            found = _unescape(fields[sep + 2])  # the last mount on top wins
+    return found
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
+    out, i = [], 0
+    while i < len(field):
+        if field[i] == "\\" and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+def _is_stale(mnt: str) -> bool:
+    """A FUSE mount whose daemon died: every access fails with ENOTCONN."""
+    try:
+        os.stat(mnt)
+    except OSError as exc:
+        return exc.errno == errno.ENOTCONN
+    return False
+
+
+def _fusermount(mnt: str, lazy: bool) -> subprocess.CompletedProcess[str]:
+    args = ["fusermount3", "-u", *(["-z"] if lazy else []), mnt]
+    try:
+        return subprocess.run(args, capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise CliError("fusermount3 not found: install the fuse3 package") from exc
+
+
+def _check_mountpoint(mnt: str) -> None:
+    if _is_stale(mnt):
+        _fusermount(mnt, lazy=True)
+        print(
+            f"vegafs: cleaned up a stale mount at {mnt} left by a daemon that died",
+            file=sys.stderr,
+        )
+    if not os.path.lexists(mnt):
+        raise CliError(f"mount point {mnt} does not exist (create it with mkdir)")
+    if not os.path.isdir(mnt):
+        raise CliError(f"mount point {mnt} is not a directory")
+    if os.path.ismount(mnt):
+        what = _mount_source(mnt)
+        raise CliError(f"{mnt} is already mounted" + (f" (from {what})" if what else ""))
+    try:
+        if os.listdir(mnt):
+            raise CliError(f"mount point {mnt} is not empty")
+    except PermissionError as exc:
+        raise CliError(f"cannot read mount point {mnt}: permission denied") from exc
+    if not os.path.exists("/dev/fuse"):
+        raise CliError("/dev/fuse is missing: load the fuse module (modprobe fuse)")
+
+
+def _setup_logging(store_dir: Path, debug: bool) -> None:
+    handler = logging.FileHandler(store_dir / "vegafs.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not debug:
+        logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+
+
+def _open_store(store_dir: Path):  # type: ignore[no-untyped-def]
+    from vegafs.store import Store, StoreError
+
+    try:
+        return Store.open(store_dir, create=True)
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+
+
+# -------------------------------------------------------------------- mount
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from vegafs.store import default_store_path
+
+    mnt = os.path.abspath(args.mountpoint)
+    _check_mountpoint(mnt)
+    store_dir = Path(args.store).absolute() if args.store else default_store_path()
+    if args.hooks and not os.path.isdir(args.hooks):
+        raise CliError(f"hooks directory {args.hooks} does not exist")
+    if args.commit_interval <= 0:
+        raise CliError("--commit-interval must be positive")
+    if args.foreground:
+        return _serve(args, mnt, store_dir, lambda: None)
+    return _daemonize(args, mnt, store_dir)
+
+
+def _serve(
+    args: argparse.Namespace, mnt: str, store_dir: Path, ready: Callable[[], None]
+) -> int:
+    """Open the store, mount, serve until unmounted, close cleanly."""
+    import trio
+
+    from vegafs.fuse_ops import Daemon
+
+    store_dir.parent.mkdir(parents=True, exist_ok=True)
+    store = _open_store(store_dir)
+    try:
+        _setup_logging(store_dir, args.debug)
+        options = [o for opt in args.options for o in opt.split(",") if o]
+        daemon = Daemon(
+            store,
+            mnt,
+            store_dir=str(store_dir),
+            fuse_options=options,
+            commit_interval=args.commit_interval,
+            writeback_cache=not args.no_writeback_cache,
+            hooks_dir=os.path.abspath(args.hooks) if args.hooks else None,
+        )
+    except BaseException:
+        store.close()
+        raise
+    try:
+        daemon.mount()
+    except Exception as exc:
+        store.close()
+        raise CliError(f"cannot mount {mnt}: {exc}") from exc
+    try:
+        trio.run(daemon.run, control.serve, ready)
+    finally:
+        daemon.close()
+    return 0
+
+
+def _daemonize(args: argparse.Namespace, mnt: str, store_dir: Path) -> int:
+    """Fork; the parent returns once the child says the mount is ready."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            message = pipe.read().decode(errors="replace")
+        if message == "ok":
+            return 0
+        os.waitpid(pid, 0)
+        raise CliError(message.strip() or "the mount daemon failed to start (see vegafs.log)")
+    # The child: its own session, no terminal, reports once through the pipe.
+    os.close(read_fd)
+    os.setsid()
+    pipe = os.fdopen(write_fd, "wb", buffering=0)
+
+    def ready() -> None:
+        pipe.write(b"ok")
+        pipe.close()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+
+    code = 1
+    try:
+        code = _serve(args, mnt, store_dir, ready)
+    except CliError as exc:
+        _report_failure(pipe, str(exc))
+    except BaseException as exc:
+        logging.getLogger("vegafs.daemon").exception("daemon failed")
+        _report_failure(pipe, f"mount daemon failed: {exc}")
+    finally:
+        os._exit(code)
+
+
+def _report_failure(pipe, message: str) -> None:  # type: ignore[no-untyped-def]
+    if not pipe.closed:
+        with contextlib.suppress(OSError):
+            pipe.write(message.encode())
+            pipe.close()
+
+
+# ------------------------------------------------------------------- umount
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    mnt = os.path.abspath(args.mountpoint)
+    if _is_stale(mnt):
+        result = _fusermount(mnt, lazy=True)
+        if result.returncode != 0:
+            raise CliError(f"cannot clean up the stale mount {mnt}: {result.stderr.strip()}")
+        print(f"vegafs: removed the stale mount at {mnt} (its daemon had died)", file=sys.stderr)
+        return 0
+    if not os.path.ismount(mnt):
+        raise CliError(f"{mnt} is not mounted")
+    source = _mount_source(mnt)
+    status = None
+    if source:
+        try:
+            status = control.call(source, "shutdown")  # flush + publish, tells us the pid
+        except control.ControlError as exc:
+            raise CliError(f"the daemon of {mnt} failed to flush: {exc}") from exc
+    result = _fusermount(mnt, lazy=False)
+    if result.returncode != 0:
+        detail = result.stderr.strip().removeprefix("fusermount3: ")
+        raise CliError(f"cannot unmount {mnt}: {detail}")
+    if status:
+        _wait_exit(int(status["pid"]), mnt)
+    return 0
+
+
+def _wait_exit(pid: int, mnt: str) -> None:
+    """Wait until the daemon has closed the store and exited."""
+    deadline = time.monotonic() + UMOUNT_WAIT
+    delay = 0.005
+    while True:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        # A foreground daemon that is our own child would stay a zombie.
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return
+        if time.monotonic() > deadline:
+            raise CliError(f"{mnt} is unmounted but its daemon (pid {pid}) has not exited yet")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    mnt = os.path.abspath(args.mountpoint)
+    source = _mount_source(mnt) if os.path.ismount(mnt) else None
+    if source is None:
+        raise CliError(f"{mnt} is not a vegafs mount")
+    try:
+        status = control.call(source, "sync")
+    except control.ControlError as exc:
+        raise CliError(f"sync of {mnt} failed: {exc}") from exc
+    if status is None:
+        raise CliError(f"no daemon answers for {mnt}")
+    return 0

@@ -1,0 +1,226 @@
+"""The mount daemon: one store, one mount point, one trio thread serving FUSE.
+
+Lifecycle: :meth:`Daemon.mount` mounts (the kernel queues requests until the
+loop runs), :meth:`Daemon.run` serves until the file system is unmounted —
+by ``fusermount3 -u``/``vegafs umount``, or by SIGTERM/SIGINT, which unmount
+the same clean way — and :meth:`Daemon.close` commits every buffer,
+publishes and releases the store. A background task publishes at most
+``commit_interval`` seconds after any change (group commit).
+
+Control operations (``handle``) come from the CLI through the control
+socket; the socket server itself is handed in by the caller, so this layer
+does not depend on the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pyfuse3
+import trio
+
+from vegafs.fs import SNAP_BASE, FileSystem
+from vegafs.fuse_ops.operations import VegaOperations
+from vegafs.store import ROOT_INO, Store
+
+log = logging.getLogger("vegafs.daemon")
+
+ServeTask = Callable[..., Awaitable[None]]
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, bytes and containers as JSON-able values (bytes as hex)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def escape_option(value: str) -> str:
+    """Escape a value for a FUSE ``-o`` list (commas and backslashes)."""
+    return value.replace("\\", "\\\\").replace(",", "\\,")
+
+
+class Daemon:
+    """Serves one store at one mount point."""
+
+    def __init__(
+        self,
+        store: Store,
+        mountpoint: str,
+        *,
+        store_dir: str,
+        fuse_options: list[str] | None = None,
+        commit_interval: float = 1.0,
+        writeback_cache: bool = True,
+        hooks_dir: str | None = None,
+    ) -> None:
+        self.store = store
+        self.mountpoint = mountpoint
+        self.store_dir = store_dir
+        self.commit_interval = commit_interval
+        self.hooks_dir = hooks_dir
+        self.fs = FileSystem(store, track_lookups=True)
+        self.ops = VegaOperations(self.fs, writeback_cache=writeback_cache)
+        self.fuse_options = {
+            *pyfuse3.default_options,
+            f"fsname={escape_option(store_dir)}",
+            "subtype=vegafs",
+            *(fuse_options or []),
+        }
+        self._mounted = False
+        self._unmounted_by_kernel = False
+
+    def mount(self) -> None:
+        pyfuse3.init(self.ops, self.mountpoint, self.fuse_options)
+        self._mounted = True
+        log.info("mounted %s on %s (pid %d)", self.store_dir, self.mountpoint, os.getpid())
+
+    async def run(self, serve_control: ServeTask | None, ready: Callable[[], None]) -> None:
+        """Serve until unmounted; ``ready()`` is called once requests can flow."""
+        async with trio.open_nursery() as nursery:
+            if serve_control is not None:
+                await nursery.start(serve_control, self.store_dir, self.handle)
+            nursery.start_soon(self._group_commit)
+            nursery.start_soon(self._signals)
+            ready()
+            await pyfuse3.main()
+            self._unmounted_by_kernel = True
+            nursery.cancel_scope.cancel()
+
+    def close(self) -> None:
+        """Commit, publish, unmount if still mounted, release the store."""
+        try:
+            self.fs.close()
+        finally:
+            if self._mounted:
+                pyfuse3.close(unmount=not self._unmounted_by_kernel)
+                self._mounted = False
+            self.store.close()
+            log.info("closed %s", self.store_dir)
+
+    async def _group_commit(self) -> None:
+        """Publish within ``commit_interval`` of any change (closes, metadata)."""
+        while True:
+            await trio.sleep(self.commit_interval)
+            if self.store.dirty:
+                try:
+                    await self.ops.publish()
+                except Exception:
+                    log.exception("group commit failed; retrying next window")
+
+    async def _signals(self) -> None:
+        """SIGTERM/SIGINT/SIGHUP: the same clean unmount as ``vegafs umount``."""
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                log.info("signal %d: unmounting", signum)
+                await self.ops.sync()
+                done = await trio.to_thread.run_sync(self._unmount)
+                if not done:
+                    log.warning("unmount refused (busy?); stopping the loop, lazy unmount")
+                    pyfuse3.terminate()
+
+    def _unmount(self) -> bool:
+        """Unmount like ``fusermount3 -u`` (the kernel writes back dirty pages)."""
+        result = subprocess.run(
+            ["fusermount3", "-u", self.mountpoint],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            log.warning("fusermount3 -u: %s", result.stderr.strip())
+        return result.returncode == 0
+
+    # ---------------------------------------------------------------- control
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "mountpoint": self.mountpoint,
+            "store": self.store_dir,
+            "hooks": self.hooks_dir,
+            "published_logseq": self.store.published_logseq,
+            "head_logseq": self.store.head_logseq,
+        }
+
+    async def handle(self, op: str, args: dict[str, Any]) -> Any:
+        """Serve one control request (see vegafs/cli/control.py)."""
+        store = self.store
+        if op == "status":
+            return self.status()
+        if op in ("sync", "shutdown"):
+            await self.ops.sync()
+            return self.status()
+        if op == "snapshot_create":
+            await self.ops.commit_all()
+            snap = await trio.to_thread.run_sync(store.create_snapshot, str(args["name"]))
+            self.fs.snapshots_changed()
+            return jsonable(snap)
+        if op == "snapshot_list":
+            return jsonable(store.list_snapshots())
+        if op == "snapshot_delete":
+            name = str(args["name"])
+            store.delete_snapshot(name)
+            self.fs.snapshots_changed()
+            await trio.to_thread.run_sync(_invalidate, [(SNAP_BASE, name.encode())], [])
+            return None
+        if op == "rollback":
+            return await self._rollback(str(args["name"]))
+        if op == "stats":
+            stats = await trio.to_thread.run_sync(store.stats)
+            return jsonable({**stats, "mount": self.status()})
+        if op == "gc":
+            await self.ops.sync()
+            return jsonable(await trio.to_thread.run_sync(store.gc))
+        if op == "fsck":
+            await self.ops.sync()
+            return jsonable(await trio.to_thread.run_sync(store.fsck))
+        raise ValueError(f"unknown control operation {op!r}")
+
+    async def _rollback(self, name: str) -> Any:
+        """Roll the live tree back and make the kernel forget what it cached.
+
+        The rollback itself runs on the trio thread, so no request can slip
+        in between committing the buffers and the head jumping.
+        """
+        await self.ops.commit_all()
+        known = {ROOT_INO, *(i for i in self.fs.known_inodes() if i < SNAP_BASE)}
+        before = {ino: dict(self.store.listdir(ino)) for ino in known if _is_dir(self.store, ino)}
+        logseq = self.store.rollback(name)
+        self.fs.after_rollback()
+        self.ops.forget_cached_versions()
+        entries = []
+        for ino, names in before.items():
+            after = dict(self.store.listdir(ino)) if _is_dir(self.store, ino) else {}
+            entries += [(ino, n) for n in names.keys() | after.keys() if names.get(n) != after.get(n)]
+        await trio.to_thread.run_sync(_invalidate, entries, sorted(known))
+        log.info("rolled back to %s (logseq %s)", name, logseq)
+        return {"logseq": logseq}
+
+
+def _is_dir(store: Store, ino: int) -> bool:
+    inode = store.get_inode(ino)
+    return inode is not None and (inode.mode & 0o170000) == 0o040000
+
+
+def _invalidate(entries: list[tuple[int, bytes]], inodes: list[int]) -> None:
+    """Drop kernel cache entries (in a worker thread: these calls may block)."""
+    for ino in inodes:
+        with contextlib.suppress(OSError):  # unknown to the kernel: nothing to drop
+            pyfuse3.invalidate_inode(ino)
+    for parent, name in entries:
+        with contextlib.suppress(OSError):
+            pyfuse3.invalidate_entry(parent, name)
