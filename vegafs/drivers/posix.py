@@ -166,13 +166,13 @@ class PosixDriver:
         with self._at(path) as (dfd, name), _oserrors(path):
             return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dfd)
 
-    def _regular(self, fd: int, path: str) -> os.stat_result:
+    @staticmethod
+    def _regular(fd: int, path: str) -> os.stat_result:
+        """fstat `fd`, refusing directories and special files (the caller closes fd)."""
         s = os.fstat(fd)
         if st.S_ISDIR(s.st_mode):
-            os.close(fd)
             raise VfsError("is_dir", f"{path} is a directory")
         if not st.S_ISREG(s.st_mode):
-            os.close(fd)
             raise VfsError("unsupported", f"{path} is not a regular file")
         return s
 
@@ -192,7 +192,11 @@ class PosixDriver:
         if flags.exclusive:
             oflags |= os.O_EXCL
         fd = self._open_fd(path, oflags | os.O_NONBLOCK)
-        self._regular(fd, path)
+        try:
+            self._regular(fd, path)
+        except VfsError:
+            os.close(fd)
+            raise
         return PosixHandle(fd, path, flags.append)
 
     def read(self, path: str, offset: int, size: int | None) -> Buffer:
