@@ -1,0 +1,419 @@
+"""fsck: one ``check_<invariant>()`` per invariant of the store, a report in plain words.
+
+Checks (each appends plain-language problems to the report):
+
+* ``check_log`` — every segment header, record hash, the hash chain across
+  segments, logseq contiguity, nothing after the tail; every CHUNK record's
+  data matches its hash.
+* ``check_chunk_index`` — the chunk index and the CHUNK records agree both ways.
+* ``check_derived_state`` — a replay of the whole log from its first record
+  (and a load of the checkpoint) gives exactly the in-memory state.
+* ``check_references`` — for the head and every snapshot: dirents name
+  existing inodes, blocks name existing chunks, nlink matches the dirents,
+  every inode is reachable from the root (an unreachable inode with nlink 0 is
+  an open-unlinked file left by a crash: a note, not a problem).
+* ``check_snapshots`` — every snapshot names a logseq whose state is still in the log.
+
+``repair=True`` fixes what can be fixed without losing anything silently:
+damage found while opening (``Store.open(repair=True)``) is quarantined
+byte-for-byte and the store is rewritten into a clean generation; dangling
+references are removed by logged transactions (each listed in the report);
+derived state is rebuilt from the log.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import blake3
+import zstandard
+
+from vegafs.store.errors import StoreError
+from vegafs.store.records import (
+    CHUNK,
+    FLAG_ZSTD,
+    HASH_SIZE,
+    SEGMENT_HEADER,
+    TYPE_NAMES,
+    ScanEnd,
+    SegmentHeader,
+    scan_segment,
+)
+from vegafs.store.state import BLOCK_SIZE, ROOT_INO, State
+
+if TYPE_CHECKING:
+    from vegafs.store.store import Store
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class FsckReport:
+    """The outcome: ``ok`` is True when no problem is left."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def describe(self) -> str:
+        lines = [f"fsck: {'clean' if self.ok else f'{len(self.problems)} problem(s)'}"]
+        lines += [f"  problem: {p}" for p in self.problems]
+        lines += [f"  repaired: {r}" for r in self.repaired]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines.append("  " + ", ".join(f"{k}={v}" for k, v in sorted(self.counts.items())))
+        return "\n".join(lines)
+
+
+class Fsck:
+    """Runs every check on an open store; see the module docstring."""
+
+    def __init__(self, store: Store, repair: bool = False, progress: Progress | None = None) -> None:
+        self.store = store
+        self.repair = repair and not store.read_only
+        self.progress = progress
+        self.report = FsckReport()
+        self._log_chunks: dict[bytes, int] = {}
+        self._fixes: list[tuple[str, list[Any]]] = []
+
+    def problem(self, text: str, fix: list[Any] | None = None) -> None:
+        self.report.problems.append(text)
+        if fix is not None:
+            self._fixes.append((text, fix))
+
+    def run(self) -> FsckReport:
+        store = self.store
+        if not store.read_only:
+            store.publish()
+        for msg in store.damage or ():
+            self.problem(f"log damage: {msg}")
+        self.check_log()
+        self.check_chunk_index()
+        self.check_derived_state()
+        self.check_references()
+        self.check_snapshots()
+        if self.repair:
+            self._repair()
+        return self.report
+
+    # -- checks ------------------------------------------------------------
+
+    def check_log(self) -> None:
+        """Headers, record hashes, chain and logseq order; chunk data vs its hash."""
+        store = self.store
+        counts = self.report.counts
+        segments = list(store._segments)
+        tail = store._tail
+        chain = None
+        expect = None
+        total = sum(self._size(n) for n in segments) or 1
+        done = 0
+        for idx, name in enumerate(segments):
+            size = self._size(name)
+            if size < 0:
+                self.problem(f"segment {name} is missing")
+                chain = None
+                continue
+            header = SegmentHeader.decode(store.backend.read(name, 0, SEGMENT_HEADER.size))
+            if header is None:
+                self.problem(f"segment {name} has no valid header")
+                continue
+            if chain is not None and header.prev_hash != chain:
+                self.problem(f"segment {name} does not continue the hash chain")
+            if expect is not None and header.first_logseq != expect:
+                self.problem(f"segment {name} starts at logseq {header.first_logseq}, expected {expect}")
+            chain, expect = header.prev_hash, header.first_logseq
+            end = ScanEnd()
+            for rec in scan_segment(store.backend, name, SEGMENT_HEADER.size, chain, end, resync=True):
+                kind = TYPE_NAMES.get(rec.rtype, f"type-{rec.rtype}")
+                counts[f"records.{kind}"] = counts.get(f"records.{kind}", 0) + 1
+                if rec.damaged:
+                    self.problem(f"segment {name} offset {rec.offset}: {kind} record fails its hash")
+                if rec.logseq != expect:
+                    self.problem(f"segment {name} offset {rec.offset}: logseq {rec.logseq}, expected {expect}")
+                chain, expect = rec.hash, rec.logseq + 1
+                if rec.rtype == CHUNK and not rec.damaged:
+                    self._check_chunk_data(name, rec.offset, rec.flags, rec.payload)
+                    self._log_chunks.setdefault(rec.payload[:HASH_SIZE], idx << 40 | rec.offset)
+                if self.progress:
+                    self.progress("log", min(done + rec.end, total), total)
+            if not end.clean:
+                self.problem(f"segment {name} offset {end.offset}: {end.reason}")
+            if idx == tail.seg_idx and end.offset != tail.end and store.damage is None:
+                self.problem(
+                    f"segment {name} ends at {end.offset}, but the store's tail is at {tail.end}"
+                )
+            done += size
+        if expect is not None and expect - 1 != store.head_logseq and store.damage is None:
+            self.problem(f"the log ends at logseq {expect - 1}, the store's head is {store.head_logseq}")
+        counts["segments"] = len(segments)
+
+    def _size(self, name: str) -> int:
+        try:
+            return self.store.backend.segment_size(name)
+        except (StoreError, OSError):
+            return -1
+
+    def _check_chunk_data(self, seg: str, offset: int, flags: int, payload: bytes) -> None:
+        h, data = payload[:HASH_SIZE], payload[HASH_SIZE:]
+        try:
+            if flags & FLAG_ZSTD:
+                data = zstandard.ZstdDecompressor().decompress(data, max_output_size=BLOCK_SIZE)
+            good = blake3.blake3(data).digest() == h
+        except zstandard.ZstdError:
+            good = False
+        if not good:
+            self.problem(f"segment {seg} offset {offset}: chunk {h.hex()[:16]} does not match its hash")
+
+    def check_chunk_index(self) -> None:
+        """Every index entry is a CHUNK record of that hash, and every CHUNK record is indexed."""
+        index = self.store._chunks
+        for h, loc in index.items():
+            if self._log_chunks.get(h) != loc:
+                self.problem(f"chunk index entry {h.hex()[:16]} does not point at its CHUNK record")
+        for h in self._log_chunks.keys() - index.keys():
+            self.problem(f"chunk {h.hex()[:16]} is in the log but not in the index")
+        self.report.counts["chunks"] = len(index)
+
+    def check_derived_state(self) -> None:
+        """A replay from the first record, and the checkpoint, both equal memory."""
+        from vegafs.store.store import CHECKPOINT_KEY, Store
+
+        store = self.store
+        if store.damage is not None:
+            return  # the log itself is damaged: memory is a salvage, not a replay
+        manifest = store._read_manifest()
+        replayed = Store(store.backend, read_only=True)
+        replayed._load_checkpoint = lambda *a: None  # type: ignore[method-assign]
+        replayed._load(manifest)
+        if replayed.head_logseq != store.head_logseq:
+            self.report.notes.append(
+                f"the store moved on while checking (log head {replayed.head_logseq}, "
+                f"memory head {store.head_logseq}); derived state not compared"
+            )
+            return
+        self._compare("a replay of the log", replayed, rebuild=True)
+        try:
+            has_checkpoint = store.backend.get_object(CHECKPOINT_KEY) is not None
+        except OSError:
+            has_checkpoint = False
+        if has_checkpoint:
+            from_cp = Store(store.backend, read_only=True)
+            if from_cp._load_checkpoint(manifest["generation"], manifest["segments"]) is None:
+                self.report.notes.append("the checkpoint does not match the log and is ignored")
+            else:
+                from_cp._load(manifest)
+                self._compare("the checkpoint plus replay", from_cp, rebuild=True)
+
+    def _compare(self, what: str, other: Store, rebuild: bool) -> None:
+        store = self.store
+        fix = ["rebuild"] if rebuild else None
+        a, b = store._state, other._state
+        for ino in a.inodes.keys() | b.inodes.keys():
+            if a.inodes.get(ino) != b.inodes.get(ino):
+                self.problem(f"inode {ino} in memory differs from {what}", fix)
+        for ino in a.dirs.keys() | b.dirs.keys():
+            if a.dirs.get(ino) != b.dirs.get(ino):
+                self.problem(f"directory {ino} in memory differs from {what}", fix)
+        if store._chunks != other._chunks:
+            self.problem(f"the chunk index differs from {what}", fix)
+        if store._snapshots != other._snapshots:
+            self.problem(f"the snapshot list differs from {what}", fix)
+        if store._annotations != other._annotations:
+            self.problem(f"the annotations differ from {what}", fix)
+        if other._next_ino > store._next_ino:
+            self.problem(f"inode allocation is behind {what} (inode numbers could be reused)", fix)
+
+    def check_references(self) -> None:
+        """Head and every snapshot: dirents, blocks, nlink, reachability."""
+        store = self.store
+        self._check_state(store._state, "", fixable=True)
+        for snap in store.list_snapshots():
+            try:
+                state = store._state_at(snap.logseq)
+            except StoreError:
+                continue  # check_snapshots reports it
+            self._check_state(state, f" in snapshot {snap.name!r}", fixable=False)
+        self.report.counts["inodes"] = len(store._state.inodes)
+
+    def _check_state(self, state: State, where: str, fixable: bool) -> None:
+        chunks = self.store._chunks
+
+        def fix(op: list[Any]) -> list[Any] | None:
+            return op if fixable else None
+
+        refs: dict[int, int] = {}
+        subdirs: dict[int, int] = {}
+        for parent, entries in state.dirs.items():
+            if parent not in state.inodes:
+                self.problem(f"directory {parent}{where} has entries but no inode")
+                continue
+            for name, ino in entries.items():
+                child = state.inodes.get(ino)
+                if child is None:
+                    self.problem(
+                        f"entry {name!r} of directory {parent}{where} names missing inode {ino}",
+                        fix(["unlink", parent, name]),
+                    )
+                    continue
+                refs[ino] = refs.get(ino, 0) + 1
+                if stat.S_ISDIR(child.mode):
+                    subdirs[parent] = subdirs.get(parent, 0) + 1
+        if ROOT_INO not in state.inodes:
+            self.problem(f"the root inode is missing{where}")
+        reachable = {ROOT_INO}
+        todo = [ROOT_INO]
+        while todo:
+            for _name, ino in state.dirs.get(todo.pop(), {}).items():
+                if ino not in reachable and ino in state.inodes:
+                    reachable.add(ino)
+                    todo.append(ino)
+        for ino, inode in state.inodes.items():
+            is_dir = stat.S_ISDIR(inode.mode)
+            if is_dir and ino not in state.dirs:
+                self.problem(f"directory inode {ino}{where} has no entry table")
+            if is_dir and refs.get(ino, 0) > 1:
+                self.problem(f"directory {ino}{where} has {refs[ino]} entries naming it")
+            if stat.S_ISLNK(inode.mode) and inode.target is None:
+                self.problem(f"symlink {ino}{where} has no target")
+            nblocks = -(-inode.size // BLOCK_SIZE)
+            for index, h in inode.blocks.items():
+                if h not in chunks:
+                    self.problem(
+                        f"block {index} of inode {ino}{where} names missing chunk {h.hex()[:16]}",
+                        fix(["hole", ino, index]),
+                    )
+                if index >= nblocks:
+                    self.problem(f"block {index} of inode {ino}{where} lies beyond its size {inode.size}")
+            if ino not in reachable:
+                if inode.nlink == 0:
+                    self.report.notes.append(
+                        f"inode {ino}{where} has no entry and nlink 0 (open and unlinked when the "
+                        "store was last closed)"
+                    )
+                    if fixable:
+                        self._fixes.append((f"inode {ino} deleted (orphan, nlink 0)", ["delete", ino]))
+                else:
+                    self.problem(
+                        f"inode {ino}{where} is not reachable from the root (nlink {inode.nlink})",
+                        fix(["lost+found", ino]),
+                    )
+                continue
+            want = 2 + subdirs.get(ino, 0) if is_dir else refs.get(ino, 0)
+            if (ino != ROOT_INO or is_dir) and inode.nlink != want:
+                self.problem(
+                    f"inode {ino}{where} has nlink {inode.nlink}, its entries say {want}",
+                    fix(["nlink", ino, want]),
+                )
+
+    def check_snapshots(self) -> None:
+        store = self.store
+        for snap in store.list_snapshots():
+            if snap.logseq > store.head_logseq:
+                self.problem(f"snapshot {snap.name!r} names logseq {snap.logseq}, beyond the head")
+                continue
+            try:
+                store._state_at(snap.logseq)
+            except StoreError as e:
+                self.problem(f"snapshot {snap.name!r} cannot be read: {e}")
+        self.report.counts["snapshots"] = len(store.list_snapshots())
+
+    # -- repair ------------------------------------------------------------
+
+    def _repair(self) -> None:
+        from vegafs.store.gc import run_gc
+
+        store = self.store
+        rep = self.report
+        for seg, start, end in store.damaged_regions:
+            data = self._quarantine(seg, start, end)
+            if data is not None:
+                rep.repaired.append(
+                    f"{len(data)} damaged bytes of segment {seg} at offset {start} "
+                    f"copied to quarantine/{seg}.{start}.bin"
+                )
+        ops = [fix for _text, fix in self._fixes if fix[0] != "rebuild"]
+        if ops:
+            self._apply_fixes(ops)
+        if store.damage:
+            report = run_gc(store, self.progress, salvage=rep.repaired)
+            rep.repaired.append(
+                f"the log was rewritten into a clean generation {report.generation}"
+            )
+            store.damage = None
+        if any(fix[0] == "rebuild" for _t, fix in self._fixes):
+            from vegafs.store.store import CHECKPOINT_KEY
+
+            store.backend.delete_object(CHECKPOINT_KEY)
+            store._load(store._read_manifest())
+            rep.repaired.append("in-memory state and checkpoint rebuilt from the log")
+        store._since_checkpoint = max(store._since_checkpoint, 1)
+        store._write_checkpoint()
+        # What is left after repair is what a fresh check finds.
+        after = Fsck(store, repair=False, progress=None).run()
+        rep.problems = after.problems
+        rep.notes = after.notes + [n for n in rep.notes if n not in after.notes]
+
+    def _quarantine(self, seg: str, start: int, end: int | None) -> bytes | None:
+        from vegafs.store.store import QUARANTINE_PREFIX
+
+        backend = self.store.backend
+        try:
+            size = backend.segment_size(seg)
+            stop = size if end is None else min(end, size)
+            data = backend.read(seg, start, max(0, stop - start))
+            backend.put_object(f"{QUARANTINE_PREFIX}{seg}.{start}.bin", data)
+            return data
+        except (StoreError, OSError):
+            return None
+
+    def _apply_fixes(self, fixes: list[list[Any]]) -> None:
+        store = self.store
+        rep = self.report
+        with store.transaction() as t:
+            lost_found = None
+            for fix in fixes:
+                kind = fix[0]
+                if kind == "unlink":
+                    t.unlink(fix[1], fix[2])
+                    rep.repaired.append(f"dangling entry {fix[2]!r} removed from directory {fix[1]}")
+                elif kind == "hole":
+                    inode = store.get_inode(fix[1])
+                    t.set_blocks(fix[1], {fix[2]: None}, inode.size if inode else 0)
+                    rep.repaired.append(
+                        f"block {fix[2]} of inode {fix[1]} lost its data (chunk damaged or missing): "
+                        "it now reads as zeros; earlier versions may still hold it"
+                    )
+                elif kind == "nlink":
+                    t.update(fix[1], nlink=fix[2])
+                    rep.repaired.append(f"nlink of inode {fix[1]} set to {fix[2]}")
+                elif kind == "delete":
+                    t.delete_inode(fix[1])
+                    rep.repaired.append(f"orphan inode {fix[1]} (nlink 0) deleted")
+                elif kind == "lost+found":
+                    if lost_found is None:
+                        lost_found = self._lost_found(t)
+                    t.link(lost_found, str(fix[1]).encode(), fix[1])
+                    rep.repaired.append(f"unreachable inode {fix[1]} linked as /lost+found/{fix[1]}")
+
+    def _lost_found(self, t: Any) -> int:
+        store = self.store
+        ino = store.lookup(ROOT_INO, b"lost+found")
+        if ino is not None:
+            return ino
+        ino = store.alloc_ino()
+        now = store.backend.clock_ns()
+        t.create_inode(ino, mode=stat.S_IFDIR | 0o700, uid=0, gid=0, times_ns=now)
+        t.update(ino, nlink=2)
+        t.link(ROOT_INO, b"lost+found", ino)
+        root = store.get_inode(ROOT_INO)
+        if root is not None:
+            t.update(ROOT_INO, nlink=root.nlink + 1)
+        return ino

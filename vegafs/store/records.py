@@ -1,0 +1,230 @@
+"""The on-disk framing: segment headers, records, the hash chain, and a scanner.
+
+Everything here is pure byte layout (docs/store-format.md is its prose twin;
+change both together and bump FORMAT_VERSION). A record is::
+
+    header  = magic b"VR" | type u16 | flags u16 | logseq u64 | length u32   (big-endian, 18 bytes)
+    payload = length bytes
+    hash    = blake3(prev_hash || header || payload)                            (32 bytes)
+
+``prev_hash`` is the hash of the record before it in the log (across segment
+boundaries), so the chain proves order and integrity from the first record of
+a generation to the head. The scanner never trusts a length it has not
+bounded, and stops at the first record that does not verify: what follows it
+is a torn tail (or corruption, which the caller tells apart by position).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import blake3
+
+from vegafs.store.backend import Backend
+
+FORMAT_MAGIC = b"VEGAFS-STORE\n"
+FORMAT_VERSION = 1
+
+RECORD_MAGIC = b"VR"
+RECORD_HEADER = struct.Struct(">2sHHQI")
+HASH_SIZE = 32
+RECORD_OVERHEAD = RECORD_HEADER.size + HASH_SIZE
+ZERO_HASH = bytes(HASH_SIZE)
+
+SEGMENT_MAGIC = b"VEGASEG\x00"
+# magic | format version u16 | reserved u16 | generation u32 | seq u32 | first logseq u64 | prev hash
+SEGMENT_HEADER = struct.Struct(">8sHHIIQ32s")
+
+# Record types (u16). Readers skip types they do not know unless MUST_UNDERSTAND is set.
+TXN = 1
+CHUNK = 2
+PUBLISH = 3
+SNAPSHOT = 4
+SNAPSHOT_DELETE = 5
+ROLLBACK = 6
+STATE = 7
+GENERATION = 8
+
+TYPE_NAMES = {
+    TXN: "TXN",
+    CHUNK: "CHUNK",
+    PUBLISH: "PUBLISH",
+    SNAPSHOT: "SNAPSHOT",
+    SNAPSHOT_DELETE: "SNAPSHOT_DELETE",
+    ROLLBACK: "ROLLBACK",
+    STATE: "STATE",
+    GENERATION: "GENERATION",
+}
+
+# Flag bits (u16).
+FLAG_ZSTD = 0x0001  # CHUNK: the data after the hash is zstd-compressed
+FLAG_MUST_UNDERSTAND = 0x8000  # a reader that does not know the type must refuse the log
+
+MAX_PAYLOAD = 1 << 30  # sanity bound: a length above this is corruption, not a record
+
+
+def segment_name(generation: int, seq: int) -> str:
+    """Segments sort by name in log order: generation first, then sequence."""
+    return f"{generation:06d}-{seq:08d}.seg"
+
+
+def parse_segment_name(name: str) -> tuple[int, int] | None:
+    """(generation, seq) of a segment file name, or None if it is not one."""
+    if not name.endswith(".seg"):
+        return None
+    stem = name[:-4]
+    gen, _, seq = stem.partition("-")
+    if not (gen.isdigit() and seq.isdigit()):
+        return None
+    return int(gen), int(seq)
+
+
+@dataclass(frozen=True)
+class SegmentHeader:
+    generation: int
+    seq: int
+    first_logseq: int
+    prev_hash: bytes
+
+    def encode(self) -> bytes:
+        return SEGMENT_HEADER.pack(
+            SEGMENT_MAGIC, FORMAT_VERSION, 0, self.generation, self.seq, self.first_logseq,
+            self.prev_hash,
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes) -> SegmentHeader | None:
+        """The header, or None if ``raw`` is not a valid segment header."""
+        if len(raw) < SEGMENT_HEADER.size:
+            return None
+        magic, version, _res, gen, seq, first, prev = SEGMENT_HEADER.unpack_from(raw)
+        if magic != SEGMENT_MAGIC or version != FORMAT_VERSION:
+            return None
+        return cls(gen, seq, first, prev)
+
+
+def encode_record(
+    rtype: int, flags: int, logseq: int, payload: bytes, prev_hash: bytes
+) -> tuple[bytes, bytes]:
+    """The framed record and its chain hash."""
+    header = RECORD_HEADER.pack(RECORD_MAGIC, rtype, flags, logseq, len(payload))
+    h = blake3.blake3(prev_hash)
+    h.update(header)
+    h.update(payload)
+    digest = h.digest()
+    return b"".join((header, payload, digest)), digest
+
+
+@dataclass(frozen=True)
+class Record:
+    """One verified record as found in a segment."""
+
+    rtype: int
+    flags: int
+    logseq: int
+    offset: int  # of the record header in its segment
+    payload: bytes
+    hash: bytes
+    damaged: bool = False  # framing intact, hash wrong: ``hash`` is the stored trailer
+
+    @property
+    def end(self) -> int:
+        return self.offset + RECORD_OVERHEAD + len(self.payload)
+
+
+@dataclass
+class ScanEnd:
+    """Why a scan stopped: at a clean end of the segment, or at a bad record."""
+
+    offset: int = 0
+    clean: bool = True
+    reason: str = ""
+
+
+def scan_segment(
+    backend: Backend,
+    name: str,
+    offset: int,
+    prev_hash: bytes,
+    end: ScanEnd,
+    window: int = 8 << 20,
+    resync: bool = False,
+) -> Iterator[Record]:
+    """Yield the verified records of ``name`` from ``offset`` until EOF or a bad record.
+
+    ``prev_hash`` is the chain hash of the record before ``offset``. On return
+    ``end`` tells where and why the scan stopped (``clean`` is False when a
+    record was torn or did not verify). With ``resync``, a record whose frame
+    is intact but whose hash does not verify is yielded with ``damaged=True``
+    and the scan goes on, chaining from its stored hash: that is how one
+    damaged record is told apart from a torn tail, and isolated.
+    """
+    buf = b""
+    buf_start = offset
+    pos = offset
+
+    def fill(need: int) -> bool:
+        nonlocal buf, buf_start
+        if pos + need <= buf_start + len(buf):
+            return True
+        buf = buf[pos - buf_start :]
+        buf_start = pos
+        more = backend.read(name, buf_start + len(buf), max(window, need - len(buf)))
+        buf += more
+        return pos + need <= buf_start + len(buf)
+
+    while True:
+        end.offset = pos
+        if not fill(RECORD_HEADER.size):
+            if pos != buf_start + len(buf):
+                end.clean, end.reason = False, "torn record header"
+            return
+        rel = pos - buf_start
+        magic, rtype, flags, logseq, length = RECORD_HEADER.unpack_from(buf, rel)
+        if magic != RECORD_MAGIC or length > MAX_PAYLOAD:
+            end.clean, end.reason = False, "bad record header"
+            return
+        total = RECORD_OVERHEAD + length
+        if not fill(total):
+            end.clean, end.reason = False, "torn record (segment ends inside it)"
+            return
+        rel = pos - buf_start
+        body_end = rel + RECORD_HEADER.size + length
+        h = blake3.blake3(prev_hash)
+        h.update(memoryview(buf)[rel:body_end])
+        digest = h.digest()
+        stored = buf[body_end : body_end + HASH_SIZE]
+        payload = buf[rel + RECORD_HEADER.size : body_end]
+        if digest != stored:
+            if not resync:
+                end.clean, end.reason = False, "record hash mismatch (damaged or torn)"
+                return
+            yield Record(rtype, flags, logseq, pos, payload, stored, damaged=True)
+            digest = stored
+        else:
+            yield Record(rtype, flags, logseq, pos, payload, digest)
+        prev_hash = digest
+        pos += total
+
+
+def read_record_at(backend: Backend, name: str, offset: int, max_len: int) -> tuple[int, int, int, bytes]:
+    """(type, flags, logseq, payload) of the record at ``offset``, read without chain check.
+
+    Used for random access (chunk reads, replay of indexed records); the chain
+    was verified when the record was first scanned. ``max_len`` bounds the
+    read: the record's whole size when the caller knows it.
+    """
+    raw = backend.read(name, offset, max_len)
+    if len(raw) < RECORD_HEADER.size:
+        raise OSError(5, f"segment {name}: short read at offset {offset}")
+    magic, rtype, flags, logseq, length = RECORD_HEADER.unpack_from(raw)
+    if magic != RECORD_MAGIC:
+        raise OSError(5, f"segment {name}: no record at offset {offset}")
+    need = RECORD_HEADER.size + length
+    if len(raw) < need:
+        raw += backend.read(name, offset + len(raw), need - len(raw))
+        if len(raw) < need:
+            raise OSError(5, f"segment {name}: record at offset {offset} is cut short")
+    return rtype, flags, logseq, raw[RECORD_HEADER.size : need]

@@ -1,0 +1,285 @@
+"""The metadata state the log records: inodes, directory entries, and how TXN ops change them.
+
+A :class:`State` is what replaying TXN records from an empty store (or from a
+STATE record) produces. The head state lives in memory and is changed in
+place by transactions; an operation applied by :meth:`State.apply` records
+how to undo itself, so a transaction that fails half-way (a bad op, or an I/O
+error while appending its record) leaves the state exactly as it was.
+
+Ops are validated as they are applied, against the state as it is at that
+point of the transaction, so "create, then link" in one transaction works and
+a dangling reference is refused before it reaches the log.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import msgpack
+
+BLOCK_SIZE = 128 * 1024
+ROOT_INO = 1
+
+# TXN op codes (first element of each op list; docs/store-format.md §TXN).
+OP_CREATE = 1  # [1, ino, mode, uid, gid, rdev, target|nil, times_ns]
+OP_UPDATE = 2  # [2, ino, {field: value}]
+OP_SET_BLOCKS = 3  # [3, ino, {index: hash|nil}, size]
+OP_DELETE = 4  # [4, ino]
+OP_LINK = 5  # [5, parent, name, ino]
+OP_UNLINK = 6  # [6, parent, name]
+OP_SET_XATTR = 7  # [7, ino, key, value]
+OP_REMOVE_XATTR = 8  # [8, ino, key]
+OP_ANNOTATE = 9  # [9, kind, payload]
+
+UPDATE_FIELDS = frozenset(
+    {"mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "nlink", "rdev"}
+)
+
+
+@dataclass(eq=True)
+class Inode:
+    """One inode of the head state (or of a view). Callers must treat it as read-only."""
+
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    nlink: int
+    rdev: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    target: bytes | None
+    blocks: dict[int, bytes] = field(default_factory=dict)
+    version: int = 0
+    xattrs: dict[bytes, bytes] = field(default_factory=dict)
+
+    def to_list(self) -> list[object]:
+        return [
+            self.ino, self.mode, self.uid, self.gid, self.nlink, self.rdev, self.size,
+            self.atime_ns, self.mtime_ns, self.ctime_ns, self.target, self.blocks,
+            self.version, self.xattrs,
+        ]
+
+    @classmethod
+    def from_list(cls, v: list) -> Inode:  # type: ignore[type-arg]
+        return cls(*v)
+
+    def copy(self) -> Inode:
+        return Inode(
+            self.ino, self.mode, self.uid, self.gid, self.nlink, self.rdev, self.size,
+            self.atime_ns, self.mtime_ns, self.ctime_ns, self.target, dict(self.blocks),
+            self.version, dict(self.xattrs),
+        )
+
+
+class TxnError(ValueError):
+    """A transaction op is invalid against the state (a caller bug, not an I/O problem)."""
+
+
+Undo = list[Callable[[], None]]
+
+
+class State:
+    """Inodes and directories; the part of the store that rollback rewinds."""
+
+    __slots__ = ("inodes", "dirs")
+
+    def __init__(self) -> None:
+        self.inodes: dict[int, Inode] = {}
+        self.dirs: dict[int, dict[bytes, int]] = {}
+
+    def copy(self) -> State:
+        s = State()
+        s.inodes = {ino: i.copy() for ino, i in self.inodes.items()}
+        s.dirs = {ino: dict(d) for ino, d in self.dirs.items()}
+        return s
+
+    # -- serialization (checkpoints and STATE records) -----------------------
+
+    def to_obj(self) -> list[object]:
+        return [
+            [i.to_list() for i in self.inodes.values()],
+            [[ino, list(d.items())] for ino, d in self.dirs.items()],
+        ]
+
+    @classmethod
+    def from_obj(cls, obj: list) -> State:  # type: ignore[type-arg]
+        s = cls()
+        s.inodes = {v[0]: Inode(*v) for v in obj[0]}
+        s.dirs = {ino: dict(items) for ino, items in obj[1]}
+        return s
+
+    def chunk_refs(self) -> Iterable[bytes]:
+        """Every chunk hash this state references (with repeats)."""
+        for inode in self.inodes.values():
+            yield from inode.blocks.values()
+
+    # -- applying ops --------------------------------------------------------
+
+    def apply(
+        self,
+        op: list,  # type: ignore[type-arg]
+        undo: Undo | None,
+        has_chunk: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        """Apply one TXN op. With ``undo``, validate it and push how to reverse it.
+
+        Without ``undo`` (replay of a verified log) the op is trusted.
+        """
+        code = op[0]
+        check = undo is not None
+        inodes, dirs = self.inodes, self.dirs
+        if code == OP_CREATE:
+            _, ino, mode, uid, gid, rdev, target, t = op
+            if check and ino in inodes:
+                raise TxnError(f"inode {ino} already exists")
+            inodes[ino] = Inode(ino, mode, uid, gid, 0, rdev, len(target or b""), t, t, t, target)
+            if stat.S_ISDIR(mode):
+                dirs[ino] = {}
+            if check:
+                undo.append(lambda: (inodes.pop(ino), dirs.pop(ino, None)))
+        elif code == OP_UPDATE:
+            _, ino, changes = op
+            inode = self._inode(ino, check)
+            if check:
+                bad = set(changes) - UPDATE_FIELDS
+                if bad:
+                    raise TxnError(f"cannot update {sorted(bad)} of inode {ino}")
+                old = {k: getattr(inode, k) for k in changes}
+                old_blocks = dict(inode.blocks) if changes.get("size", inode.size) < inode.size else None
+
+                def _undo_update() -> None:
+                    for k, v in old.items():
+                        setattr(inode, k, v)
+                    if old_blocks is not None:
+                        inode.blocks = old_blocks
+
+                undo.append(_undo_update)
+            old_size = inode.size
+            for k, v in changes.items():
+                setattr(inode, k, v)
+            if inode.size < old_size:
+                _drop_blocks_beyond(inode)
+        elif code == OP_SET_BLOCKS:
+            _, ino, delta, size = op
+            inode = self._inode(ino, check)
+            if check:
+                if not stat.S_ISREG(inode.mode):
+                    raise TxnError(f"inode {ino} is not a regular file")
+                if has_chunk is not None:
+                    for h in delta.values():
+                        if h is not None and not has_chunk(h):
+                            raise TxnError(f"chunk {h.hex()} is not in the store")
+                saved = (dict(inode.blocks), inode.size, inode.version)
+
+                def _undo_blocks() -> None:
+                    inode.blocks, inode.size, inode.version = saved
+
+                undo.append(_undo_blocks)
+            blocks = inode.blocks
+            for index, h in delta.items():
+                if h is None:
+                    blocks.pop(index, None)
+                else:
+                    blocks[index] = h
+            shrink = size < inode.size
+            inode.size = size
+            inode.version += 1
+            if shrink:
+                _drop_blocks_beyond(inode)
+        elif code == OP_DELETE:
+            _, ino = op
+            inode = self._inode(ino, check)
+            d = dirs.get(ino)
+            if check:
+                if ino == ROOT_INO:
+                    raise TxnError("the root inode cannot be deleted")
+                if d:
+                    raise TxnError(f"directory {ino} is not empty")
+                undo.append(lambda: _restore(inodes, dirs, ino, inode, d))
+            del inodes[ino]
+            dirs.pop(ino, None)
+        elif code == OP_LINK:
+            _, parent, name, ino = op
+            if check:
+                if parent not in dirs:
+                    raise TxnError(f"inode {parent} is not a directory")
+                if ino not in inodes:
+                    raise TxnError(f"inode {ino} does not exist")
+                if not name or b"/" in name or name in (b".", b".."):
+                    raise TxnError(f"bad directory entry name {name!r}")
+            entries = dirs[parent]
+            if check:
+                old = entries.get(name)
+                undo.append(lambda: _set_or_pop(entries, name, old))
+            entries[name] = ino
+        elif code == OP_UNLINK:
+            _, parent, name = op
+            entries = dirs.get(parent)  # type: ignore[assignment]
+            if check:
+                if entries is None or name not in entries:
+                    raise TxnError(f"no entry {name!r} in directory {parent}")
+                old = entries[name]
+                undo.append(lambda: entries.__setitem__(name, old))
+            del entries[name]
+        elif code == OP_SET_XATTR:
+            _, ino, key, value = op
+            xattrs = self._inode(ino, check).xattrs
+            if check:
+                old = xattrs.get(key)
+                undo.append(lambda: _set_or_pop(xattrs, key, old))
+            xattrs[key] = value
+        elif code == OP_REMOVE_XATTR:
+            _, ino, key = op
+            xattrs = self._inode(ino, check).xattrs
+            if check:
+                if key not in xattrs:
+                    raise TxnError(f"inode {ino} has no xattr {key!r}")
+                old = xattrs[key]
+                undo.append(lambda: xattrs.__setitem__(key, old))
+            del xattrs[key]
+        elif code == OP_ANNOTATE:
+            pass  # annotations are log history, kept by the store outside the state
+        elif check:
+            raise TxnError(f"unknown op {code}")
+
+    def _inode(self, ino: int, check: bool) -> Inode:
+        inode = self.inodes.get(ino)
+        if inode is None and check:
+            raise TxnError(f"inode {ino} does not exist")
+        return inode  # type: ignore[return-value]
+
+
+def _drop_blocks_beyond(inode: Inode) -> None:
+    """Blocks wholly past EOF do not exist: a file never references data it cannot show."""
+    nblocks = -(-inode.size // BLOCK_SIZE)
+    for index in [i for i in inode.blocks if i >= nblocks]:
+        del inode.blocks[index]
+
+
+def _set_or_pop(d: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+    if value is None:
+        d.pop(key, None)
+    else:
+        d[key] = value
+
+
+def _restore(
+    inodes: dict[int, Inode], dirs: dict[int, dict[bytes, int]], ino: int, inode: Inode,
+    d: dict[bytes, int] | None,
+) -> None:
+    inodes[ino] = inode
+    if d is not None:
+        dirs[ino] = d
+
+
+def pack(obj: object) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(raw: bytes) -> object:
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True)

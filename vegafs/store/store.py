@@ -1,0 +1,1188 @@
+"""The Store: log, chunks, publish, recovery, checkpoints, snapshots, rollback.
+
+The log is the truth; everything in memory (head state, chunk index, record
+locators, snapshots) is derived from it and is rebuilt by replay on open,
+starting from the newest valid checkpoint if there is one.
+
+Concurrency. ``_lock`` serializes appends (records must be written in logseq
+order and chained). ``_publish_lock`` serializes publishes and the operations
+that switch segments or generations (roll, checkpoint, gc), so that a publish
+can fsync *outside* ``_lock``: transactions from the trio thread keep
+appending while a worker thread waits for the disk. Readers of the head state
+take no lock; the state is changed in place by one transaction at a time.
+
+Locators. A record's place is one int: ``segment_index << 40 | offset``
+(segment index within the current generation's segment list), which keeps the
+chunk index a plain ``dict[bytes, int]`` that a checkpoint stores and loads as
+one msgpack map.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+import stat
+import threading
+import time
+from array import array
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import blake3
+import zstandard
+
+from vegafs.store import faultpoints
+from vegafs.store.backend import FORMAT_KEY, Backend, LocalBackend
+from vegafs.store.errors import (
+    STORE_EXISTS,
+    STORE_IO_ERROR,
+    STORE_NOT_FOUND,
+    StoreError,
+)
+from vegafs.store.records import (
+    CHUNK,
+    FLAG_MUST_UNDERSTAND,
+    FLAG_ZSTD,
+    FORMAT_MAGIC,
+    FORMAT_VERSION,
+    GENERATION,
+    HASH_SIZE,
+    PUBLISH,
+    RECORD_OVERHEAD,
+    ROLLBACK,
+    SEGMENT_HEADER,
+    SNAPSHOT,
+    SNAPSHOT_DELETE,
+    STATE,
+    TXN,
+    TYPE_NAMES,
+    ZERO_HASH,
+    ScanEnd,
+    SegmentHeader,
+    encode_record,
+    parse_segment_name,
+    read_record_at,
+    scan_segment,
+    segment_name,
+)
+from vegafs.store.state import (
+    BLOCK_SIZE,
+    OP_ANNOTATE,
+    OP_CREATE,
+    OP_DELETE,
+    OP_LINK,
+    OP_REMOVE_XATTR,
+    OP_SET_BLOCKS,
+    OP_SET_XATTR,
+    OP_UNLINK,
+    OP_UPDATE,
+    ROOT_INO,
+    UPDATE_FIELDS,
+    Inode,
+    State,
+    TxnError,
+    Undo,
+    pack,
+    unpack,
+)
+
+MANIFEST_KEY = "MANIFEST"
+CHECKPOINT_KEY = "index/checkpoint"
+QUARANTINE_PREFIX = "quarantine/"
+
+#: A segment is sealed at the first publish after it grows past this size.
+SEGMENT_TARGET = 64 << 20
+#: A checkpoint is written at a publish once this many records were replayable since the last.
+CHECKPOINT_INTERVAL = 50_000
+
+_LOC_SHIFT = 40
+_LOC_MASK = (1 << _LOC_SHIFT) - 1
+_CHUNK_READ = BLOCK_SIZE + RECORD_OVERHEAD + HASH_SIZE + 1024
+_VIEW_CACHE = 4
+
+Progress = Callable[[str, int, int], None]
+
+
+def _loc(seg_idx: int, offset: int) -> int:
+    return seg_idx << _LOC_SHIFT | offset
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A name for a published logseq."""
+
+    name: str
+    logseq: int
+    created_ns: int
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """One data version of a file, as recorded by a ``set_blocks`` op."""
+
+    version: int
+    logseq: int
+    size: int
+    blocks: dict[int, bytes]
+
+
+@dataclass(frozen=True)
+class RollbackInfo:
+    """A ROLLBACK record: to undo it, ``rollback_to(pre_head)`` (until gc compacts history)."""
+
+    logseq: int
+    target: int
+    name: str | None
+    pre_head: int
+
+
+def _check_snapshot_name(name: str) -> None:
+    if (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or "\0" in name
+        or name in (".", "..")
+        or len(name.encode()) > 255
+    ):
+        raise ValueError(f"bad snapshot name {name!r} (1-255 bytes, no '/' or NUL)")
+
+
+class Transaction:
+    """Ops collected inside ``with store.transaction() as t:``; one TXN record on exit."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.ops: list[list[Any]] = []
+        self.logseq: int | None = None
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.logseq = self._store._commit(self.ops)
+
+    def create_inode(
+        self,
+        ino: int,
+        *,
+        mode: int,
+        uid: int,
+        gid: int,
+        rdev: int = 0,
+        target: bytes | None = None,
+        times_ns: int,
+    ) -> None:
+        self.ops.append([OP_CREATE, ino, mode, uid, gid, rdev, target, times_ns])
+
+    def update(self, ino: int, **changes: int) -> None:
+        bad = set(changes) - UPDATE_FIELDS
+        if bad:
+            raise TypeError(f"update() got unknown fields {sorted(bad)}")
+        if changes:
+            self.ops.append([OP_UPDATE, ino, changes])
+
+    def set_blocks(self, ino: int, blocks: dict[int, bytes | None], size: int) -> None:
+        self.ops.append([OP_SET_BLOCKS, ino, dict(blocks), size])
+
+    def delete_inode(self, ino: int) -> None:
+        self.ops.append([OP_DELETE, ino])
+
+    def link(self, parent: int, name: bytes, ino: int) -> None:
+        self.ops.append([OP_LINK, parent, bytes(name), ino])
+
+    def unlink(self, parent: int, name: bytes) -> None:
+        self.ops.append([OP_UNLINK, parent, bytes(name)])
+
+    def set_xattr(self, ino: int, key: bytes, value: bytes) -> None:
+        self.ops.append([OP_SET_XATTR, ino, bytes(key), bytes(value)])
+
+    def remove_xattr(self, ino: int, key: bytes) -> None:
+        self.ops.append([OP_REMOVE_XATTR, ino, bytes(key)])
+
+    def annotate(self, kind: str, payload: bytes) -> None:
+        self.ops.append([OP_ANNOTATE, str(kind), bytes(payload)])
+
+
+class StoreView:
+    """A read-only state (a snapshot, or any published logseq) over the store's chunks."""
+
+    def __init__(self, store: Store, state: State, logseq: int, name: str | None) -> None:
+        self._store = store
+        self._state = state
+        self.logseq = logseq
+        self.name = name
+
+    def get_inode(self, ino: int) -> Inode | None:
+        return self._state.inodes.get(ino)
+
+    def lookup(self, parent_ino: int, name: bytes) -> int | None:
+        d = self._state.dirs.get(parent_ino)
+        return None if d is None else d.get(name)
+
+    def listdir(self, parent_ino: int) -> list[tuple[bytes, int]]:
+        return list(self._state.dirs.get(parent_ino, {}).items())
+
+    def read_chunk(self, h: bytes) -> bytes:
+        return self._store.read_chunk(h)
+
+
+@dataclass
+class _Tail:
+    """Where the writer appends: the active segment and the chain head."""
+
+    seg_idx: int
+    end: int
+    last_hash: bytes
+
+
+@dataclass
+class _Meta:
+    """Locators of the records state replay needs (TXN, ROLLBACK), in logseq order."""
+
+    logseqs: array = field(default_factory=lambda: array("Q"))  # type: ignore[type-arg]
+    locs: array = field(default_factory=lambda: array("Q"))  # type: ignore[type-arg]
+
+    def add(self, logseq: int, loc: int) -> None:
+        self.logseqs.append(logseq)
+        self.locs.append(loc)
+
+
+class Store:
+    """An open store. See docs/architecture.md ("The store API") for the contract."""
+
+    # ------------------------------------------------------------------ open
+
+    def __init__(self, backend: Backend, read_only: bool) -> None:
+        self.backend = backend
+        self.read_only = read_only
+        self.location = backend.location
+        self._lock = threading.RLock()
+        self._publish_lock = threading.RLock()
+        self._ino_lock = threading.Lock()
+        self._failed: str | None = None
+        self._closed = False
+        self.taken_over_from = None
+        self._compress = False
+        self._zstd = threading.local()
+        self.damage: list[str] | None = None
+        self.damaged_regions: list[tuple[str, int, int | None]] = []
+        self._reset_memory()
+
+    def _reset_memory(self) -> None:
+        self._state = State()
+        self._next_ino = ROOT_INO + 1
+        self._snapshots: dict[str, Snapshot] = {}
+        self._annotations: dict[str, list[tuple[int, bytes]]] = {}
+        self._rollbacks: list[RollbackInfo] = []
+        self._chunks: dict[bytes, int] = {}
+        self._chunk_bytes = 0
+        self._segments: list[str] = []
+        self._generation = 0
+        self._gen_first_logseq = 1
+        self._meta = _Meta()
+        self._snapshot_states: dict[int, int] = {}
+        self._head_base: tuple[int, int] | None = None
+        self._head_logseq = 0
+        self._published_logseq = 0
+        self._tail = _Tail(0, SEGMENT_HEADER.size, ZERO_HASH)
+        self._records = 0
+        self._since_checkpoint = 0
+        self._views: dict[int, State] = {}
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | Backend,
+        *,
+        create: bool = False,
+        read_only: bool = False,
+        compression: str | None = None,
+        repair: bool = False,
+    ) -> Store:
+        """Open (or with ``create=True`` create if absent) the store at ``path``.
+
+        Write mode takes the one-writer lock; ``read_only`` takes no lock and
+        shows the state at the last publish. ``compression`` ("zstd" or None)
+        is chosen when the store is created and recorded in ``FORMAT``.
+        ``repair`` (fsck --repair) opens a damaged log: damage is listed in
+        ``store.damage`` instead of raised.
+        """
+        backend = path if isinstance(path, Backend) else LocalBackend(path)
+        if not backend.exists():
+            if not create or read_only:
+                raise StoreError(STORE_NOT_FOUND, f"no store at {backend.location}")
+            if compression not in (None, "zstd"):
+                raise ValueError(f"unknown compression {compression!r}")
+            cls._create(backend, compression)
+        store = cls(backend, read_only)
+        if repair:
+            store.damage = []
+        try:
+            store._open()
+        except BaseException:
+            backend.close()
+            raise
+        return store
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str] | Backend, compression: str | None = None) -> Store:
+        """Create a new store (``STORE_EXISTS`` if there is one) and open it for writing."""
+        backend = path if isinstance(path, Backend) else LocalBackend(path)
+        if backend.exists():
+            raise StoreError(STORE_EXISTS, f"a store already exists at {backend.location}")
+        return cls.open(backend, create=True, compression=compression)
+
+    @staticmethod
+    def _create(backend: Backend, compression: str | None) -> None:
+        """Lay out an empty store: a first segment holding GENERATION, the root inode, PUBLISH."""
+        try:
+            backend.create(_format_bytes(compression))
+            backend.acquire_lock()
+            try:
+                name = segment_name(0, 0)
+                if name not in backend.list_segments():
+                    now = backend.clock_ns()
+                    chain = ZERO_HASH
+                    parts = [SegmentHeader(0, 0, 1, ZERO_HASH).encode()]
+                    root = [
+                        [OP_CREATE, ROOT_INO, stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), 0, None, now],
+                        [OP_UPDATE, ROOT_INO, {"nlink": 2}],
+                    ]
+                    for logseq, (rtype, payload) in enumerate(
+                        [
+                            (GENERATION, pack({"generation": 0, "prev_hash": None, "prev_logseq": 0})),
+                            (TXN, pack(root)),
+                            (PUBLISH, pack({"time_ns": now})),
+                        ],
+                        start=1,
+                    ):
+                        rec, chain = encode_record(rtype, 0, logseq, payload, chain)
+                        parts.append(rec)
+                    backend.create_segment(name, b"".join(parts))
+                backend.put_object(MANIFEST_KEY, _manifest_bytes(0, [name]))
+            finally:
+                backend.release_lock()
+        except OSError as e:
+            raise StoreError(
+                STORE_IO_ERROR, f"cannot create store at {backend.location}: {e.strerror or e}", e.errno
+            ) from e
+
+    def _open(self) -> None:
+        fmt = self._io(self.backend.get_object, FORMAT_KEY)
+        self._compress = _parse_format(fmt, self.location) == "zstd"
+        if not self.read_only:
+            self.taken_over_from = self.backend.acquire_lock()
+        manifest = self._read_manifest()
+        self._load(manifest)
+        if not self.read_only and self._since_checkpoint >= CHECKPOINT_INTERVAL:
+            self._write_checkpoint()
+
+    def _read_manifest(self) -> dict[str, Any]:
+        raw = self._io(self.backend.get_object, MANIFEST_KEY)
+        if raw is None:
+            raise StoreError(STORE_IO_ERROR, f"store {self.location} has no MANIFEST")
+        try:
+            manifest = json.loads(raw)
+            int(manifest["generation"])
+            list(manifest["segments"])
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(STORE_IO_ERROR, f"store {self.location}: MANIFEST is damaged") from None
+        return manifest
+
+    def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a backend call, turning an OSError into STORE_IO_ERROR with its errno."""
+        try:
+            return fn(*args)
+        except OSError as e:
+            raise StoreError(
+                STORE_IO_ERROR, f"store {self.location}: {e.strerror or e}", e.errno
+            ) from e
+
+    def _load(self, manifest: dict[str, Any]) -> None:
+        """Rebuild memory from the checkpoint (if valid) and the log after it.
+
+        Recovery rule: only records up to the LAST PUBLISH count. In write mode
+        the unpublished tail of the active segment is truncated away. In repair
+        mode (``self.damage`` is a list) damage is described there and skipped
+        instead of raised, and the damaged byte ranges are kept in
+        ``self.damaged_regions`` for quarantine.
+        """
+        salvage = self.damage
+        self._reset_memory()
+        gen = int(manifest["generation"])
+        segments = [str(s) for s in manifest["segments"]]
+        present = set(self._io(self.backend.list_segments))
+        missing = [s for s in segments if s not in present]
+        if missing:
+            self._damage(f"segment(s) {', '.join(missing)} are missing from {self.location}")
+        if not self.read_only:
+            for name in sorted(present - set(segments)):
+                if parse_segment_name(name) is not None:
+                    self._io(self.backend.delete_segment, name)  # leftover of gc or a roll
+        self._generation = gen
+        self._segments = segments
+        start_idx, start_off = 0, SEGMENT_HEADER.size
+        chain: bytes | None = None
+        cp = None if salvage is not None else self._load_checkpoint(gen, segments)
+        last_pub: tuple[int, int, bytes] | None = None  # seg_idx, end, hash
+        if cp is not None:
+            start_idx, start_off, chain = cp
+            last_pub = cp
+        pending: list[tuple[Any, ...]] = []
+        expect = self._head_logseq + 1
+        last = len(segments) - 1
+        torn_at: str | None = None
+        for idx in range(start_idx, len(segments)):
+            name = segments[idx]
+            if name in missing:
+                chain = None
+                continue
+            offset = start_off if idx == start_idx else SEGMENT_HEADER.size
+            if idx != start_idx or cp is None:
+                raw = self._io(self.backend.read, name, 0, SEGMENT_HEADER.size)
+                header = SegmentHeader.decode(raw)
+                if header is None:
+                    self._damage(f"segment {name} has no valid segment header", (name, 0, None))
+                    continue
+                problem = None
+                if header.generation != gen or parse_segment_name(name) != (gen, header.seq):
+                    problem = "does not belong to this generation"
+                elif chain is not None and header.prev_hash != chain:
+                    problem = "does not continue the hash chain of the segment before it"
+                elif idx != 0 and header.first_logseq != expect:
+                    problem = f"starts at logseq {header.first_logseq}, expected {expect}"
+                if problem:
+                    self._damage(f"segment {name} {problem}")
+                chain = header.prev_hash
+                if idx == 0 or problem:
+                    expect = header.first_logseq
+            end = ScanEnd()
+            assert chain is not None
+            for rec in scan_segment(self.backend, name, offset, chain, end, resync=True):
+                chain = rec.hash
+                where = f"segment {name} offset {rec.offset}"
+                if rec.damaged:
+                    if salvage is not None:
+                        self._damage(
+                            f"{where}: damaged {_type_name(rec.rtype)} record (logseq {rec.logseq})",
+                            (name, rec.offset, rec.end),
+                        )
+                        expect = rec.logseq + 1
+                        continue
+                    if idx != last:
+                        self._damage(f"{where}: record damaged (sealed segment)")
+                    torn_at = torn_at or where
+                    continue
+                if rec.logseq != expect:
+                    self._damage(f"{where}: logseq {rec.logseq}, expected {expect}")
+                expect = rec.logseq + 1
+                loc = _loc(idx, rec.offset)
+                if rec.rtype == PUBLISH:
+                    if torn_at is not None:
+                        self._damage(f"{torn_at}: record damaged before a published record")
+                    for item in pending:
+                        self._replay(*item)
+                    pending.clear()
+                    self._replay(rec.rtype, rec.flags, rec.logseq, loc, rec.payload)
+                    last_pub = (idx, rec.end, rec.hash)
+                elif torn_at is not None:
+                    continue
+                elif rec.rtype == CHUNK:
+                    pending.append(
+                        (CHUNK, rec.flags, rec.logseq, loc, rec.payload[:HASH_SIZE], len(rec.payload))
+                    )
+                else:
+                    pending.append((rec.rtype, rec.flags, rec.logseq, loc, rec.payload))
+            if not end.clean and (idx != last or salvage is not None):
+                self._damage(
+                    f"segment {name} offset {end.offset}: {end.reason}",
+                    (name, end.offset, None),
+                )
+        if last_pub is None:
+            self._damage(f"store {self.location} holds no published record")
+            last_pub = (last, SEGMENT_HEADER.size, chain or ZERO_HASH)
+        if any(item[3] >> _LOC_SHIFT != last for item in pending):
+            self._damage("unpublished records found in a sealed segment")
+        pub_idx, pub_end, pub_hash = last_pub
+        self._tail = _Tail(last, pub_end if pub_idx == last else SEGMENT_HEADER.size, pub_hash)
+        if not self.read_only and segments[-1] not in missing:
+            active = segments[-1]
+            if self._io(self.backend.segment_size, active) != self._tail.end:
+                faultpoints.hit("recovery.before_truncate")
+                self._io(self.backend.truncate, active, self._tail.end)
+
+    def _damage(self, message: str, region: tuple[str, int, int | None] | None = None) -> None:
+        """Damage found while loading: raise, or in repair mode note it (and its bytes)."""
+        if self.damage is None:
+            raise StoreError(STORE_IO_ERROR, f"{message} (run `vegafs fsck --repair`)")
+        self.damage.append(message)
+        if region is not None:
+            self.damaged_regions.append(region)
+
+    def _replay(self, rtype: int, flags: int, logseq: int, loc: int, payload: bytes, *extra: int) -> None:
+        """Apply one published record to memory (records are trusted: the chain verified them)."""
+        self._head_logseq = logseq
+        self._records += 1
+        self._since_checkpoint += 1
+        if rtype == CHUNK:
+            if payload not in self._chunks:
+                self._chunks[payload] = loc
+                self._chunk_bytes += extra[0] - HASH_SIZE
+        elif rtype == TXN:
+            ops = unpack(payload)
+            if self.damage is None:
+                self._apply_ops(ops, logseq, None)  # type: ignore[arg-type]
+            else:
+                self._salvage_ops(ops, logseq)  # type: ignore[arg-type]
+            self._meta.add(logseq, loc)
+        elif rtype == PUBLISH:
+            self._published_logseq = logseq
+        elif rtype == SNAPSHOT:
+            name, at, created = unpack(payload)  # type: ignore[misc]
+            self._snapshots[name] = Snapshot(name, at, created)
+        elif rtype == SNAPSHOT_DELETE:
+            (name,) = unpack(payload)  # type: ignore[misc]
+            self._snapshots.pop(name, None)
+        elif rtype == ROLLBACK:
+            target, name, pre_head = unpack(payload)  # type: ignore[misc]
+            self._meta.add(logseq, loc)
+            self._state = self._state_at(target).copy()
+            self._rollbacks.append(RollbackInfo(logseq, target, name, pre_head))
+        elif rtype == STATE:
+            self._replay_state(unpack(payload), logseq, loc)  # type: ignore[arg-type]
+        elif rtype == GENERATION:
+            self._gen_first_logseq = logseq
+        elif flags & FLAG_MUST_UNDERSTAND:
+            raise StoreError(
+                STORE_IO_ERROR,
+                f"store {self.location}: record type {rtype} at logseq {logseq} needs a newer vegafs",
+            )
+
+    def _replay_state(self, obj: dict[str, Any], logseq: int, loc: int) -> None:
+        if obj["role"] == "snapshot":
+            self._snapshot_states[obj["at"]] = loc
+            return
+        self._state = State.from_obj(obj["state"])
+        self._head_base = (logseq, loc)
+        self._next_ino = max(self._next_ino, obj["next_ino"])
+        self._snapshots = {s[0]: Snapshot(*s) for s in obj["snapshots"]}
+        self._annotations = {k: [tuple(a) for a in v] for k, v in obj["annotations"].items()}  # type: ignore[misc]
+
+    def _salvage_ops(self, ops: list[list[Any]], logseq: int) -> None:
+        """Repair-mode replay: apply what still makes sense, note what does not."""
+        for op in ops:
+            undo: Undo = []
+            try:
+                self._state.apply(op, undo, None)
+            except (TxnError, KeyError, TypeError, ValueError) as e:
+                for fn in reversed(undo):
+                    fn()
+                self.damage.append(f"logseq {logseq}: op {op[0]} cannot be applied ({e})")  # type: ignore[union-attr]
+                continue
+            if op[0] == OP_CREATE and op[1] >= self._next_ino:
+                self._next_ino = op[1] + 1
+            elif op[0] == OP_ANNOTATE:
+                self._annotations.setdefault(op[1], []).append((logseq, op[2]))
+
+    def _apply_ops(self, ops: list[list[Any]], logseq: int, undo: Undo | None) -> None:
+        state = self._state
+        has_chunk = self._chunks.__contains__
+        for op in ops:
+            state.apply(op, undo, has_chunk)
+            if op[0] == OP_CREATE and op[1] >= self._next_ino:
+                self._next_ino = op[1] + 1
+            elif op[0] == OP_ANNOTATE and undo is None:
+                self._annotations.setdefault(op[1], []).append((logseq, op[2]))
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _load_checkpoint(self, gen: int, segments: list[str]) -> tuple[int, int, bytes] | None:
+        """Restore memory from ``index/checkpoint`` if it matches the log; else None."""
+        try:
+            raw = self.backend.get_object(CHECKPOINT_KEY)
+        except OSError:
+            return None
+        if raw is None:
+            return None
+        try:
+            cp = unpack(raw)
+            if cp["format"] != FORMAT_VERSION or cp["generation"] != gen:  # type: ignore[index]
+                return None
+            seg_idx, offset, chain = cp["seg_idx"], cp["offset"], cp["hash"]  # type: ignore[index]
+            if cp["segments"] != segments[: seg_idx + 1]:  # type: ignore[index]
+                return None
+            name = segments[seg_idx]
+            if self.backend.segment_size(name) < offset:
+                return None
+            if self.backend.read(name, offset - HASH_SIZE, HASH_SIZE) != chain:
+                return None
+            self._restore_checkpoint(cp)  # type: ignore[arg-type]
+        except (StoreError, OSError, ValueError, KeyError, TypeError, IndexError):
+            self._reset_memory()
+            self._generation, self._segments = gen, segments
+            return None
+        return seg_idx, offset, chain
+
+    def _restore_checkpoint(self, cp: dict[str, Any]) -> None:
+        self._state = State.from_obj(cp["state"])
+        self._next_ino = cp["next_ino"]
+        self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
+        self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}  # type: ignore[misc]
+        self._rollbacks = [RollbackInfo(*r) for r in cp["rollbacks"]]
+        self._chunks = cp["chunks"]
+        self._chunk_bytes = cp["chunk_bytes"]
+        self._gen_first_logseq = cp["gen_first_logseq"]
+        self._meta = _Meta(array("Q", cp["meta_logseqs"]), array("Q", cp["meta_locs"]))
+        self._snapshot_states = cp["snapshot_states"]
+        self._head_base = tuple(cp["head_base"]) if cp["head_base"] else None  # type: ignore[assignment]
+        self._head_logseq = self._published_logseq = cp["logseq"]
+        self._records = cp["records"]
+        self._since_checkpoint = 0
+
+    def _write_checkpoint(self) -> None:
+        """Save memory at the current (published) position to ``index/checkpoint``.
+
+        Derived data: a failure here is not an error of the store, only a
+        slower next open, so I/O errors are swallowed after the fault point.
+        """
+        with self._publish_lock, self._lock:
+            if self.dirty or self._failed:
+                return
+            faultpoints.hit("checkpoint.before_write")
+            tail = self._tail
+            cp = {
+                "format": FORMAT_VERSION,
+                "generation": self._generation,
+                "segments": self._segments[: tail.seg_idx + 1],
+                "seg_idx": tail.seg_idx,
+                "offset": tail.end,
+                "hash": tail.last_hash,
+                "logseq": self._head_logseq,
+                "records": self._records,
+                "state": self._state.to_obj(),
+                "next_ino": self._next_ino,
+                "snapshots": [[s.name, s.logseq, s.created_ns] for s in self._snapshots.values()],
+                "annotations": self._annotations,
+                "rollbacks": [[r.logseq, r.target, r.name, r.pre_head] for r in self._rollbacks],
+                "chunks": self._chunks,
+                "chunk_bytes": self._chunk_bytes,
+                "gen_first_logseq": self._gen_first_logseq,
+                "meta_logseqs": self._meta.logseqs.tobytes(),
+                "meta_locs": self._meta.locs.tobytes(),
+                "snapshot_states": self._snapshot_states,
+                "head_base": list(self._head_base) if self._head_base else None,
+            }
+            with contextlib.suppress(OSError):
+                self.backend.put_object(CHECKPOINT_KEY, pack(cp))
+                self._since_checkpoint = 0
+            faultpoints.hit("checkpoint.after_write")
+
+    # ----------------------------------------------------------------- state
+
+    ROOT_INO = ROOT_INO
+
+    def get_inode(self, ino: int) -> Inode | None:
+        return self._state.inodes.get(ino)
+
+    def lookup(self, parent_ino: int, name: bytes) -> int | None:
+        d = self._state.dirs.get(parent_ino)
+        return None if d is None else d.get(name)
+
+    def listdir(self, parent_ino: int) -> list[tuple[bytes, int]]:
+        return list(self._state.dirs.get(parent_ino, {}).items())
+
+    def alloc_ino(self) -> int:
+        self._check_writable()
+        with self._ino_lock:
+            ino = self._next_ino
+            self._next_ino += 1
+            return ino
+
+    @property
+    def head_logseq(self) -> int:
+        return self._head_logseq
+
+    @property
+    def published_logseq(self) -> int:
+        return self._published_logseq
+
+    @property
+    def dirty(self) -> bool:
+        return self._head_logseq > self._published_logseq
+
+    @property
+    def compression(self) -> str | None:
+        return "zstd" if self._compress else None
+
+    # --------------------------------------------------------------- writing
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise StoreError(STORE_IO_ERROR, f"store {self.location} is open read-only")
+        if self._closed:
+            raise StoreError(STORE_IO_ERROR, f"store {self.location} is closed")
+        if self._failed:
+            raise StoreError(STORE_IO_ERROR, self._failed)
+
+    def _append(self, rtype: int, payload: bytes, flags: int = 0) -> tuple[int, int]:
+        """Append one record at the tail (caller holds ``_lock``); returns (logseq, locator)."""
+        self._check_writable()
+        tail = self._tail
+        logseq = self._head_logseq + 1
+        rec, digest = encode_record(rtype, flags, logseq, payload, tail.last_hash)
+        name = self._segments[tail.seg_idx]
+        try:
+            faultpoints.hit("append.before_write")
+            self.backend.append(name, rec)
+        except OSError as e:
+            self._restore_tail(name, e)
+            raise StoreError(
+                STORE_IO_ERROR,
+                f"cannot append to store {self.location}: {e.strerror or e}",
+                e.errno,
+            ) from e
+        loc = _loc(tail.seg_idx, tail.end)
+        tail.end += len(rec)
+        tail.last_hash = digest
+        self._head_logseq = logseq
+        self._records += 1
+        self._since_checkpoint += 1
+        return logseq, loc
+
+    def _restore_tail(self, name: str, cause: OSError) -> None:
+        """After a failed append, cut the segment back to the last good record or fail sticky."""
+        try:
+            self.backend.truncate(name, self._tail.end)
+        except OSError as e:
+            self._failed = (
+                f"store {self.location} stopped accepting writes: a failed append "
+                f"({cause.strerror or cause}) could not be undone ({e.strerror or e}); "
+                "reopen it to recover at the last publish"
+            )
+
+    def transaction(self) -> Transaction:
+        return Transaction(self)
+
+    def _commit(self, ops: list[list[Any]]) -> int:
+        """Apply ``ops`` to the head (validated, undoable), then append their TXN record."""
+        self._check_writable()
+        if not ops:
+            return self._head_logseq
+        payload = pack(ops)
+        with self._lock:
+            undo: Undo = []
+            try:
+                self._apply_ops(ops, 0, undo)
+                logseq, loc = self._append(TXN, payload)
+            except BaseException:
+                for fn in reversed(undo):
+                    fn()
+                raise
+            self._meta.add(logseq, loc)
+            for op in ops:
+                if op[0] == OP_ANNOTATE:
+                    self._annotations.setdefault(op[1], []).append((logseq, op[2]))
+            return logseq
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        c = getattr(self._zstd, "c", None)
+        if c is None:
+            c = self._zstd.c = zstandard.ZstdCompressor(level=1)
+        return c
+
+    def put_chunk(self, data: bytes) -> bytes:
+        """Store ``data`` (at most BLOCK_SIZE bytes) once; return its blake3 hash."""
+        if len(data) > BLOCK_SIZE:
+            raise ValueError(f"a chunk holds at most {BLOCK_SIZE} bytes, got {len(data)}")
+        h = blake3.blake3(data).digest()
+        if h in self._chunks:
+            return h
+        body, flags = bytes(data), 0
+        if self._compress:
+            packed = self._compressor().compress(body)
+            if len(packed) < len(body):
+                body, flags = packed, FLAG_ZSTD
+        with self._lock:
+            if h in self._chunks:
+                return h
+            _logseq, loc = self._append(CHUNK, h + body, flags)
+            self._chunks[h] = loc
+            self._chunk_bytes += len(body)
+        return h
+
+    def has_chunk(self, h: bytes) -> bool:
+        return h in self._chunks
+
+    def read_chunk(self, h: bytes) -> bytes:
+        """The data of chunk ``h``, verified against its hash."""
+        for attempt in (0, 1):
+            segments, chunks = self._segments, self._chunks
+            loc = chunks.get(h)
+            if loc is None:
+                raise StoreError(STORE_NOT_FOUND, f"chunk {h.hex()} is not in store {self.location}")
+            name = segments[loc >> _LOC_SHIFT]
+            try:
+                rtype, flags, _logseq, payload = read_record_at(
+                    self.backend, name, loc & _LOC_MASK, _CHUNK_READ
+                )
+            except (OSError, StoreError) as e:
+                if attempt == 0 and segments is not self._segments:
+                    continue  # gc moved the chunk while we looked: read its new place
+                if isinstance(e, StoreError):
+                    raise
+                raise StoreError(
+                    STORE_IO_ERROR, f"cannot read chunk {h.hex()}: {e.strerror or e}", e.errno
+                ) from e
+            return self._decode_chunk(h, rtype, flags, payload, name)
+        raise AssertionError("unreachable")
+
+    def _decode_chunk(self, h: bytes, rtype: int, flags: int, payload: bytes, where: str) -> bytes:
+        if rtype != CHUNK or payload[:HASH_SIZE] != h:
+            raise StoreError(STORE_IO_ERROR, f"chunk {h.hex()}: index points at another record ({where})")
+        data = payload[HASH_SIZE:]
+        if flags & FLAG_ZSTD:
+            try:
+                data = zstandard.ZstdDecompressor().decompress(data, max_output_size=BLOCK_SIZE)
+            except zstandard.ZstdError as e:
+                raise StoreError(STORE_IO_ERROR, f"chunk {h.hex()} is damaged: {e}") from e
+        if blake3.blake3(data).digest() != h:
+            raise StoreError(STORE_IO_ERROR, f"chunk {h.hex()} is damaged (hash mismatch in {where})")
+        return data
+
+    def publish(self) -> int:
+        """Make every record appended so far durable; returns the published logseq."""
+        self._check_writable()
+        with self._publish_lock:
+            with self._lock:
+                if not self.dirty:
+                    return self._published_logseq
+                faultpoints.hit("publish.before_write")
+                logseq, _loc_ = self._append(PUBLISH, pack({"time_ns": self.backend.clock_ns()}))
+                name = self._segments[self._tail.seg_idx]
+                pub_end = self._tail.end
+            faultpoints.hit("publish.before_sync")
+            try:
+                self.backend.sync(name)
+            except OSError as e:
+                self._failed = (
+                    f"store {self.location} stopped accepting writes: fsync failed "
+                    f"({e.strerror or e}); reopen it to recover at the last publish"
+                )
+                raise StoreError(STORE_IO_ERROR, self._failed, e.errno) from e
+            faultpoints.hit("publish.after_sync")
+            with self._lock:
+                self._published_logseq = max(self._published_logseq, logseq)
+                if self._tail.end == pub_end and pub_end >= SEGMENT_TARGET:
+                    self._roll()
+            if self._since_checkpoint >= CHECKPOINT_INTERVAL:
+                self._write_checkpoint()
+            return logseq
+
+    def _roll(self) -> None:
+        """Seal the active segment (it ends with a PUBLISH) and start the next one."""
+        tail = self._tail
+        old = self._segments[tail.seg_idx]
+        faultpoints.hit("segment.before_seal")
+        self._io(self.backend.seal, old)
+        new = segment_name(self._generation, tail.seg_idx + 1)
+        header = SegmentHeader(self._generation, tail.seg_idx + 1, self._head_logseq + 1, tail.last_hash)
+        with contextlib.suppress(StoreError):
+            self._io(self.backend.delete_segment, new)
+        self._io(self.backend.create_segment, new, header.encode())
+        faultpoints.hit("segment.after_create")
+        segments = [*self._segments, new]
+        self._io(self.backend.put_object, MANIFEST_KEY, _manifest_bytes(self._generation, segments))
+        faultpoints.hit("segment.after_manifest")
+        self._segments = segments
+        self._tail = _Tail(tail.seg_idx + 1, SEGMENT_HEADER.size, tail.last_hash)
+
+    # ------------------------------------------------------- snapshots, views
+
+    def create_snapshot(self, name: str) -> Snapshot:
+        """Name the current published state; O(1): one SNAPSHOT record."""
+        _check_snapshot_name(name)
+        self._check_writable()
+        with self._publish_lock:
+            if name in self._snapshots:
+                raise StoreError(STORE_EXISTS, f"snapshot {name!r} already exists")
+            at = self.publish()
+            faultpoints.hit("snapshot.before_record")
+            snap = Snapshot(name, at, self.backend.clock_ns())
+            with self._lock:
+                self._append(SNAPSHOT, pack([snap.name, snap.logseq, snap.created_ns]))
+                self._snapshots[name] = snap
+            self.publish()
+            faultpoints.hit("snapshot.after_publish")
+            return snap
+
+    def list_snapshots(self) -> list[Snapshot]:
+        return sorted(self._snapshots.values(), key=lambda s: (s.logseq, s.name))
+
+    def get_snapshot(self, name: str) -> Snapshot:
+        snap = self._snapshots.get(name)
+        if snap is None:
+            raise StoreError(STORE_NOT_FOUND, f"no snapshot named {name!r}")
+        return snap
+
+    def delete_snapshot(self, name: str) -> None:
+        self._check_writable()
+        with self._publish_lock:
+            self.get_snapshot(name)
+            faultpoints.hit("snapshot_delete.before_record")
+            with self._lock:
+                self._append(SNAPSHOT_DELETE, pack([name]))
+                del self._snapshots[name]
+            self.publish()
+
+    def rollback(self, name: str) -> int:
+        """Make the head the state of snapshot ``name`` (one ROLLBACK record); returns its logseq."""
+        snap = self.get_snapshot(name)
+        return self._rollback(snap.logseq, name)
+
+    def rollback_to(self, logseq: int) -> int:
+        """Roll back (or forward) to any published logseq of this generation.
+
+        This is how a rollback is undone: ``rollback_to(info.pre_head)`` with
+        ``info`` from :meth:`rollbacks`.
+        """
+        return self._rollback(logseq, None)
+
+    def _rollback(self, target: int, name: str | None) -> int:
+        self._check_writable()
+        with self._publish_lock:
+            pre_head = self.publish()
+            if target > pre_head:
+                raise StoreError(STORE_NOT_FOUND, f"logseq {target} is beyond the head ({pre_head})")
+            state = self._state_at(target).copy()
+            faultpoints.hit("rollback.before_record")
+            with self._lock:
+                logseq, loc = self._append(ROLLBACK, pack([target, name, pre_head]))
+                self._meta.add(logseq, loc)
+                self._state = state
+                self._rollbacks.append(RollbackInfo(logseq, target, name, pre_head))
+            self.publish()
+            faultpoints.hit("rollback.after_publish")
+            return logseq
+
+    def rollbacks(self) -> list[RollbackInfo]:
+        return list(self._rollbacks)
+
+    def view(self, name: str) -> StoreView:
+        snap = self.get_snapshot(name)
+        return StoreView(self, self._state_at(snap.logseq), snap.logseq, name)
+
+    def view_at(self, logseq: int) -> StoreView:
+        """A read-only view of the state at any published logseq still in the log."""
+        return StoreView(self, self._state_at(logseq), logseq, None)
+
+    def _state_at(self, logseq: int) -> State:
+        """The state after every record up to ``logseq`` (shared: callers must not mutate it)."""
+        cached = self._views.get(logseq)
+        if cached is not None:
+            return cached
+        loc = self._snapshot_states.get(logseq)
+        if loc is not None:
+            state = State.from_obj(self._read_meta(loc)["state"])  # type: ignore[index]
+        else:
+            base_logseq = 0
+            if self._head_base is not None:
+                base_logseq, base_loc = self._head_base
+            if logseq < max(base_logseq, self._gen_first_logseq):
+                raise StoreError(
+                    STORE_NOT_FOUND,
+                    f"the state at logseq {logseq} is no longer in the log (gc compacted it)",
+                )
+            if logseq > self._head_logseq:
+                raise StoreError(STORE_NOT_FOUND, f"logseq {logseq} is beyond the head")
+            if self._head_base is not None:
+                state = State.from_obj(self._read_meta(base_loc)["state"])  # type: ignore[index]
+            else:
+                state = State()
+            meta = self._meta
+            lo = bisect.bisect_right(meta.logseqs, base_logseq)
+            hi = bisect.bisect_right(meta.logseqs, logseq)
+            for i in range(lo, hi):
+                rtype, obj = self._read_meta_typed(meta.locs[i])
+                if rtype == TXN:
+                    for op in obj:  # type: ignore[union-attr]
+                        state.apply(op, None)
+                else:
+                    state = self._state_at(obj[0]).copy()  # type: ignore[index]
+        if len(self._views) >= _VIEW_CACHE:
+            self._views.pop(next(iter(self._views)))
+        self._views[logseq] = state
+        return state
+
+    def _read_meta_typed(self, loc: int) -> tuple[int, Any]:
+        name = self._segments[loc >> _LOC_SHIFT]
+        try:
+            rtype, _flags, _logseq, payload = read_record_at(self.backend, name, loc & _LOC_MASK, 65536)
+        except OSError as e:
+            raise StoreError(STORE_IO_ERROR, f"cannot read the log: {e.strerror or e}", e.errno) from e
+        return rtype, unpack(payload)
+
+    def _read_meta(self, loc: int) -> Any:
+        return self._read_meta_typed(loc)[1]
+
+    def iter_meta(self) -> Iterator[tuple[int, int, Any]]:
+        """(logseq, type, decoded payload) of every TXN/ROLLBACK record of this generation."""
+        for logseq, loc in zip(self._meta.logseqs, self._meta.locs, strict=True):
+            rtype, obj = self._read_meta_typed(loc)
+            yield logseq, rtype, obj
+
+    def file_versions(self, ino: int) -> list[FileVersion]:
+        """Every data version of ``ino`` still in the log, newest first.
+
+        Versions come from ``set_blocks`` ops (and the state at the start of
+        this generation); a rollback can bring a version number back, so two
+        entries may share a number: they differ by logseq.
+        """
+        versions: list[FileVersion] = []
+        current: dict[int, bytes] | None = None
+        size = 0
+        version = 0
+        if self._head_base is not None:
+            base = State.from_obj(self._read_meta(self._head_base[1])["state"])
+            inode = base.inodes.get(ino)
+            if inode is not None and stat.S_ISREG(inode.mode):
+                current, size, version = dict(inode.blocks), inode.size, inode.version
+                versions.append(FileVersion(version, self._head_base[0], size, dict(current)))
+        for logseq, rtype, obj in self.iter_meta():
+            if rtype == ROLLBACK:
+                inode = self._state_at(obj[0]).inodes.get(ino)
+                if inode is None:
+                    current = None
+                else:
+                    current, size, version = dict(inode.blocks), inode.size, inode.version
+                continue
+            for op in obj:
+                if op[1] != ino:
+                    continue
+                code = op[0]
+                if code == OP_CREATE:
+                    current, size, version = {}, 0, 0
+                elif code == OP_DELETE:
+                    current = None
+                elif code == OP_UPDATE and current is not None and "size" in op[2]:
+                    size = op[2]["size"]
+                    nblocks = -(-size // BLOCK_SIZE)
+                    current = {i: h for i, h in current.items() if i < nblocks}
+                elif code == OP_SET_BLOCKS and current is not None:
+                    for index, h in op[2].items():
+                        if h is None:
+                            current.pop(index, None)
+                        else:
+                            current[index] = h
+                    size = op[3]
+                    nblocks = -(-size // BLOCK_SIZE)
+                    current = {i: h for i, h in current.items() if i < nblocks}
+                    version += 1
+                    versions.append(FileVersion(version, logseq, size, dict(current)))
+        versions.reverse()
+        return versions
+
+    def annotations(self, kind: str) -> list[tuple[int, bytes]]:
+        return list(self._annotations.get(kind, ()))
+
+    # ------------------------------------------------------------ gc, fsck
+
+    def gc(self, progress: Progress | None = None) -> Any:
+        from vegafs.store.gc import run_gc
+
+        return run_gc(self, progress)
+
+    def fsck(self, repair: bool = False, progress: Progress | None = None) -> Any:
+        from vegafs.store.fsck import Fsck
+
+        return Fsck(self, repair=repair, progress=progress).run()
+
+    def stats(self) -> dict[str, Any]:
+        state = self._state
+        logical = sum(i.size for i in state.inodes.values() if stat.S_ISREG(i.mode))
+        refs = sum(len(i.blocks) for i in state.inodes.values())
+        sizes = []
+        for name in self._segments:
+            with contextlib.suppress(StoreError, OSError):
+                sizes.append(self.backend.segment_size(name))
+        return {
+            "location": self.location,
+            "format_version": FORMAT_VERSION,
+            "generation": self._generation,
+            "store_bytes": sum(sizes),
+            "segments": len(self._segments),
+            "records": self._records,
+            "chunks": len(self._chunks),
+            "chunk_bytes": self._chunk_bytes,
+            "logical_bytes": logical,
+            "block_refs": refs,
+            "dedup_ratio": round(refs / len(self._chunks), 3) if self._chunks else 1.0,
+            "inodes": len(state.inodes),
+            "head_logseq": self._head_logseq,
+            "published_logseq": self._published_logseq,
+            "snapshots": len(self._snapshots),
+            "compression": self.compression or "none",
+            "host": self.backend.identity(),
+        }
+
+    # ----------------------------------------------------------------- close
+
+    def close(self) -> None:
+        """Publish (write mode), save a checkpoint, release the lock. Idempotent."""
+        if self._closed:
+            return
+        try:
+            if not self.read_only and not self._failed:
+                self.publish()
+                if self._since_checkpoint:
+                    self._write_checkpoint()
+        finally:
+            self._closed = True
+            self.backend.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _type_name(rtype: int) -> str:
+    return TYPE_NAMES.get(rtype, f"type-{rtype}")
+
+
+def _format_bytes(compression: str | None) -> bytes:
+    info = {"format_version": FORMAT_VERSION, "compression": compression or "none",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return FORMAT_MAGIC + json.dumps(info, sort_keys=True).encode() + b"\n"
+
+
+def _parse_format(raw: bytes | None, location: str) -> str:
+    if raw is None:
+        raise StoreError(STORE_NOT_FOUND, f"no store at {location}")
+    if not raw.startswith(FORMAT_MAGIC):
+        raise StoreError(STORE_IO_ERROR, f"{location} is not a vegafs store (bad FORMAT)")
+    try:
+        info = json.loads(raw[len(FORMAT_MAGIC):])
+        version = int(info["format_version"])
+    except (ValueError, KeyError, TypeError):
+        raise StoreError(STORE_IO_ERROR, f"{location}: FORMAT is damaged") from None
+    if version != FORMAT_VERSION:
+        raise StoreError(
+            STORE_IO_ERROR, f"{location} has store format {version}; this vegafs reads {FORMAT_VERSION}"
+        )
+    return str(info.get("compression", "none"))
+
+
+def _manifest_bytes(generation: int, segments: list[str]) -> bytes:
+    return json.dumps({"generation": generation, "segments": segments}).encode() + b"\n"
