@@ -78,6 +78,20 @@ def _pwrite_all(fd: int, data: memoryview, offset: int) -> int:
     return done
 
 
+def _open_dir(name: str, dfd: int, path: str) -> int:
+    """Open directory `name` under `dfd` without following a symlink. O_NOFOLLOW with
+    O_DIRECTORY reports a symlink as ENOTDIR, so look before blaming the caller."""
+    try:
+        return os.open(name, _DIR_FLAGS, dir_fd=dfd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            with suppress(OSError):
+                if st.S_ISLNK(os.stat(name, dir_fd=dfd, follow_symlinks=False).st_mode):
+                    raise VfsError("escape", f"{path}: symlinks are not followed by posix://"
+                                   ) from None
+        raise _error(exc, path) from None
+
+
 class PosixHandle:
     """An open host file; reads fill fresh buffers with preadv at our own position."""
 
@@ -154,8 +168,7 @@ class PosixDriver:
             fd = os.open(self.root, _DIR_FLAGS)
         try:
             for part in parts[:-1]:
-                with _oserrors(path):
-                    nfd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                nfd = _open_dir(part, fd, path)
                 os.close(fd)
                 fd = nfd
             yield fd, parts[-1] if parts else "."
@@ -264,10 +277,11 @@ class PosixDriver:
             return len(data)
 
     def list(self, path: str) -> list[str]:
-        with self._at(path) as (dfd, name), _oserrors(path):
-            fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        with self._at(path) as (dfd, name):
+            fd = _open_dir(name, dfd, path)
             try:
-                return sorted(os.listdir(fd))
+                with _oserrors(path):
+                    return sorted(os.listdir(fd))
             finally:
                 os.close(fd)
 
