@@ -28,9 +28,9 @@ from vegafs.store import Store
 REPO = Path(__file__).resolve().parents[2]
 
 
-def new_store(path: Path, **options: Any) -> MState:
+def new_store(path: Path) -> MState:
     """Create an empty store at ``path``; return the model of its fresh state."""
-    store = Store.open(path, create=True, **options)
+    store = Store.open(path, create=True)
     try:
         return root_state(store)
     finally:
@@ -138,15 +138,22 @@ def recover_and_check(path: Path, scenario: Scenario, last_done: int, base: MSta
     try:
         problems = fsck_problems(store)
         assert not problems, f"{what}: fsck after recovery:\n  " + "\n  ".join(problems)
-        matched = match_durable(store, scenario, last_done, base)
+        matched = _matched(store, scenario, last_done, base, what)
         published = store.published_logseq
     finally:
         store.close()
     again = Store.open(path, read_only=True)
     try:
-        assert match_durable(again, scenario, last_done, base) == matched, \
+        assert _matched(again, scenario, last_done, base, what + " (second open)") == matched, \
             f"{what}: a second open shows another state"
         assert again.published_logseq >= published
     finally:
         again.close()
     return matched
+
+
+def _matched(store: Any, scenario: Scenario, last_done: int, base: MState, what: str) -> int:
+    try:
+        return match_durable(store, scenario, last_done, base)
+    except AssertionError as exc:
+        raise AssertionError(f"{what}: {exc}") from None

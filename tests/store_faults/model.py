@@ -372,6 +372,7 @@ class Durable:
 
     head: MState
     snapshots: dict[str, MState]
+    pre: MState | None = None  # the head just before the step, if the step changes it (rollback)
 
 
 @dataclass
@@ -393,17 +394,21 @@ class Scenario:
 
     @classmethod
     def generate(cls, seed: int, n_steps: int, block_size: int, *, publish_every: int = 4,
-                 admin: bool = True) -> Scenario:
-        """``admin`` mixes in snapshots, rollbacks, snapshot deletes and gc."""
+                 admin: bool = True, admin_weight: float = 1.0) -> Scenario:
+        """``admin`` mixes in snapshots, rollbacks, snapshot deletes and gc.
+
+        ``admin_weight`` scales how often (1.0: about one step in eight).
+        """
         w = Workload(seed, block_size=block_size)
         rng = random.Random(seed ^ 0x5EED)
         snapshots: dict[str, tuple[MState, list[int], list[int]]] = {}
         steps: list[Step] = []
         durable: dict[int, Durable] = {-1: Durable(w.state.clone(), {})}  # the fresh store
         since_publish = 0
+        pre: MState | None = None
         while len(steps) < n_steps:
             step: Step
-            r = rng.random()
+            r = rng.random() / admin_weight
             if since_publish >= publish_every:
                 step = ("publish",)
             elif admin and r < 0.06:
@@ -412,6 +417,7 @@ class Scenario:
                 step = ("snapshot", name)
             elif admin and r < 0.09 and snapshots:
                 name = rng.choice(sorted(snapshots))
+                pre = w.state.clone()
                 state, files, dirs = snapshots[name]
                 w.state, w.files, w.dirs = state.clone(), list(files), list(dirs)
                 step = ("rollback", name)
@@ -427,7 +433,8 @@ class Scenario:
             if step[0] in DURABLE:
                 since_publish = 0
                 durable[len(steps)] = Durable(
-                    w.state.clone(), {n: s.clone() for n, (s, _, _) in snapshots.items()})
+                    w.state.clone(), {n: s.clone() for n, (s, _, _) in snapshots.items()},
+                    pre if step[0] == "rollback" else None)
             steps.append(step)
         return cls(steps, durable, w.next_ino)
 
@@ -463,7 +470,9 @@ def match_durable(store: Any, scenario: Scenario, last_done: int, base: MState) 
     """Check a recovered store against the scenario; return the durable step its head matched.
 
     ``base`` is the model of the fresh store (its root). The head must equal
-    the head of one of ``scenario.allowed(last_done)`` exactly; the set of
+    the head of one of ``scenario.allowed(last_done)`` exactly (or, when the
+    step in flight is a rollback, the head just before it: rollback publishes
+    first); the set of
     snapshots must be the set of one of them (not necessarily the same one: a
     snapshot publishes the head before it records its name, so a crash in
     between shows the new head without the new snapshot); every listed
@@ -472,10 +481,14 @@ def match_durable(store: Any, scenario: Scenario, last_done: int, base: MState) 
     allowed = scenario.allowed(last_done)
     assert allowed, "the scenario has no durable step to compare with"
     gone = set(range(2, scenario.max_ino))
+    heads = [(k, scenario.durable[k].head) for k in allowed]
+    pre = scenario.durable[allowed[-1]].pre
+    if pre is not None:  # a rollback publishes the head before it rewinds it
+        heads.insert(-1, (allowed[-1], pre))
     tried: list[str] = []
     matched = None
-    for k in allowed:
-        problems = differences(store, _with_root(scenario.durable[k].head, base), gone)
+    for k, head in heads:
+        problems = differences(store, _with_root(head, base), gone)
         if not problems:
             matched = k
             break

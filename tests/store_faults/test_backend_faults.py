@@ -4,7 +4,8 @@ For each fault class (a write failing with EIO or ENOSPC, a torn write, a
 failing fsync, a failing atomic put — before or after its rename —, a failing
 read, a failing delete), a dry run counts how many such calls a small workload
 makes (open; transactions with chunks; publishes; snapshots; a rollback;
-snapshot deletes; gc). Then for every N in 1..count the workload runs again
+snapshot deletes; gc; with tiny segments and checkpoint interval so that
+segments are sealed and checkpoints written too). Then for every N in 1..count the workload runs again
 with the Nth call failing, and:
 
 * the failure surfaces as a ``StoreError`` (code ``STORE_IO_ERROR`` with the
@@ -24,6 +25,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -32,11 +34,12 @@ from tests.store_faults.faulty_backend import FaultPlan, FaultyBackend
 from tests.store_faults.harness import new_store, recover_and_check
 from tests.store_faults.model import DURABLE, MState, Scenario, run_step
 from vegafs.store import BLOCK_SIZE, Store, StoreError
+from vegafs.store import store as store_module
 from vegafs.store.backend import LocalBackend
 from vegafs.store.errors import STORE_IO_ERROR
 
 SEED = 20261123
-SCENARIO = Scenario.generate(SEED, 36, BLOCK_SIZE, publish_every=3)
+SCENARIO = Scenario.generate(SEED, 36, BLOCK_SIZE, publish_every=3, admin_weight=3.0)
 CASES = [
     ("write", "error", errno.EIO),
     ("write", "error", errno.ENOSPC),
@@ -59,7 +62,7 @@ def _play(path: Path, plan: FaultPlan) -> tuple[FaultyBackend, int, StoreError |
     last_done = -1
     error = None
     try:
-        store = Store.open(path, backend=backend)
+        store = Store.open(backend)
         for index, step in enumerate(SCENARIO.steps):
             run_step(store, step)
             if step[0] in DURABLE:
@@ -76,14 +79,21 @@ def test_scenario_covers_every_kind_of_step() -> None:
     assert kinds >= {"txn", "publish", "snapshot", "rollback", "delete_snapshot", "gc"}, kinds
 
 
-def _counts(tmp_path: Path) -> dict[str, int]:
+@pytest.fixture(autouse=True)
+def small_segments_and_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shrink the store's tunables so the workload also seals segments and writes checkpoints."""
+    monkeypatch.setattr(store_module, "SEGMENT_TARGET", 48 * 1024)
+    monkeypatch.setattr(store_module, "CHECKPOINT_INTERVAL", 20)
+
+
+def _counts(tmp_path: Path) -> Counter[str]:
     path = tmp_path / "dry"
     base = new_store(path)
     backend, last_done, error = _play(path, FaultPlan(None))
     assert error is None, f"the workload fails without any fault: {error}"
     recover_and_check(path, SCENARIO, last_done, base, "dry run")
     shutil.rmtree(path)
-    return dict(backend.counts)
+    return backend.counts
 
 
 def _which(count: int) -> list[int]:

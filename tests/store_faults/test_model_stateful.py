@@ -11,8 +11,10 @@ closing) + reopen. After every step the store must equal the model exactly
 clean.
 
 A crash may lose exactly the work since the last publish — so the model keeps
-the state at the last publish and a crash restores it. Closing publishes, so
-close + reopen loses nothing.
+the state at the last publish and a crash restores it (inode numbers handed out
+but never published may be handed out again; published ones never). Closing
+publishes, so close + reopen loses nothing; so do snapshot create/delete,
+rollback and gc.
 
 The CI profile is fixed (derandomize, modest example count); set
 ``VEGAFS_HYPOTHESIS_EXAMPLES`` for a longer run.
@@ -21,6 +23,7 @@ The CI profile is fixed (derandomize, modest example count); set
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,11 +47,21 @@ from vegafs.store.backend import LocalBackend
 
 SHARED = [bytes([n]) * 3000 + b"shared" for n in range(3)]  # equal data in many files: dedup
 NAMES = st.sampled_from([b"a", b"b", b"c", b"d", b"e"])
-BLOCK_DATA = st.one_of(
-    st.sampled_from(SHARED),
-    st.binary(min_size=1, max_size=600),
+# Block contents are drawn as small specs (kept readable in a failure report) and
+# turned into bytes: one of the shared blocks, fresh seeded bytes, or a hole.
+BLOCK_SPEC = st.one_of(
+    st.tuples(st.just("shared"), st.integers(0, len(SHARED) - 1)),
+    st.tuples(st.just("fresh"), st.integers(0, 2**32), st.integers(1, 5000)),
     st.none(),
 )
+
+
+def block_bytes(spec: tuple[object, ...] | None) -> bytes | None:
+    if spec is None:
+        return None
+    if spec[0] == "shared":
+        return SHARED[spec[1]]  # type: ignore[index]
+    return random.Random(spec[1]).randbytes(spec[2])  # type: ignore[arg-type]
 
 
 class Aborted(Exception):
@@ -63,8 +76,8 @@ class StoreVsModel(RuleBasedStateMachine):
         self.store = self._open(create=True)
         self.state: MState = root_state(self.store)
         self.snapshots: dict[str, MState] = {}
-        self.published = (self.state.clone(), dict(self.snapshots))
         self.allocated: set[int] = set()
+        self.published = (self.state.clone(), dict(self.snapshots), set(self.allocated))
         self.snap_counter = 0
 
     # -- helpers ---------------------------------------------------------------
@@ -72,7 +85,7 @@ class StoreVsModel(RuleBasedStateMachine):
     def _open(self, create: bool = False) -> Store:
         """Open through a backend this test holds, so that it can "crash" the store."""
         self.backend = LocalBackend(self.path)
-        return Store.open(self.path, create=create, backend=self.backend)
+        return Store.open(self.backend, create=create)
 
     def txn(self, ops: list[Op]) -> None:
         run_txn(self.store, ops)
@@ -91,7 +104,7 @@ class StoreVsModel(RuleBasedStateMachine):
 
     def mark_published(self) -> None:
         """What a crash from now on must show: the head and the snapshot names, as of now."""
-        self.published = (self.state.clone(), dict(self.snapshots))
+        self.published = (self.state.clone(), dict(self.snapshots), set(self.allocated))
 
     # -- transactions ----------------------------------------------------------
 
@@ -115,11 +128,13 @@ class StoreVsModel(RuleBasedStateMachine):
         ])
 
     @precondition(lambda self: self.files())
-    @rule(data=st.data(), blocks=st.dictionaries(st.integers(0, 7), BLOCK_DATA, min_size=1,
-                                                 max_size=3),
+    @rule(data=st.data(), specs=st.dictionaries(st.integers(0, 7), BLOCK_SPEC, min_size=1,
+                                                max_size=3),
           shrink=st.integers(0, BLOCK_SIZE * 9))
-    def write(self, data: st.DataObject, blocks: dict[int, bytes | None], shrink: int) -> None:
+    def write(self, data: st.DataObject, specs: dict[int, tuple[object, ...] | None],
+              shrink: int) -> None:
         ino = data.draw(st.sampled_from(self.files()), label="file")
+        blocks = {i: block_bytes(spec) for i, spec in specs.items()}
         node = self.state.inodes[ino]
         indices = [i for i, d in blocks.items() if d is not None] + list(node.blocks)
         size = max([node.size] + [(i + 1) * BLOCK_SIZE for i in indices])
@@ -240,6 +255,7 @@ class StoreVsModel(RuleBasedStateMachine):
         name = data.draw(st.sampled_from(sorted(self.snapshots)), label="snapshot")
         self.store.delete_snapshot(name)
         del self.snapshots[name]
+        self.mark_published()  # the delete is published before it returns
 
     @precondition(lambda self: self.snapshots)
     @rule(data=st.data())
@@ -272,8 +288,10 @@ class StoreVsModel(RuleBasedStateMachine):
         """Drop the store without closing: what was not published vanishes, nothing else."""
         self.backend.close()  # the process "dies": fds and lock go, nothing more is written
         self.store = self._open()
-        state, snapshots = self.published
+        state, snapshots, allocated = self.published
         self.state, self.snapshots = state.clone(), dict(snapshots)
+        # an inode number handed out but never published may be handed out again
+        self.allocated = set(allocated)
 
     # -- checks ----------------------------------------------------------------
 
@@ -293,8 +311,8 @@ class StoreVsModel(RuleBasedStateMachine):
 
 
 StoreVsModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("VEGAFS_HYPOTHESIS_EXAMPLES", "25")),
-    stateful_step_count=30,
+    max_examples=int(os.environ.get("VEGAFS_HYPOTHESIS_EXAMPLES", "100")),
+    stateful_step_count=50,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -28,6 +28,7 @@ import sys
 
 from tests.store_faults.model import DURABLE, Scenario, run_step
 from vegafs.store import BLOCK_SIZE, Store, faultpoints
+from vegafs.store import store as store_module
 
 
 def _say(line: str) -> None:
@@ -56,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--publish-every", type=int, default=4)
     ap.add_argument("--no-admin", action="store_true", help="only transactions and publishes")
+    ap.add_argument("--admin-weight", type=float, default=1.0)
     ap.add_argument("--crash-at", help="fault point name to die at")
     ap.add_argument("--crash-nth", type=int, default=1)
     ap.add_argument("--open-only", action="store_true")
@@ -65,18 +67,21 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.crash_at:
         faultpoints.set_handler(_crash_handler(args.crash_at, args.crash_nth))
-    options = {}
+    # The store's tunables are module constants; shrinking them here (in this
+    # throwaway process only) makes segment sealing and checkpoints happen
+    # within a short workload, so their fault points are reached.
     if args.checkpoint_every is not None:
-        options["checkpoint_every"] = args.checkpoint_every
+        store_module.CHECKPOINT_INTERVAL = args.checkpoint_every
     if args.segment_size is not None:
-        options["segment_size"] = args.segment_size
-    store = Store.open(args.store, **options)
+        store_module.SEGMENT_TARGET = args.segment_size
+    store = Store.open(args.store)
     _say("ready")
     if args.open_only:
         store.close()
         return 0
     scenario = Scenario.generate(args.seed, args.steps, BLOCK_SIZE,
-                                 publish_every=args.publish_every, admin=not args.no_admin)
+                                 publish_every=args.publish_every, admin=not args.no_admin,
+                                 admin_weight=args.admin_weight)
     for index, step in enumerate(scenario.steps):
         run_step(store, step)
         if step[0] in DURABLE:

@@ -2,7 +2,9 @@
 
 Each round creates a store, starts ``tests.store_faults.writer_child`` on a
 fresh seeded scenario (transactions, publishes every 1..8 transactions, and
-in half the rounds snapshots, rollbacks, snapshot deletes and gc), waits until
+in half the rounds snapshots, rollbacks, snapshot deletes and gc; segment size
+and checkpoint interval drawn small or default, so that segments are sealed
+and checkpoints written while the killer waits), waits until
 the child has reported a random number of durable steps, lets it run a random
 few more milliseconds, and SIGKILLs it. Then the store is reopened and must be
 exactly at a durable step: the last one the child reported, or the one it was
@@ -42,11 +44,15 @@ def _campaign(tmp_path: Path, rounds: int) -> None:
         admin = rng.random() < 0.5
         reports = rng.randint(1, 25)
         delay = rng.uniform(0.0, 0.02)
+        segment = rng.choice([16 << 10, 256 << 10, 64 << 20])  # tiny ones: sealing under fire
+        checkpoint = rng.choice([20, 50_000])
         what = (f"round {round_no} (master seed {master}: seed={seed} publish_every={every} "
-                f"admin={admin} kill after {reports} reports + {delay * 1000:.1f} ms)")
+                f"admin={admin} segment={segment} checkpoint={checkpoint} "
+                f"kill after {reports} reports + {delay * 1000:.1f} ms)")
         path = tmp_path / f"round{round_no}"
         base = new_store(path)
-        extra = ["--steps", str(STEPS), "--publish-every", str(every)]
+        extra = ["--steps", str(STEPS), "--publish-every", str(every),
+                 "--segment-size", str(segment), "--checkpoint-every", str(checkpoint)]
         if not admin:
             extra.append("--no-admin")
         with Child(path, seed, *extra) as child:
