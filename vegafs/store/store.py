@@ -384,7 +384,7 @@ class Store:
         if not self.read_only:
             self.taken_over_from = self.backend.acquire_lock()
         manifest = self._read_manifest()
-        self._load(manifest)
+        self._io(self._load, manifest)
         if not self.read_only and self._since_checkpoint >= CHECKPOINT_INTERVAL:
             self._write_checkpoint()
 
@@ -1027,7 +1027,7 @@ class Store:
     def _read_meta_typed(self, loc: int) -> tuple[int, Any]:
         name = self._segments[loc >> _LOC_SHIFT]
         try:
-            rtype, _flags, _logseq, payload = read_record_at(self.backend, name, loc & _LOC_MASK, 65536)
+            rtype, _flags, _logseq, payload = read_record_at(self.backend, name, loc & _LOC_MASK, 4096)
         except OSError as e:
             raise StoreError(STORE_IO_ERROR, f"cannot read the log: {e.strerror or e}", e.errno) from e
         return rtype, unpack(payload)
@@ -1105,7 +1105,7 @@ class Store:
     def fsck(self, repair: bool = False, progress: Progress | None = None) -> Any:
         from vegafs.store.fsck import Fsck
 
-        return Fsck(self, repair=repair, progress=progress).run()
+        return self._io(Fsck(self, repair=repair, progress=progress).run)
 
     def stats(self) -> dict[str, Any]:
         state = self._state
