@@ -31,13 +31,18 @@ from vegafs.vm.values import (
 if TYPE_CHECKING:
     from vegafs.vm.runtime import Runtime
 
-#: Deepest nesting `str()` renders before eliding (a self-referencing list must not recurse forever).
-_MAX_DEPTH = 32
+#: Deepest nesting `format_value` renders (a 10,000-deep list must not exhaust the C stack).
+_MAX_DEPTH = 64
 
 
-def format_value(rt: Runtime | None, value: Any, quote: bool = False, depth: int = 0) -> str:
+def format_value(rt: Runtime | None, value: Any, quote: bool = False) -> str:
     """How Vega prints a value: nil/true/false, lists ``[1, "a"]``, maps ``{"k": 1}``;
-    a slice prints its bytes decoded as text; strings are quoted only inside containers."""
+    a slice prints its bytes decoded as text; strings are quoted only inside containers.
+    A container inside itself prints as ``[...]``/``{...}`` (no unbounded recursion)."""
+    return _format(rt, value, quote, set())
+
+
+def _format(rt: Runtime | None, value: Any, quote: bool, active: set[int]) -> str:
     if value is None:
         return "nil"
     if value is True:
@@ -53,14 +58,18 @@ def format_value(rt: Runtime | None, value: Any, quote: bool = False, depth: int
         text = slice_text(rt, value) if rt is not None else value.to_bytes().decode(
             "utf-8", "surrogateescape")
         return _quote(text) if quote else text
-    if depth >= _MAX_DEPTH:
-        return "..."
-    if t is list:
-        return "[" + ", ".join(format_value(rt, v, True, depth + 1) for v in value) + "]"
-    if t is dict:
-        return "{" + ", ".join(f"{format_value(rt, k, True, depth + 1)}: "
-                               f"{format_value(rt, v, True, depth + 1)}"
-                               for k, v in value.items()) + "}"
+    if t is list or t is dict:
+        if id(value) in active or len(active) >= _MAX_DEPTH:
+            return "[...]" if t is list else "{...}"
+        active.add(id(value))
+        try:
+            if t is list:
+                return "[" + ", ".join(_format(rt, v, True, active) for v in value) + "]"
+            return "{" + ", ".join(f"{_format(rt, k, True, active)}: "
+                                   f"{_format(rt, v, True, active)}"
+                                   for k, v in value.items()) + "}"
+        finally:
+            active.discard(id(value))
     if t is range:
         return f"range({value.start}, {value.stop}" + (
             f", {value.step})" if value.step != 1 else ")")
@@ -68,7 +77,7 @@ def format_value(rt: Runtime | None, value: Any, quote: bool = False, depth: int
         return str(value)
     if t is Result:
         if value.success:
-            inner = "" if value.value is None else format_value(rt, value.value, True, depth + 1)
+            inner = "" if value.value is None else _format(rt, value.value, True, active)
             return f"ok({inner})"
         return f"failed({_quote(value.error or '')})"
     if isinstance(value, VegaObject):
@@ -88,7 +97,10 @@ def _quote(s: str) -> str:
 def len_(rt: Runtime, value: Any) -> int:
     """Number of items: characters of a str, bytes of a slice, items of a list/map/range."""
     value = unwrap(value)
-    if type(value) in (str, list, dict, range, Slice):
+    if type(value) is range:  # len(range) overflows past sys.maxsize; count instead
+        return max(0, (value.stop - value.start + value.step - (1 if value.step > 0 else -1))
+                   // value.step)
+    if type(value) in (str, list, dict, Slice):
         return len(value)
     raise Trap("type", f"len() of a {type_name(value)}")
 
