@@ -137,18 +137,16 @@ def _retry(data: Any) -> RetryPolicy:
 
 
 def _backoff_args(backoff: Any) -> list[Any]:
-    """The arguments of ``exponential(base, factor, max)`` in whichever plain form
-    the compiler gave them: a call mapping, a (name, args) pair, or a list."""
+    """The arguments of ``exponential(base, factor, max)`` from the compiler's plain
+    data ``{"kind": "exponential", "base_s": ..., "factor": ..., "max_s": ...}``."""
     if isinstance(backoff, Mapping):
-        name = backoff.get("name") or backoff.get("fn") or backoff.get("call") or "exponential"
-        args = backoff.get("args", [])
-    elif isinstance(backoff, list | tuple) and len(backoff) == 2 and isinstance(backoff[0], str):
-        name, args = backoff
-    else:
-        name, args = "exponential", backoff
-    if name != "exponential":
-        raise SettingsError(f"unknown backoff {name!r}: only exponential(base, factor, max)")
-    return list(args)
+        kind = backoff.get("kind", "exponential")
+        if kind != "exponential":
+            raise SettingsError(f"unknown backoff {kind!r}: only exponential(base, factor, max)")
+        return [backoff.get("base_s"), backoff.get("factor"), backoff.get("max_s")]
+    if isinstance(backoff, list | tuple):
+        return list(backoff)
+    raise SettingsError("backoff must be exponential(base, factor, max)")
 
 
 def _breaker(data: Any) -> BreakerPolicy:

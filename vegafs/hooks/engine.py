@@ -1,0 +1,647 @@
+"""The hook engine: loaded hooks, the directory watcher, dispatch, after-hooks.
+
+One :class:`HookEngine` per mount. The filesystem side (vegafs.hooks.fs's
+``HookedFileSystem``) asks it, for each operation, which hooks match
+(:meth:`HookEngine.match`), runs the synchronous ones (:meth:`run_on`), and
+publishes the event to after-hooks once the operation succeeded
+(:meth:`publish_after`).
+
+Loading: every ``*.vega`` file of the hooks directory is compiled (through
+:mod:`vegafs.hooks.vega`); its hooks form the file's current version, named
+by the hash of its source. :meth:`maybe_reload`, called on the operation
+path, rescans the directory at most every :data:`RESCAN_INTERVAL_S` (one
+``scandir`` plus a ``stat`` per file; nothing is read unless a file's size or
+mtime changed). A file that fails to compile is *refused*: its errors are kept
+for ``vegafs hooks list`` and logged, and its previous version stays active.
+The new set of hooks replaces the old one in a single reference assignment,
+so an operation sees either the old or the new set, never a mix. Each
+version that becomes active is recorded in the store log once
+(``annotate("hooks.version", ...)``: file, hash, source).
+
+Running: each run gets a fresh VM runtime with the hook's budget and
+capabilities (plus, implicitly, reading its own event's file and its
+metadata), and the engine's VFS driver mounted at ``/``. A trap, a budget stop
+or a bad return value is a *failure*: with ``failure closed`` the operation
+gets EIO, with ``failure open`` it proceeds; either way a span records it.
+Consecutive failures open the hook's circuit breaker; while open, the hook is
+not run and its failure policy applies at once.
+
+Non-reentrancy (seed 000 §2): while a hook runs, or while an after-hook's
+VFS call executes on the filesystem thread, :attr:`HookEngine.suppressed` is
+set and the filesystem runs no hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vegafs.hooks import vega
+from vegafs.hooks.errnos import ERRNOS, errno_name
+from vegafs.hooks.events import Decision, HookEvent, Output
+from vegafs.hooks.globs import Glob, GlobError, GlobIndex, compile_glob
+from vegafs.hooks.settings import EVENTS, HookSettings, SettingsError, parse_settings
+from vegafs.hooks.supervisor import AfterQueue, Attempt, CircuitBreaker, Job
+from vegafs.hooks.trace import Tracer, new_span_id, new_trace_id
+from vegafs.vm.budget import Budget
+from vegafs.vm.caps import Capabilities, Grant
+from vegafs.vm.runtime import Runtime
+from vegafs.vm.vfs import Driver
+
+log = logging.getLogger(__name__)
+
+RESCAN_INTERVAL_S = 0.1
+VERSION_KIND = "hooks.version"
+JOURNAL_KIND = "hooks.after"
+JOURNAL_DONE_KIND = "hooks.after.done"
+_LATENCY_SAMPLES = 2048
+_GLOB_CHARS = frozenset("*?[")
+
+
+class Host(Protocol):
+    """What the engine needs from the filesystem it serves."""
+
+    def driver(self, *, from_worker: bool) -> Driver:
+        """A VFS driver over the live tree, rooted at the mount root. With
+        ``from_worker``, each call is carried to the filesystem's thread."""
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` where the filesystem and store may be touched (from any thread)."""
+
+
+class Store(Protocol):
+    """The part of vegafs.store.Store the engine uses (journal and versions)."""
+
+    def transaction(self) -> Any: ...
+
+    def annotations(self, kind: str) -> list[tuple[int, bytes]]: ...
+
+
+@dataclass
+class HookStats:
+    """Counters and a latency sample of one hook, for ``vegafs hooks list``."""
+
+    runs: int = 0
+    denies: int = 0
+    traps: int = 0
+    errors: int = 0
+    latencies_us: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies_us:
+            return None
+        ordered = sorted(self.latencies_us)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+@dataclass(eq=False)
+class LoadedHook:
+    """One hook of one version of one file, ready to run."""
+
+    file: str
+    name: str
+    when: str
+    event: str
+    glob: Glob
+    settings: HookSettings
+    version: str
+    decl: vega.HookDecl
+    stats: HookStats
+    breaker: CircuitBreaker
+    state: str = "active"  # active | stopped | escalated
+
+    @property
+    def key(self) -> str:
+        return f"{self.file}:{self.name}"
+
+
+@dataclass
+class HookFile:
+    """What the engine knows of one file of the hooks directory."""
+
+    name: str
+    stamp: tuple[int, int] = (0, 0)  # (mtime_ns, size) last seen
+    version: str | None = None  # hash of the active version
+    hooks: list[LoadedHook] = field(default_factory=list)
+    error: str | None = None  # why the newest version was refused
+    refused_version: str | None = None
+
+
+@dataclass
+class Verdict:
+    """The outcome of the synchronous hooks of one operation."""
+
+    allowed: bool = True
+    errno: int = 0
+    message: str = ""
+    output: bytes | None = None  # a read hook's transform
+    meta: dict[str, bytes | None] | None = None  # a commit hook's amended changes
+
+
+@dataclass
+class _Run:
+    """One run of one hook: what it decided and how it went."""
+
+    decision: Decision | None
+    status: str  # ok, denied, trap, budget, error, circuit_open
+    kind: str = ""  # failure kind for retry filters: a trap kind, deny, error, circuit_open
+    message: str = ""
+    steps: int = 0
+    latency_us: float = 0.0
+    out_bytes: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in ("ok", "denied")
+
+
+@dataclass(frozen=True)
+class _HookSet:
+    on: GlobIndex[LoadedHook]
+    after: GlobIndex[LoadedHook]
+
+
+def source_hash(data: bytes) -> str:
+    """The version name of a hook file: the first 16 hex digits of its SHA-256."""
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+class HookEngine:
+    """Loads, matches and runs hooks for one mount (see the module docstring)."""
+
+    def __init__(
+        self,
+        hooks_dir: str | os.PathLike[str] | None,
+        *,
+        store: Store | None = None,
+        tracer: Tracer | None = None,
+        queue_capacity: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.hooks_dir = Path(hooks_dir) if hooks_dir is not None else None
+        self.store = store
+        self.tracer = tracer
+        self.host: Host | None = None
+        self.suppressed = 0
+        self._clock = clock
+        self._files: dict[str, HookFile] = {}
+        self._set = _HookSet(GlobIndex(), GlobIndex())
+        self._last_scan = float("-inf")
+        self._lock = threading.RLock()  # serialises reloads (op path vs CLI/tests)
+        self._recorded: set[str] = set()
+        self._stats: dict[str, HookStats] = {}
+        self._journal_seq = 0
+        self._queue_capacity = queue_capacity
+        self._queue: AfterQueue | None = None
+        if store is not None:
+            for _, payload in store.annotations(VERSION_KIND):
+                with contextlib.suppress(ValueError, KeyError):
+                    self._recorded.add(json.loads(payload)["hash"])
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def attach(self, host: Host) -> None:
+        """Connect the filesystem; starts the after-hook worker."""
+        self.host = host
+        if self._queue is None:
+            self._queue = AfterQueue(
+                self._run_job, self._job_finished, self._breaker_of, capacity=self._queue_capacity
+            )
+
+    def close(self) -> None:
+        """Stop the worker (pending after-hooks stay journaled) and flush spans."""
+        if self._queue is not None:
+            self._queue.close()
+            self._queue = None
+        if self.tracer is not None:
+            self.tracer.flush()
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Wait until no after-hook job waits or runs (tests, benchmarks)."""
+        return self._queue is None or self._queue.wait_idle(timeout)
+
+    # ------------------------------------------------------------------ loading
+
+    def maybe_reload(self) -> None:
+        """Rescan the hooks directory if the last scan is older than the interval."""
+        if self._clock() - self._last_scan >= RESCAN_INTERVAL_S:
+            self.reload()
+
+    def reload(self) -> bool:
+        """Rescan now; returns True when the active set of hooks changed."""
+        with self._lock:
+            self._last_scan = self._clock()
+            if self.hooks_dir is None:
+                return False
+            seen: dict[str, tuple[int, int]] = {}
+            try:
+                with os.scandir(self.hooks_dir) as it:
+                    for entry in it:
+                        if entry.name.endswith(".vega") and not entry.name.startswith("."):
+                            with contextlib.suppress(OSError):
+                                st = entry.stat()
+                                seen[entry.name] = (st.st_mtime_ns, st.st_size)
+            except FileNotFoundError:
+                pass
+            changed = False
+            for name in list(self._files):
+                if name not in seen:
+                    if self._files.pop(name).hooks:
+                        changed = True
+                    log.info("hooks: %s removed", name)
+            for name, stamp in sorted(seen.items()):
+                known = self._files.setdefault(name, HookFile(name))
+                if known.stamp != stamp:
+                    known.stamp = stamp
+                    changed |= self._load_file(known)
+            if changed:
+                self._rebuild()
+            return changed
+
+    def _load_file(self, hf: HookFile) -> bool:
+        assert self.hooks_dir is not None
+        try:
+            data = (self.hooks_dir / hf.name).read_bytes()
+        except OSError as exc:
+            hf.error, hf.refused_version = f"{hf.name}: cannot read: {exc.strerror}", None
+            return False
+        version = source_hash(data)
+        if version == hf.version:
+            hf.error = hf.refused_version = None
+            return False
+        try:
+            hooks = self.compile(data, hf.name, version)
+        except vega.HookCompileError as exc:
+            hf.error, hf.refused_version = str(exc), version
+            log.error("hooks: %s refused (previous version %s stays active):\n%s",
+                      hf.name, hf.version or "none", exc)
+            return False
+        hf.version, hf.hooks, hf.error, hf.refused_version = version, hooks, None, None
+        self._record_version(hf.name, version, data)
+        log.info("hooks: %s version %s active (%s)", hf.name, version,
+                 ", ".join(h.name for h in hooks) or "no hooks")
+        return True
+
+    def compile(self, data: bytes, filename: str, version: str) -> list[LoadedHook]:
+        """Compile one file's source into hooks; raises HookCompileError with
+        every problem (compiler diagnostics, bad globs, bad settings)."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise vega.HookCompileError([f"{filename}: not UTF-8 text ({exc.reason})"]) from None
+        decls = vega.compile_hooks(text, filename)
+        hooks: list[LoadedHook] = []
+        problems: list[str] = []
+        for decl in decls:
+            try:
+                glob = compile_glob(decl.glob)
+                settings = parse_settings(decl.settings)
+                if decl.event not in EVENTS:
+                    raise SettingsError(f"unknown event {decl.event!r}")
+                Capabilities.parse(settings.capabilities)
+            except (GlobError, SettingsError, ValueError) as exc:
+                problems.append(f"{decl.position}: hook '{decl.name}': {exc}")
+                continue
+            key = f"{filename}:{decl.name}"
+            stats = self._stats.setdefault(key, HookStats())
+            hooks.append(LoadedHook(filename, decl.name, decl.when, decl.event, glob, settings,
+                                    version, decl, stats, CircuitBreaker(settings.breaker)))
+        if problems:
+            raise vega.HookCompileError(problems)
+        return hooks
+
+    def _record_version(self, name: str, version: str, data: bytes) -> None:
+        if self.store is None or version in self._recorded:
+            return
+        payload = json.dumps(
+            {"file": name, "hash": version, "source": data.decode("utf-8", "replace")}
+        ).encode()
+        try:
+            self._in_fs(lambda: self._annotate(VERSION_KIND, payload))
+            self._recorded.add(version)
+        except Exception:
+            log.exception("hooks: could not record version %s of %s in the store", version, name)
+
+    def _rebuild(self) -> None:
+        active = [h for f in sorted(self._files.values(), key=lambda f: f.name) for h in f.hooks]
+        self._set = _HookSet(
+            GlobIndex(h for h in active if h.when == "on"),
+            GlobIndex(h for h in active if h.when == "after"),
+        )
+
+    # ------------------------------------------------------------------ matching
+
+    def match(self, event: str, path: str) -> Sequence[LoadedHook]:
+        """Synchronous hooks for ``event`` on ``path`` (empty while suppressed)."""
+        if self.suppressed:
+            return ()
+        self.maybe_reload()
+        hooks = self._set.on
+        if not hooks.has_event(event):
+            return ()
+        return hooks.match(event, path)
+
+    def wants(self, event: str) -> bool:
+        """Cheap pre-check before a path is even computed: does any hook,
+        synchronous or after, listen to ``event``?"""
+        if self.suppressed:
+            return False
+        self.maybe_reload()
+        hooks = self._set
+        return hooks.on.has_event(event) or hooks.after.has_event(event)
+
+    def has_after(self, event: str) -> bool:
+        return not self.suppressed and self._set.after.has_event(event)
+
+    @property
+    def active(self) -> bool:
+        """Is any hook loaded at all? (Callers skip all hook work when not.)"""
+        self.maybe_reload()
+        return bool(len(self._set.on) or len(self._set.after))
+
+    # ------------------------------------------------------------------ running
+
+    def _runtime(self, hook: LoadedHook, ev: HookEvent, *, from_worker: bool) -> Runtime:
+        grants = list(Capabilities.parse(hook.settings.capabilities).grants)
+        grants.append(Grant("trace::write"))
+        if not _GLOB_CHARS & set(ev.path):
+            grants += [Grant("fs::read", (ev.path,)), Grant("meta::read", (ev.path,))]
+        budget: Budget = hook.settings.budget
+        events: list[dict[str, Any]] = []
+        rt = Runtime(budget, Capabilities(grants), trace=events.append,
+                     stdout=_discard_text, stderr=_discard_text)
+        if self.host is not None:
+            rt.namespace.attach("/", self.host.driver(from_worker=from_worker), "vegafs://")
+        return rt
+
+    def run_on(self, hooks: Sequence[LoadedHook], ev: HookEvent,
+               trace_id: str | None = None) -> Verdict:
+        """Run the synchronous ``hooks`` for ``ev`` in order; the first denial wins."""
+        verdict = Verdict()
+        trace_id = trace_id or new_trace_id()
+        for hook in hooks:
+            if hook.state != "active":
+                continue
+            if ev.event == "read":
+                ev.output = Output()
+            run = self._invoke(hook, ev, from_worker=False)
+            if run.failed:
+                run.decision = None if hook.settings.failure_open else Decision(
+                    False, ERRNOS["EIO"], run.message)
+            if (run.decision is None or run.decision.allowed) and ev.output is not None \
+                    and ev.output.written:
+                verdict.output = bytes(ev.output.buffer)
+                run.out_bytes = len(verdict.output)
+            self._span(hook, ev, trace_id, run)
+            if run.decision is not None and not run.decision.allowed:
+                verdict.allowed = False
+                verdict.errno, verdict.message = run.decision.errno, run.decision.message
+                break
+        return verdict
+
+    def _invoke(self, hook: LoadedHook, ev: HookEvent, *, from_worker: bool) -> _Run:
+        """Run ``hook.run(ev)`` once, account it, and say what happened."""
+        if not hook.breaker.allow():
+            return _Run(None, "circuit_open", "circuit_open",
+                        f"circuit open after {hook.breaker.failures} consecutive failures")
+        t0 = time.perf_counter()
+        rt = self._runtime(hook, ev, from_worker=from_worker)
+        run = _Run(None, "ok")
+        self.suppressed += 1
+        try:
+            outcome = hook.decl.invoke(ev, rt)
+            if outcome.trap is not None:
+                run.status = "budget" if outcome.trap.is_budget else "trap"
+                run.kind, run.message = outcome.trap.kind, str(outcome.trap)
+            elif outcome.value is None or isinstance(outcome.value, Decision):
+                run.decision = outcome.value
+            else:
+                run.status = run.kind = "error"
+                run.message = (f"run() returned a {type(outcome.value).__name__}, expected "
+                               "allow() or deny(ERRNO, message)")
+        except Exception as exc:  # the VM never lets one through; still, never crash an op
+            run.status = run.kind = "error"
+            run.message = f"internal error: {type(exc).__name__}: {exc}"
+            log.exception("hooks: %s raised", hook.key)
+        finally:
+            self.suppressed -= 1
+            ev.end()
+            rt.finish()
+        run.steps = rt.meter.steps_used
+        run.latency_us = (time.perf_counter() - t0) * 1e6
+        stats = hook.stats
+        stats.runs += 1
+        stats.latencies_us.append(run.latency_us)
+        if run.status == "ok":
+            hook.breaker.success()
+            if run.decision is not None and not run.decision.allowed:
+                stats.denies += 1
+                run.status, run.kind = "denied", "deny"
+                run.message = run.decision.message
+        else:
+            hook.breaker.failure()
+            if run.status in ("trap", "budget"):
+                stats.traps += 1
+            else:
+                stats.errors += 1
+        return run
+
+    def _span(self, hook: LoadedHook, ev: HookEvent, trace_id: str, run: _Run, *,
+              attempt: int = 1, phase: str = "on") -> None:
+        if self.tracer is None:
+            return
+        denied = run.decision is not None and not run.decision.allowed
+        decision = "deny" if denied else ("transform" if run.out_bytes else "allow")
+        self.tracer.record({
+            "trace_id": trace_id,
+            "span_id": new_span_id(),
+            "ts_ns": time.time_ns(),
+            "hook": hook.name,
+            "version": hook.version,
+            "file": hook.file,
+            "phase": phase,
+            "event": ev.event,
+            "path": ev.path,
+            "decision": decision,
+            "errno": errno_name(run.decision.errno) if denied and run.decision else None,
+            "message": run.message,
+            "status": run.status,
+            "steps": run.steps,
+            "bytes": run.out_bytes or ev.size,
+            "latency_us": round(run.latency_us, 2),
+            "attempt": attempt,
+            "retries": attempt - 1,
+        })
+
+    # ------------------------------------------------------------------ after-hooks
+
+    def publish_after(self, fields: dict[str, Any], trace_id: str | None = None) -> int:
+        """Journal and queue the after-hooks matching ``fields`` (an event's plain
+        data, see HookEvent.describe); returns how many were queued. Called on
+        the filesystem thread, after the operation succeeded."""
+        if self.suppressed or self._queue is None:
+            return 0
+        event, path = fields["event"], fields["path"]
+        index = self._set.after
+        if not index.has_event(event):
+            return 0
+        hooks = [h for h in index.match(event, path) if h.state == "active"]
+        if not hooks:
+            return 0
+        trace_id = trace_id or new_trace_id()
+        jobs = []
+        for hook in hooks:
+            self._journal_seq += 1
+            job_id = f"{time.time_ns():x}-{self._journal_seq}"
+            jobs.append(Job(job_id, hook, dict(fields), hook.settings.retry, trace_id=trace_id))
+        self._journal(jobs)
+        for job in jobs:
+            if not self._queue.submit(job):
+                log.warning("hooks: after-queue full; %s for %s stays journaled for the next mount",
+                            job.hook.key, path)
+        return len(jobs)
+
+    def _journal(self, jobs: list[Job]) -> None:
+        if self.store is None:
+            return
+        payloads = [
+            json.dumps({"id": j.job_id, "file": j.hook.file, "hook": j.hook.name,
+                        "version": j.hook.version, "event": j.event, "trace_id": j.trace_id}).encode()
+            for j in jobs
+        ]
+        try:
+            with self.store.transaction() as t:
+                for payload in payloads:
+                    t.annotate(JOURNAL_KIND, payload)
+        except Exception:
+            log.exception("hooks: could not journal after-hook events")
+
+    def replay_journal(self) -> int:
+        """Queue every journaled after-hook job that never finished (a previous
+        mount was killed): at-least-once delivery. Call once, after attach."""
+        if self.store is None or self._queue is None:
+            return 0
+        self.maybe_reload()
+        done = {payload.decode() for _, payload in self.store.annotations(JOURNAL_DONE_KIND)}
+        by_key = {h.key: h for f in self._files.values() for h in f.hooks if h.when == "after"}
+        count = 0
+        for _, raw in self.store.annotations(JOURNAL_KIND):
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if entry.get("id") in done:
+                continue
+            hook = by_key.get(f"{entry.get('file')}:{entry.get('hook')}")
+            if hook is None:
+                log.warning("hooks: journaled %s/%s has no active hook; marking it done",
+                            entry.get("file"), entry.get("hook"))
+                self._mark_done(entry.get("id", ""))
+                continue
+            job = Job(entry["id"], hook, entry["event"], hook.settings.retry,
+                      trace_id=entry.get("trace_id") or new_trace_id())
+            if self._queue.submit(job):
+                count += 1
+        if count:
+            log.info("hooks: replaying %d unfinished after-hook jobs from the journal", count)
+        return count
+
+    def _breaker_of(self, job: Job) -> CircuitBreaker:
+        return job.hook.breaker
+
+    def _run_job(self, job: Job) -> Attempt:
+        hook: LoadedHook = job.hook
+        fields = job.event
+        ev = HookEvent(
+            fields["event"], fields["path"], uid=fields.get("uid", 0), gid=fields.get("gid", 0),
+            pid=fields.get("pid", 0), offset=fields.get("offset", 0), size=fields.get("size", 0),
+            file_size=fields.get("file_size", 0), old_path=fields.get("old_path"),
+            new_path=fields.get("new_path"),
+        )
+        run = self._invoke(hook, ev, from_worker=True)
+        self._span(hook, ev, job.trace_id, run, attempt=job.attempt, phase="after")
+        if run.status == "ok":
+            return Attempt(True)
+        return Attempt(False, run.kind, run.message)
+
+    def _job_finished(self, job: Job, status: str) -> None:
+        hook: LoadedHook = job.hook
+        if status == "failed":
+            strategy = hook.settings.strategy
+            if strategy == "stop":
+                hook.state = "stopped"
+            elif strategy == "escalate":
+                hook.state = "escalated"
+                log.error("hooks: %s escalated after %d attempts: %s", hook.key, job.attempt,
+                          job.last_error)
+            log.warning("hooks: after-hook %s gave up on %s after %d attempts: %s",
+                        hook.key, job.event.get("path"), job.attempt, job.last_error)
+        self._mark_done(job.job_id)
+
+    def _mark_done(self, job_id: str) -> None:
+        if self.store is None:
+            return
+        try:
+            self._in_fs(lambda: self._annotate(JOURNAL_DONE_KIND, job_id.encode()))
+        except Exception:
+            log.exception("hooks: could not mark after-hook job %s done", job_id)
+
+    def _annotate(self, kind: str, payload: bytes) -> None:
+        assert self.store is not None
+        with self.store.transaction() as t:
+            t.annotate(kind, payload)
+
+    def _in_fs(self, fn: Callable[[], Any]) -> Any:
+        if self.host is not None:
+            return self.host.call(fn)
+        return fn()
+
+    @contextlib.contextmanager
+    def suppress(self) -> Iterator[None]:
+        """No hooks fire inside this block (a hook's own VFS effects)."""
+        self.suppressed += 1
+        try:
+            yield
+        finally:
+            self.suppressed -= 1
+
+    # ------------------------------------------------------------------ reporting
+
+    def listing(self) -> list[dict[str, Any]]:
+        """Every file and hook with state, counters and latency percentiles."""
+        self.reload()
+        rows: list[dict[str, Any]] = []
+        for hf in sorted(self._files.values(), key=lambda f: f.name):
+            for hook in hf.hooks:
+                state = hook.state
+                if state == "active" and hook.breaker.state != "closed":
+                    state = f"circuit-{hook.breaker.state}"
+                p50, p99 = hook.stats.percentile(0.5), hook.stats.percentile(0.99)
+                rows.append({
+                    "file": hf.name, "hook": hook.name, "when": hook.when, "event": hook.event,
+                    "glob": hook.glob.text, "version": hook.version, "state": state,
+                    "runs": hook.stats.runs, "denies": hook.stats.denies,
+                    "traps": hook.stats.traps, "errors": hook.stats.errors,
+                    "p50_us": None if p50 is None else round(p50, 1),
+                    "p99_us": None if p99 is None else round(p99, 1),
+                    "error": hf.error,
+                })
+            if hf.error is not None:
+                rows.append({"file": hf.name, "hook": None, "state": "refused",
+                             "version": hf.refused_version, "error": hf.error,
+                             "active_version": hf.version})
+        return rows
+
+
+def _discard_text(text: str) -> None:
+    """Hooks have no terminal: print() output is dropped (use trace::event)."""

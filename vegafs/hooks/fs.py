@@ -1,0 +1,564 @@
+"""The seam between the filesystem and the hooks: :class:`HookedFileSystem`.
+
+Why a subclass: vegafs.fs must not import the hooks (layering), and its
+methods are the exact operation points hooks attach to. ``HookedFileSystem``
+overrides those methods, asks the :class:`~vegafs.hooks.engine.HookEngine`
+for matching hooks, runs the synchronous ones before the operation (a denial
+raises ``FsError(errno)``, which the FUSE layer returns to the caller), lets
+the operation happen through ``super()``, and publishes the event to
+after-hooks once it succeeded. With no hooks loaded each override costs one
+method call and a dict lookup before deferring to ``super()``.
+
+Event points (docs/hooks.md): ``read`` (``read``), ``write``
+(``write_buffered``, which ``write`` uses), ``truncate`` (``setattr`` with a
+size, also ``open`` with O_TRUNC), ``close`` (``flush``/``release`` of a
+handle that wrote, after the new version is recorded: a denial is the
+``close()`` errno), ``commit`` (``setxattr``/``removexattr``: the pending
+change, amendable), ``create``/``mkdir`` (``_make``), ``unlink``, ``rmdir``,
+``rename``. Snapshot views (read-only) never run hooks.
+
+Paths: the filesystem works on inodes; hooks see paths relative to the mount
+root. The kernel always looks a name up before using its inode, so each
+lookup/create/rename records the inode's (parent, name); a path is rebuilt by
+walking those up to the root (hard links: the name last looked up).
+
+Read transforms: a read hook that writes ``ev.output`` replaces what readers
+see. The result is cached per (inode, file version, versions of the matching
+hooks), so a transform runs once per file version and hook version, and
+``getattr``/``lookup`` report the transformed size (``cat``, ``cp``, ``less``
+see consistent data). A file with uncommitted buffered writes is not cached.
+
+Threads: every method runs on the filesystem's thread (the trio thread of
+the daemon). After-hooks run on the engine's worker thread and reach the
+filesystem through :meth:`call`, which carries the call to the trio thread
+(``trio.from_thread.run_sync``) or, outside trio, serialises on a lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from vegafs.fs import ROOT_CTX, SNAP_BASE, Attr, Ctx, FileSystem, FsError
+from vegafs.hooks.engine import HookEngine, LoadedHook
+from vegafs.hooks.events import HookEvent, PendingMeta
+from vegafs.hooks.trace import new_trace_id
+from vegafs.store import ROOT_INO, Store
+
+log = logging.getLogger(__name__)
+
+#: Bytes of transformed content kept in memory (LRU over whole files).
+XFORM_CACHE_BYTES = 64 << 20
+_MAX_DEPTH = 4096
+_SEARCH_LIMIT = 200_000
+
+
+class HookedFileSystem(FileSystem):
+    """A :class:`FileSystem` that runs hooks at its operation points."""
+
+    def __init__(self, store: Store, engine: HookEngine, **kwargs: Any) -> None:
+        super().__init__(store, **kwargs)
+        self.hooks = engine
+        self._names: dict[int, tuple[int, bytes]] = {}
+        self._fh_ctx: dict[int, Ctx] = {}
+        self._xform: OrderedDict[tuple[Any, ...], bytes | None] = OrderedDict()
+        self._xform_bytes = 0
+        self._amend: dict[bytes, bytes | None] | None = None
+        self._accepted: dict[int, tuple[int, dict[int, bytes]]] = {}  # see revert()
+        self._lock = threading.RLock()
+        self._trio_token: Any = None
+        self._owner: threading.Thread | None = None
+        engine.attach(self)
+
+    # ------------------------------------------------------------------ host side
+
+    def bind_trio(self) -> None:
+        """Remember the trio loop this filesystem runs on (call from the trio
+        thread); after-hooks then reach the filesystem through it."""
+        import trio
+
+        self._trio_token = trio.lowlevel.current_trio_token()
+        self._owner = threading.current_thread()
+
+    def _maybe_bind(self) -> None:
+        if self._trio_token is None:
+            with contextlib.suppress(RuntimeError):  # not inside trio: tests and tools
+                self.bind_trio()
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the filesystem's thread with hooks suppressed."""
+
+        def run() -> Any:
+            with self.hooks.suppress():
+                return fn()
+
+        if self._trio_token is not None and threading.current_thread() is not self._owner:
+            import trio
+
+            return trio.from_thread.run_sync(run, trio_token=self._trio_token)
+        with self._lock:
+            return run()
+
+    def driver(self, *, from_worker: bool) -> Any:
+        from vegafs.hooks.driver import FsDriver
+
+        return FsDriver(self, via_call=from_worker)
+
+    # ------------------------------------------------------------------ paths
+
+    def _note(self, parent: int, name: bytes, ino: int) -> None:
+        if ino < SNAP_BASE and parent < SNAP_BASE and name not in (b".", b".."):
+            self._names[ino] = (parent, name)
+
+    def path_of(self, ino: int) -> str | None:
+        """The path of ``ino`` relative to the mount root, or None if unreachable."""
+        parts: list[bytes] = []
+        current = ino
+        for _ in range(_MAX_DEPTH):
+            if current == ROOT_INO:
+                return "/" + "/".join(os.fsdecode(p) for p in reversed(parts))
+            entry = self._names.get(current)
+            if entry is None:
+                if not self._search(current):
+                    return None
+                entry = self._names[current]
+            parts.append(entry[1])
+            current = entry[0]
+        return None
+
+    def _search(self, target: int) -> bool:
+        """Find ``target`` by walking the tree from the root (recording every name
+        seen); only needed for an inode the kernel never looked up in this
+        mount, e.g. an after-hook journaled by the previous one."""
+        queue: deque[int] = deque([ROOT_INO])
+        seen = 0
+        while queue and seen < _SEARCH_LIMIT:
+            parent = queue.popleft()
+            for name, child in self.store.listdir(parent):
+                seen += 1
+                self._names.setdefault(child, (parent, name))
+                if child == target:
+                    return True
+                inode = self.store.get_inode(child)
+                if inode is not None and stat.S_ISDIR(inode.mode):
+                    queue.append(child)
+        return False
+
+    def _child_path(self, parent: int, name: bytes) -> str | None:
+        base = self.path_of(parent)
+        if base is None:
+            return None
+        return (base.rstrip("/") or "") + "/" + os.fsdecode(name)
+
+    def lookup_path(self, path: str) -> int | None:
+        """Inode of ``path`` (relative to the mount root) in the live tree."""
+        ino = ROOT_INO
+        for part in (p for p in path.split("/") if p):
+            child = self.store.lookup(ino, os.fsencode(part))
+            if child is None:
+                return None
+            self._note(ino, os.fsencode(part), child)
+            ino = child
+        return ino
+
+    # ------------------------------------------------------------------ dispatch
+
+    def _run(self, event: str, path: str | None, ctx: Ctx | None, trace_id: str,
+             **fields: Any) -> Any:
+        """Run the synchronous hooks of ``event``; raise FsError on a denial."""
+        if path is None:
+            return None
+        hooks = self.hooks.match(event, path)
+        if not hooks:
+            return None
+        self._maybe_bind()
+        ctx = ctx or ROOT_CTX
+        ev = HookEvent(event, path, uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, **fields)
+        verdict = self.hooks.run_on(hooks, ev, trace_id)
+        if not verdict.allowed:
+            raise FsError(verdict.errno, verdict.message)
+        return verdict
+
+    def _publish(self, event: str, path: str | None, ctx: Ctx | None, trace_id: str,
+                 **fields: Any) -> None:
+        if path is None or not self.hooks.has_after(event):
+            return
+        self._maybe_bind()
+        ctx = ctx or ROOT_CTX
+        self.hooks.publish_after(
+            {"event": event, "path": path, "uid": ctx.uid, "gid": ctx.gid, "pid": ctx.pid,
+             **fields},
+            trace_id,
+        )
+
+    def _wants(self, event: str) -> bool:
+        return self.hooks.wants(event)
+
+    # ------------------------------------------------------------------ namespace
+
+    def lookup(self, parent: int, name: bytes) -> Attr:
+        attr = super().lookup(parent, name)
+        self._note(parent, name, attr.ino)
+        self._transformed_attr(attr)
+        return attr
+
+    def getattr(self, ino: int) -> Attr:
+        attr = super().getattr(ino)
+        self._transformed_attr(attr)
+        return attr
+
+    def link(self, ino: int, parent: int, name: bytes, ctx: Ctx) -> Attr:
+        attr = super().link(ino, parent, name, ctx)
+        self._note(parent, name, attr.ino)
+        return attr
+
+    def _make(self, parent: int, name: bytes, mode: int, ctx: Ctx, **kwargs: Any) -> Attr:
+        event = "mkdir" if stat.S_ISDIR(mode) else "create"
+        if not self._wants(event):
+            attr = super()._make(parent, name, mode, ctx, **kwargs)
+            self._note(parent, name, attr.ino)
+            return attr
+        path = self._child_path(parent, name)
+        trace_id = new_trace_id()
+        self._run(event, path, ctx, trace_id)
+        attr = super()._make(parent, name, mode, ctx, **kwargs)
+        self._note(parent, name, attr.ino)
+        self._publish(event, path, ctx, trace_id)
+        return attr
+
+    def _remove(self, event: str, parent: int, name: bytes, ctx: Ctx,
+                remove: Callable[[], None]) -> None:
+        ino = self.store.lookup(parent, name)
+        if not self._wants(event):
+            remove()
+        else:
+            path = self._child_path(parent, name)
+            trace_id = new_trace_id()
+            self._run(event, path, ctx, trace_id)
+            remove()
+            self._publish(event, path, ctx, trace_id)
+        if ino is not None and self._names.get(ino) == (parent, name):
+            del self._names[ino]
+
+    def unlink(self, parent: int, name: bytes, ctx: Ctx) -> None:
+        self._remove("unlink", parent, name, ctx, lambda: super(HookedFileSystem, self).unlink(
+            parent, name, ctx))
+
+    def rmdir(self, parent: int, name: bytes, ctx: Ctx) -> None:
+        self._remove("rmdir", parent, name, ctx, lambda: super(HookedFileSystem, self).rmdir(
+            parent, name, ctx))
+
+    def rename(self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int,
+               ctx: Ctx) -> None:
+        src = self.store.lookup(old_parent, old)
+        dst = self.store.lookup(new_parent, new)
+        if not self._wants("rename"):
+            super().rename(old_parent, old, new_parent, new, flags, ctx)
+        else:
+            old_path = self._child_path(old_parent, old)
+            new_path = self._child_path(new_parent, new)
+            trace_id = new_trace_id()
+            self._run("rename", old_path, ctx, trace_id, old_path=old_path, new_path=new_path)
+            super().rename(old_parent, old, new_parent, new, flags, ctx)
+            self._publish("rename", old_path, ctx, trace_id, old_path=old_path,
+                          new_path=new_path)
+        if src is not None:
+            self._note(new_parent, new, src)
+        if dst is not None and dst != src and flags & 2:  # RENAME_EXCHANGE
+            self._note(old_parent, old, dst)
+
+    # ------------------------------------------------------------------ data
+
+    def open(self, ino: int, flags: int, ctx: Ctx) -> int:
+        fh = super().open(ino, flags, ctx)
+        self._fh_ctx[fh] = ctx
+        return fh
+
+    def create(self, parent: int, name: bytes, mode: int, flags: int,
+               ctx: Ctx) -> tuple[int, Attr]:
+        fh, attr = super().create(parent, name, mode, flags, ctx)
+        self._fh_ctx[fh] = ctx
+        return fh, attr
+
+    def _file_size(self, ino: int) -> int:
+        return super().getattr(ino).size
+
+    def write_buffered(self, fh: int, off: int, data: bytes | memoryview,
+                       ctx: Ctx | None = None) -> list[Any]:
+        handle = self._handles.get(fh)
+        if handle is not None and handle.ino < SNAP_BASE and self._wants("write"):
+            path = self.path_of(handle.ino)
+            file_size = self._file_size(handle.ino)
+            offset = file_size if handle.flags & os.O_APPEND else off
+            ctx = ctx or self._fh_ctx.get(fh)
+            trace_id = new_trace_id()
+            self._run("write", path, ctx, trace_id, offset=offset, size=len(data), data=data,
+                      file_size=file_size)
+            jobs = super().write_buffered(fh, off, data, ctx)
+            self._publish("write", path, ctx, trace_id, offset=offset, size=len(data),
+                          file_size=file_size)
+            return jobs
+        return super().write_buffered(fh, off, data, ctx)
+
+    def setattr(self, ino: int, ctx: Ctx, **changes: Any) -> Attr:
+        size = changes.get("size")
+        if size is None or ino >= SNAP_BASE or not self._wants("truncate"):
+            return super().setattr(ino, ctx, **changes)
+        path = self.path_of(ino)
+        file_size = self._file_size(ino)
+        trace_id = new_trace_id()
+        self._run("truncate", path, ctx, trace_id, offset=size, size=size, file_size=file_size)
+        attr = super().setattr(ino, ctx, **changes)
+        self._publish("truncate", path, ctx, trace_id, offset=size, size=size,
+                      file_size=file_size)
+        return attr
+
+    def flush(self, fh: int) -> None:
+        handle = self._handles.get(fh)
+        super().flush(fh)
+        if handle is not None and handle.wrote and handle.ino < SNAP_BASE:
+            handle.wrote = False
+            self._closed(handle.ino, self._fh_ctx.get(fh), report=True)
+
+    def release(self, fh: int) -> None:
+        handle = self._handles.get(fh)
+        ctx = self._fh_ctx.pop(fh, None)
+        super().release(fh)
+        if handle is not None and handle.wrote and handle.ino < SNAP_BASE:
+            handle.wrote = False
+            self._closed(handle.ino, ctx, report=False)
+
+    def _closed(self, ino: int, ctx: Ctx | None, *, report: bool) -> None:
+        """A handle that wrote was closed: run ``close`` hooks on the new version."""
+        if not self._wants("close"):
+            return
+        path = self.path_of(ino)
+        if path is None or self.store.get_inode(ino) is None:
+            return
+        size = self._file_size(ino)
+        trace_id = new_trace_id()
+        try:
+            verdict = self._run("close", path, ctx, trace_id, size=size, file_size=size,
+                                load_data=lambda: self.read_all(ino))
+        except FsError:
+            if report:
+                raise
+            return  # release has no caller to tell; the span recorded the denial
+        if verdict is not None:
+            inode = self._inode(ino)
+            self._accepted[ino] = (inode.size, dict(inode.blocks))
+        self._publish("close", path, ctx, trace_id, size=size, file_size=size)
+
+    def read_all(self, ino: int) -> bytes:
+        """The current content of file ``ino`` (committed or buffered)."""
+        fh = super().open(ino, os.O_RDONLY, ROOT_CTX)
+        try:
+            return super().read(fh, 0, self._file_size(ino))
+        finally:
+            self._handles.pop(fh, None)
+            left = self._open_count.get(ino, 0) - 1
+            if left > 0:
+                self._open_count[ino] = left
+            else:
+                self._open_count.pop(ino, None)
+
+    # ------------------------------------------------------------------ read transforms
+
+    def _xform_key(self, ino: int, hooks: Sequence[LoadedHook]) -> tuple[Any, ...] | None:
+        if ino in self._buffers:
+            return None  # uncommitted writes: no stable version to cache against
+        inode = self.store.get_inode(ino)
+        if inode is None:
+            return None
+        return (ino, inode.version, inode.size, tuple((h.key, h.version) for h in hooks))
+
+    def _remember_xform(self, key: tuple[Any, ...] | None, output: bytes | None) -> None:
+        if key is None:
+            return
+        old = self._xform.pop(key, None)
+        if old is not None:
+            self._xform_bytes -= len(old)
+        self._xform[key] = output
+        if output is not None:
+            self._xform_bytes += len(output)
+        while self._xform_bytes > XFORM_CACHE_BYTES and self._xform:
+            _, dropped = self._xform.popitem(last=False)
+            if dropped is not None:
+                self._xform_bytes -= len(dropped)
+
+    def _transformed_attr(self, attr: Attr) -> None:
+        """Report the transformed size of a file that a read hook transforms."""
+        if attr.ino >= SNAP_BASE or not stat.S_ISREG(attr.mode) or not self._wants("read"):
+            return
+        path = self.path_of(attr.ino)
+        if path is None:
+            return
+        hooks = self.hooks.match("read", path)
+        if not hooks:
+            return
+        key = self._xform_key(attr.ino, hooks)
+        if key is not None and key in self._xform:
+            output = self._xform[key]
+        else:
+            try:
+                verdict = self._run("read", path, None, new_trace_id(), offset=0, size=0,
+                                    file_size=attr.size, load_data=lambda: self.read_all(attr.ino))
+            except FsError:
+                return  # a denial is for readers, not for stat
+            output = verdict.output if verdict is not None else None
+            self._remember_xform(key, output)
+        if output is not None:
+            attr.size = len(output)
+            attr.blocks = (len(output) + 511) // 512
+
+    def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._handles.get(fh)
+        if handle is None or handle.ino >= SNAP_BASE or not self._wants("read"):
+            return super().read(fh, off, size)
+        ino = handle.ino
+        path = self.path_of(ino)
+        if path is None:
+            return super().read(fh, off, size)
+        hooks = self.hooks.match("read", path)
+        if not hooks:
+            return super().read(fh, off, size)
+        key = self._xform_key(ino, hooks)
+        cached = self._xform.get(key) if key is not None else None
+        if cached is not None:
+            return cached[off : off + size]
+        file_size = self._file_size(ino)
+        verdict = self._run("read", path, self._fh_ctx.get(fh), new_trace_id(), offset=off,
+                            size=size, file_size=file_size,
+                            load_data=lambda: super(HookedFileSystem, self).read(fh, 0, file_size))
+        output = verdict.output if verdict is not None else None
+        self._remember_xform(key, output)
+        if output is not None:
+            return output[off : off + size]
+        return super().read(fh, off, size)
+
+    # ------------------------------------------------------------------ commit (xattrs)
+
+    def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, ctx: Ctx) -> None:
+        self._commit(ino, name, value, ctx,
+                     lambda: super(HookedFileSystem, self).setxattr(ino, name, value, flags, ctx))
+
+    def removexattr(self, ino: int, name: bytes, ctx: Ctx) -> None:
+        self._commit(ino, name, None, ctx,
+                     lambda: super(HookedFileSystem, self).removexattr(ino, name, ctx))
+
+    def _commit(self, ino: int, name: bytes, value: bytes | None, ctx: Ctx,
+                apply: Callable[[], None]) -> None:
+        if ino >= SNAP_BASE or not self._wants("commit"):
+            apply()
+            return
+        path = self.path_of(ino)
+        inode = self.store.get_inode(ino)
+        if path is None or inode is None:
+            apply()
+            return
+        key = os.fsdecode(name)
+        meta = PendingMeta(path, {os.fsdecode(k): v for k, v in inode.xattrs.items()},
+                           {key: value})
+        trace_id = new_trace_id()
+        self._run("commit", path, ctx, trace_id, meta=meta)
+        extra = {os.fsencode(k): v for k, v in meta.staged.items()
+                 if not (k == key and v == value)
+                 and not (v is None and k != key and os.fsencode(k) not in inode.xattrs)}
+        for extra_name in extra:
+            if extra_name.startswith(b"vega.") or not extra_name.startswith(
+                (b"user.", b"trusted.", b"security.")
+            ):
+                raise FsError(errno.EPERM, f"a commit hook may not set {extra_name!r}")
+        self._amend = extra or None
+        try:
+            apply()
+        finally:
+            self._amend = None
+        self._publish("commit", path, ctx, trace_id)
+
+    def _txn(self) -> Any:
+        txn = super()._txn()
+        if self._amend is None:
+            return txn
+        return _AmendingTxn(txn, self._amend)
+
+    # ------------------------------------------------------------------ revert
+
+    def revert(self, ino: int) -> int:
+        """Restore the last accepted content of ``ino`` as a new version (history
+        is kept); returns the version number that was current before.
+
+        "Last accepted" is the content the last ``close`` hook run on this file
+        allowed, in this mount. That is what a save that a hook rejects must go
+        back to: an ``open(O_TRUNC)`` + write records an empty version first,
+        so "the previous version" would often be empty. With no accepted save
+        known (first save, or after a remount) it is the previous version in
+        the store.
+        """
+        self.commit(ino)
+        inode = self._inode(ino)
+        accepted = self._accepted.get(ino)
+        if accepted is not None:
+            size, blocks = accepted
+        else:
+            versions = self.store.file_versions(ino)
+            if len(versions) < 2:
+                raise FsError(errno.ENOENT, "no earlier version to revert to")
+            size, blocks = versions[1].size, versions[1].blocks
+        delta: dict[int, bytes | None] = {i: None for i in inode.blocks if i not in blocks}
+        delta.update(blocks)
+        with super()._txn() as t:
+            t.set_blocks(ino, delta, size)
+        return inode.version
+
+
+class _AmendingTxn:
+    """A transaction context that adds a commit hook's extra keys to the same
+    log record as the xattr change that triggered it (one atomic commit)."""
+
+    def __init__(self, inner: Any, amend: dict[bytes, bytes | None]) -> None:
+        self._inner = inner
+        self._amend = amend
+        self._ino: int | None = None
+        self._t: Any = None
+
+    def __enter__(self) -> Any:
+        self._t = self._inner.__enter__()
+        return _Recorder(self._t, self)
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        if exc_info[0] is None and self._ino is not None:
+            for name, value in self._amend.items():
+                if value is None:
+                    self._t.remove_xattr(self._ino, name)
+                else:
+                    self._t.set_xattr(self._ino, name, value)
+        return bool(self._inner.__exit__(*exc_info))
+
+    @property
+    def logseq(self) -> int | None:
+        return self._inner.logseq
+
+
+class _Recorder:
+    """Forwards to the store transaction and notes which inode the xattr op is on."""
+
+    def __init__(self, t: Any, owner: _AmendingTxn) -> None:
+        self._t = t
+        self._owner = owner
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._t, name)
+        if name in ("set_xattr", "remove_xattr"):
+            def record(ino: int, *args: Any) -> Any:
+                self._owner._ino = ino
+                return attr(ino, *args)
+            return record
+        return attr
