@@ -131,6 +131,14 @@ def run_gc(
                 ) from e
 
 
+def _size(backend: Backend, name: str) -> int:
+    """A segment's size; 0 for a missing one (repair rewrites a store that lost one)."""
+    try:
+        return backend.segment_size(name)
+    except StoreError:
+        return 0
+
+
 def reachable_states(store: Store) -> dict[int, State]:
     """The state of every snapshot, by logseq (several names may share one)."""
     return {s.logseq: store._state_at(s.logseq) for s in store.list_snapshots()}
@@ -144,7 +152,7 @@ def _gc_locked(
     backend = store.backend
     old_segments = list(store._segments)
     old_gen = store._generation
-    bytes_before = sum(backend.segment_size(n) for n in old_segments)
+    bytes_before = sum(_size(backend, n) for n in old_segments)
     head = store._state
     snaps = reachable_states(store)
     live: set[bytes] = set(head.chunk_refs())
@@ -237,7 +245,7 @@ def _gc_locked(
         chunks_kept=len(chunks),
         chunks_dropped=chunks_before - len(chunks),
         bytes_before=bytes_before,
-        bytes_after=sum(backend.segment_size(n) for n in writer.segments),
+        bytes_after=sum(_size(backend, n) for n in writer.segments),
         segments_deleted=len(old_segments),
         seconds=time.monotonic() - started,
     )
