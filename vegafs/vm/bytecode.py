@@ -178,6 +178,7 @@ class Function:
     code: list[tuple[int, int]]  # (opcode, operand)
     positions: list[Pos]  # one per instruction
     max_stack: int = 0
+    depths: list[int | None] = field(default_factory=list)  # stack depth per pc (None: dead)
 
     @property
     def nlocals(self) -> int:
@@ -237,13 +238,13 @@ def verify(program: Program) -> None:
     the interpreter never sees an out-of-range index (the fast tier relies on it).
     """
     for fn in program.functions:
-        fn.max_stack = _verify_function(fn, program)
+        fn.max_stack, fn.depths = _verify_function(fn, program)
 
 
 _FORWARD = frozenset({"JUMP", "JUMP_IF_FALSE", "JUMP_IF_TRUE", "FOR_ITER", "TRY_BEGIN"})
 
 
-def _verify_function(fn: Function, program: Program) -> int:
+def _verify_function(fn: Function, program: Program) -> tuple[int, list[int | None]]:
     code = fn.code
     n = len(code)
     if n == 0 or code[-1][0] not in TERMINATORS:
@@ -296,7 +297,7 @@ def _verify_function(fn: Function, program: Program) -> int:
         if pc + 1 >= n:
             raise EnvelopeError(f"{fn.name}: pc {pc}: execution falls off the end of the code")
         flow(pc + 1, after, pc)
-    return max_depth
+    return max_depth, depth
 
 
 def _check_operand(fn: Function, pc: int, name: str, arg: int, program: Program) -> None:

@@ -320,17 +320,19 @@ def _lark() -> Lark:
     return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
-# Labelled examples (lark's match_examples): the most common mistakes get a
-# sentence instead of a bare token list.
+# Labelled examples (in the manner of lark's match_examples): the most common
+# mistakes get a sentence instead of a bare token list.
+_MISSING_SEMI = "missing ';' after a statement"
 _EXAMPLES: dict[str, list[str]] = {
-    "missing ';' after a statement": [
+    _MISSING_SEMI: [
         "let x = 1\nlet y = 2;", "x = 1\ny = 2;", "f()\ng();", "return 1\n}",
         "fn f() { return 1 }",
     ],
     "missing '{' to open a block": ["if x y = 1; }", "while x y = 1; }", "fn f() return 1; }"],
     "unclosed block: missing '}'": ["fn f() {", "if x {", "loop { x = 1;"],
     "missing ')'": ["f(1;", "f(1, 2;", "let x = (1 + 2;"],
-    "missing expression": ["let x = ;", "x = ;", "return +;", "f(1,,2);"],
+    "missing expression": ["let x = ;", "x = ;", "return +;", "f(1,,2);", "let x = (1 + ;",
+                           "let x = 1 * ;"],
 }
 
 
@@ -355,13 +357,63 @@ def _expected_note(expected: set[str]) -> str | None:
     return "expected " + ", ".join(words)
 
 
+@cache
+def _example_states() -> list[tuple[int, frozenset[str], str]]:
+    """(top LALR state, accepted terminals, label) of every labelled example.
+
+    Why not ``UnexpectedInput.match_examples``: it compares whole state stacks,
+    and the stack grows with every statement before the error, so an example
+    written as one statement never matches an error on line 40. The top state
+    plus the set of acceptable tokens identifies the mistake just as well.
+    """
+    out = []
+    for label, examples in _EXAMPLES.items():
+        for text in examples:
+            try:
+                _lark().parse(text)
+            except (UnexpectedToken, UnexpectedEOF) as ut:
+                if ut.state is not None:
+                    out.append((ut.state.state_stack[-1], frozenset(_accepts(ut)), label))
+            except (UnexpectedInput, VisitError):
+                continue
+    return out
+
+
+def _accepts(exc: UnexpectedInput) -> set[str]:
+    if isinstance(exc, UnexpectedToken):
+        return set(exc.accepts or exc.expected or ())
+    return set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ())
+
+
+def _label(exc: UnexpectedInput) -> str | None:
+    state = getattr(exc, "state", None)
+    if state is None or not getattr(state, "state_stack", None):
+        return None
+    top, accepts = state.state_stack[-1], frozenset(_accepts(exc))
+    for ex_top, ex_accepts, label in _example_states():
+        if ex_top == top and ex_accepts == accepts:
+            return label
+    return None
+
+
+def _after_previous_token(text: str, offset: int) -> Pos:
+    """The position just after the last token before ``offset`` (skips blanks and
+    ``//`` comments; a "//" inside a string on that line may fool it, harmlessly)."""
+    i = offset
+    while True:
+        while i > 0 and text[i - 1].isspace():
+            i -= 1
+        line_start = text.rfind("\n", 0, i) + 1
+        comment = text.find("//", line_start, i)
+        if comment < 0:
+            break
+        i = comment
+    line = text.count("\n", 0, i) + 1
+    return Pos(line, i - (text.rfind("\n", 0, i) + 1) + 1)
+
+
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagnostic:
-    parser = _lark()
-    label = None
-    try:
-        label = exc.match_examples(parser.parse, _EXAMPLES, use_accepts=True)
-    except (UnexpectedInput, VisitError):  # an example itself misbehaving: fall back to tokens
-        label = None
+    label = _label(exc)
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         message = f"unexpected character {ch!r}"
@@ -383,6 +435,10 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagno
             message = f"unexpected {str(tok)!r}"
             pos = Pos(exc.line, exc.column)
         note = _expected_note(set(exc.accepts or exc.expected or ()))
+    if label == _MISSING_SEMI and isinstance(exc, UnexpectedToken) and exc.token.type != "$END":
+        # Point where the ';' belongs (after the previous token), not at the next line.
+        pos = _after_previous_token(text, exc.token.start_pos or 0)
+        note = "expected ';' to end the statement"
     message = f"syntax error: {label} ({message})" if label else f"syntax error: {message}"
     return Diagnostic(filename, pos, message, note)
 
