@@ -5,7 +5,6 @@ tests/mount.)"""
 from __future__ import annotations
 
 import errno
-import json
 import mmap
 import os
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.mountutil import force_unmount, mounted, needs_fuse, run_vegafs
+from vegafs.cli import control
 from vegafs.store import ROOT_INO, Store
 
 pytestmark = [pytest.mark.mount, needs_fuse]
@@ -158,24 +158,22 @@ def test_sigterm_unmounts_cleanly(store: Path, mnt: Path) -> None:
         assert (mnt / "f").read_text() == "kept"
 
 
-def test_snapshots_through_the_cli_and_rollback_while_mounted(store: Path, mnt: Path) -> None:
+def test_snapshots_and_rollback_while_mounted(store: Path, mnt: Path) -> None:
     with mounted(store, mnt):
         (mnt / "f").write_text("v1")
-        created = run_vegafs("snapshot", "create", "s1", "--store", store)
-        assert created.returncode == 0, created.stderr
+        # Through the daemon's control socket, as `vegafs snapshot` does when mounted.
+        created = control.call(store, "snapshot_create", name="s1")
+        assert created["name"] == "s1"
         (mnt / "f").write_text("v2")
         (mnt / "new").write_text("n")
         assert (mnt / "f").read_text() == "v2"
-        listed = run_vegafs("snapshot", "list", "--json", "--store", store)
-        assert listed.returncode == 0, listed.stderr
-        assert "s1" in json.dumps(json.loads(listed.stdout))
+        assert [s["name"] for s in control.call(store, "snapshot_list")] == ["s1"]
         assert (mnt / ".snapshots" / "s1" / "f").read_text() == "v1"
         assert os.listdir(mnt / ".snapshots") == ["s1"]
         with pytest.raises(OSError) as info:
             (mnt / ".snapshots" / "s1" / "f").write_text("no")
         assert info.value.errno == errno.EROFS
-        rolled = run_vegafs("rollback", "s1", "--store", store)
-        assert rolled.returncode == 0, rolled.stderr
+        assert control.call(store, "rollback", name="s1")["logseq"] > 0
         assert (mnt / "f").read_text() == "v1"  # no remount needed
         assert sorted(os.listdir(mnt)) == ["f"]
 

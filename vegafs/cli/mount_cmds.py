@@ -307,19 +307,20 @@ def _wait_exit(pid: int, mnt: str) -> None:
     """Wait until the daemon has closed the store and exited."""
     deadline = time.monotonic() + UMOUNT_WAIT
     delay = 0.005
-    while True:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        # A foreground daemon that is our own child would stay a zombie.
-        with contextlib.suppress(ChildProcessError):
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return
+    while _alive(pid):
         if time.monotonic() > deadline:
             raise CliError(f"{mnt} is unmounted but its daemon (pid {pid}) has not exited yet")
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (an exited child its parent has not reaped is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
