@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.store_faults.model import MState, Scenario, match_durable, root_state
-from vegafs.store import Store
+from vegafs.store import Store, StoreError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,7 +134,7 @@ class Child:
 def recover_and_check(path: Path, scenario: Scenario, last_done: int, base: MState,
                       what: str) -> int:
     """Reopen a crashed store and check it (module docstring); return the matched step."""
-    store = Store.open(path)
+    store = _reopen(path, what)
     try:
         problems = fsck_problems(store)
         assert not problems, f"{what}: fsck after recovery:\n  " + "\n  ".join(problems)
@@ -142,7 +142,7 @@ def recover_and_check(path: Path, scenario: Scenario, last_done: int, base: MSta
         published = store.published_logseq
     finally:
         store.close()
-    again = Store.open(path, read_only=True)
+    again = _reopen(path, what + " (second open, read-only)", read_only=True)
     try:
         assert _matched(again, scenario, last_done, base, what + " (second open)") == matched, \
             f"{what}: a second open shows another state"
@@ -150,6 +150,13 @@ def recover_and_check(path: Path, scenario: Scenario, last_done: int, base: MSta
     finally:
         again.close()
     return matched
+
+
+def _reopen(path: Path, what: str, read_only: bool = False) -> Store:
+    try:
+        return Store.open(path, read_only=read_only)
+    except StoreError as exc:
+        raise AssertionError(f"{what}: the store does not reopen: {exc.code}: {exc}") from exc
 
 
 def _matched(store: Any, scenario: Scenario, last_done: int, base: MState, what: str) -> int:
