@@ -82,6 +82,6 @@ def snapshot_state(store: object) -> tuple[dict, dict]:  # type: ignore[type-arg
     """A comparable copy of a store's (or view's) whole metadata state."""
     state = store._state  # type: ignore[attr-defined]
     return (
-        {ino: i.to_list() for ino, i in state.inodes.items()},
+        {ino: i.copy().to_list() for ino, i in state.inodes.items()},
         {ino: dict(d) for ino, d in state.dirs.items()},
     )
