@@ -26,8 +26,9 @@ from typing import Any
 import pyfuse3
 import trio
 
-from vegafs.fs import SNAP_BASE, FileSystem
+from vegafs.fs import SNAP_BASE
 from vegafs.fuse_ops.operations import VegaOperations
+from vegafs.hooks import HookedFileSystem, open_engine
 from vegafs.store import ROOT_INO, Store
 
 log = logging.getLogger("vegafs.daemon")
@@ -72,7 +73,8 @@ class Daemon:
         self.store_dir = store_dir
         self.commit_interval = commit_interval
         self.hooks_dir = hooks_dir
-        self.fs = FileSystem(store, track_lookups=True)
+        self.hooks = open_engine(store, store_dir, hooks_dir)  # hooks seam (H7)
+        self.fs = HookedFileSystem(store, self.hooks, track_lookups=True)
         self.ops = VegaOperations(self.fs, writeback_cache=writeback_cache)
         self.fuse_options = {
             *pyfuse3.default_options,
@@ -95,6 +97,8 @@ class Daemon:
                 await nursery.start(serve_control, self.store_dir, self.handle)
             nursery.start_soon(self._group_commit)
             nursery.start_soon(self._signals)
+            self.fs.bind_trio()  # hooks seam: after-hooks reach the fs through this loop
+            self.hooks.replay_journal()
             ready()
             await pyfuse3.main()
             self._unmounted_by_kernel = True
@@ -105,6 +109,7 @@ class Daemon:
         try:
             self.fs.close()
         finally:
+            self.hooks.close()  # hooks seam: unfinished after-hooks stay journaled
             if self._mounted:
                 pyfuse3.close(unmount=not self._unmounted_by_kernel)
                 self._mounted = False
@@ -161,6 +166,8 @@ class Daemon:
         store = self.store
         if op == "status":
             return self.status()
+        if op == "hooks_list":
+            return self.hooks.listing()
         if op in ("sync", "shutdown"):
             await self.ops.sync()
             return self.status()
