@@ -137,7 +137,7 @@ _TABLE = [
      "return v to the caller (a slice traps)"),
     (0x60, "GET_ITER", False, _fixed(1, 1), None, "( iterable -- iter )",
      "start iterating a list, map (keys), range, str or builtin iterator"),
-    (0x61, "FOR_ITER", True, _fixed(1, 2), _fixed(1, 0), "( iter -- iter v ) | ( iter -- )",
+    (0x61, "FOR_ITER", True, _fixed(1, 2), _fixed(1, 0), "( iter -- iter v ) or ( iter -- )",
      "push the next value, or pop the iterator and jump forward to #arg when done"),
     (0x70, "TRY_BEGIN", True, _fixed(0, 0), None, "( -- )",
      "install a handler at pc #arg for conditions raised until TRY_END"),

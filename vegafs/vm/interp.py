@@ -351,9 +351,11 @@ class Interpreter:
             try:
                 return self._dispatch(frames)
             except Condition as cond:
+                # Position the would-be trap before unwinding pops the frames.
+                uncaught = self._positioned(
+                    Trap("value", f"condition {cond.name} was not caught"), frames)
                 if not self._unwind(frames, cond):
-                    raise self._positioned(
-                        Trap("value", f"condition {cond.name} was not caught"), frames) from None
+                    raise uncaught from None
             except Trap as trap:
                 raise self._positioned(trap, frames) from None
             except (RecursionError, MemoryError) as exc:
