@@ -30,8 +30,8 @@ Invariants:
   reports its size.
 """
 
-from vegafs.hooks.engine import HookEngine
+from vegafs.hooks.engine import HookEngine, open_engine
 from vegafs.hooks.fs import HookedFileSystem
 from vegafs.hooks.trace import Tracer, trace_path
 
-__all__ = ["HookEngine", "HookedFileSystem", "Tracer", "trace_path"]
+__all__ = ["HookEngine", "HookedFileSystem", "Tracer", "open_engine", "trace_path"]

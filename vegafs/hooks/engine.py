@@ -53,7 +53,6 @@ from vegafs.hooks.globs import Glob, GlobError, GlobIndex, compile_glob
 from vegafs.hooks.settings import EVENTS, HookSettings, SettingsError, parse_settings
 from vegafs.hooks.supervisor import AfterQueue, Attempt, CircuitBreaker, Job
 from vegafs.hooks.trace import Tracer, new_span_id, new_trace_id
-from vegafs.vm.budget import Budget
 from vegafs.vm.caps import Capabilities, Grant
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.vfs import Driver
@@ -66,6 +65,7 @@ JOURNAL_KIND = "hooks.after"
 JOURNAL_DONE_KIND = "hooks.after.done"
 _LATENCY_SAMPLES = 2048
 _GLOB_CHARS = frozenset("*?[")
+_CAPS_CACHE = 256
 
 
 class Host(Protocol):
@@ -119,6 +119,7 @@ class LoadedHook:
     stats: HookStats
     breaker: CircuitBreaker
     state: str = "active"  # active | stopped | escalated
+    caps_cache: dict[str, Capabilities] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -159,6 +160,7 @@ class _Run:
     steps: int = 0
     latency_us: float = 0.0
     out_bytes: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)  # trace::event calls
 
     @property
     def failed(self) -> bool:
@@ -203,6 +205,7 @@ class HookEngine:
         self._journal_seq = 0
         self._queue_capacity = queue_capacity
         self._queue: AfterQueue | None = None
+        self._drivers: dict[bool, Driver] = {}
         if store is not None:
             for _, payload in store.annotations(VERSION_KIND):
                 with contextlib.suppress(ValueError, KeyError):
@@ -219,12 +222,12 @@ class HookEngine:
             )
 
     def close(self) -> None:
-        """Stop the worker (pending after-hooks stay journaled) and flush spans."""
+        """Stop the worker (pending after-hooks stay journaled) and close the tracer."""
         if self._queue is not None:
             self._queue.close()
             self._queue = None
         if self.tracer is not None:
-            self.tracer.flush()
+            self.tracer.close()
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Wait until no after-hook job waits or runs (tests, benchmarks)."""
@@ -371,17 +374,33 @@ class HookEngine:
 
     # ------------------------------------------------------------------ running
 
-    def _runtime(self, hook: LoadedHook, ev: HookEvent, *, from_worker: bool) -> Runtime:
-        grants = list(Capabilities.parse(hook.settings.capabilities).grants)
-        grants.append(Grant("trace::write"))
-        if not _GLOB_CHARS & set(ev.path):
-            grants += [Grant("fs::read", (ev.path,)), Grant("meta::read", (ev.path,))]
-        budget: Budget = hook.settings.budget
-        events: list[dict[str, Any]] = []
-        rt = Runtime(budget, Capabilities(grants), trace=events.append,
+    def _caps(self, hook: LoadedHook, path: str) -> Capabilities:
+        """The hook's declared capabilities plus its implicit ones for ``path``:
+        read the event's own file and its metadata, emit trace events. Cached
+        per (hook, path): building a Capabilities merges grants, too slow to
+        repeat on every write of a hot file."""
+        cache = hook.caps_cache
+        caps = cache.get(path)
+        if caps is None:
+            grants = list(Capabilities.parse(hook.settings.capabilities).grants)
+            grants.append(Grant("trace::write"))
+            if not _GLOB_CHARS & set(path):
+                grants += [Grant("fs::read", (path,)), Grant("meta::read", (path,))]
+            caps = Capabilities(grants)
+            if len(cache) >= _CAPS_CACHE:
+                cache.clear()
+            cache[path] = caps
+        return caps
+
+    def _runtime(self, hook: LoadedHook, ev: HookEvent, events: list[dict[str, Any]], *,
+                 from_worker: bool) -> Runtime:
+        rt = Runtime(hook.settings.budget, self._caps(hook, ev.path), trace=events.append,
                      stdout=_discard_text, stderr=_discard_text)
-        if self.host is not None:
-            rt.namespace.attach("/", self.host.driver(from_worker=from_worker), "vegafs://")
+        driver = self._drivers.get(from_worker)
+        if driver is None and self.host is not None:
+            driver = self._drivers[from_worker] = self.host.driver(from_worker=from_worker)
+        if driver is not None:
+            rt.namespace.attach("/", driver, "vegafs://")
         return rt
 
     def run_on(self, hooks: Sequence[LoadedHook], ev: HookEvent,
@@ -415,8 +434,8 @@ class HookEngine:
             return _Run(None, "circuit_open", "circuit_open",
                         f"circuit open after {hook.breaker.failures} consecutive failures")
         t0 = time.perf_counter()
-        rt = self._runtime(hook, ev, from_worker=from_worker)
         run = _Run(None, "ok")
+        rt = self._runtime(hook, ev, run.events, from_worker=from_worker)
         self.suppressed += 1
         try:
             outcome = hook.decl.invoke(ev, rt)
@@ -481,6 +500,8 @@ class HookEngine:
             "latency_us": round(run.latency_us, 2),
             "attempt": attempt,
             "retries": attempt - 1,
+            **({"events": [e.get("msg", e.get("event")) for e in run.events]}
+               if run.events else {}),
         })
 
     # ------------------------------------------------------------------ after-hooks
@@ -641,6 +662,18 @@ class HookEngine:
                              "version": hf.refused_version, "error": hf.error,
                              "active_version": hf.version})
         return rows
+
+
+def open_engine(store: Any, store_dir: str | os.PathLike[str],
+                hooks_dir: str | os.PathLike[str] | None) -> HookEngine:
+    """The engine of a mount: hooks from ``hooks_dir`` (default ``<store>/hooks``),
+    spans to ``<store>/traces/hooks.jsonl`` (and OTLP when configured)."""
+    from vegafs.hooks.trace import trace_path
+
+    directory = Path(hooks_dir) if hooks_dir else Path(store_dir) / "hooks"
+    engine = HookEngine(directory, store=store, tracer=Tracer(trace_path(store_dir)))
+    engine.reload()
+    return engine
 
 
 def _discard_text(text: str) -> None:

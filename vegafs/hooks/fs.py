@@ -74,6 +74,7 @@ class HookedFileSystem(FileSystem):
         self._accepted: dict[int, tuple[int, dict[int, bytes]]] = {}  # see revert()
         self._lock = threading.RLock()
         self._trio_token: Any = None
+        self._bind_tried = False
         self._owner: threading.Thread | None = None
         engine.attach(self)
 
@@ -88,7 +89,8 @@ class HookedFileSystem(FileSystem):
         self._owner = threading.current_thread()
 
     def _maybe_bind(self) -> None:
-        if self._trio_token is None:
+        if self._trio_token is None and not self._bind_tried:
+            self._bind_tried = True
             with contextlib.suppress(RuntimeError):  # not inside trio: tests and tools
                 self.bind_trio()
 
@@ -170,12 +172,14 @@ class HookedFileSystem(FileSystem):
 
     # ------------------------------------------------------------------ dispatch
 
-    def _run(self, event: str, path: str | None, ctx: Ctx | None, trace_id: str,
-             **fields: Any) -> Any:
-        """Run the synchronous hooks of ``event``; raise FsError on a denial."""
+    def _run(self, event: str, path: str | None, ctx: Ctx | None, trace_id: str, *,
+             hooks: Sequence[LoadedHook] | None = None, **fields: Any) -> Any:
+        """Run the synchronous hooks of ``event`` (``hooks`` if already matched);
+        raise FsError on a denial."""
         if path is None:
             return None
-        hooks = self.hooks.match(event, path)
+        if hooks is None:
+            hooks = self.hooks.match(event, path)
         if not hooks:
             return None
         self._maybe_bind()
@@ -288,7 +292,8 @@ class HookedFileSystem(FileSystem):
         return fh, attr
 
     def _file_size(self, ino: int) -> int:
-        return super().getattr(ino).size
+        """Size including buffered writes (what readers see, before transforms)."""
+        return self._size(self._inode(ino))
 
     def write_buffered(self, fh: int, off: int, data: bytes | memoryview,
                        ctx: Ctx | None = None) -> list[Any]:
@@ -371,6 +376,15 @@ class HookedFileSystem(FileSystem):
 
     # ------------------------------------------------------------------ read transforms
 
+    def needs_direct_io(self, ino: int) -> bool:
+        """Open ``ino`` with direct I/O? Yes when a read hook matches it: every
+        read must reach the hook (a veto is per read; a transform's bytes are
+        not the stored ones, so the kernel's page cache must not hold either)."""
+        if ino >= SNAP_BASE or not self._wants("read"):
+            return False
+        path = self.path_of(ino)
+        return path is not None and bool(self.hooks.match("read", path))
+
     def _xform_key(self, ino: int, hooks: Sequence[LoadedHook]) -> tuple[Any, ...] | None:
         if ino in self._buffers:
             return None  # uncommitted writes: no stable version to cache against
@@ -408,7 +422,8 @@ class HookedFileSystem(FileSystem):
             output = self._xform[key]
         else:
             try:
-                verdict = self._run("read", path, None, new_trace_id(), offset=0, size=0,
+                verdict = self._run("read", path, None, new_trace_id(), hooks=hooks, offset=0,
+                                    size=0,
                                     file_size=attr.size, load_data=lambda: self.read_all(attr.ino))
             except FsError:
                 return  # a denial is for readers, not for stat
@@ -434,8 +449,8 @@ class HookedFileSystem(FileSystem):
         if cached is not None:
             return cached[off : off + size]
         file_size = self._file_size(ino)
-        verdict = self._run("read", path, self._fh_ctx.get(fh), new_trace_id(), offset=off,
-                            size=size, file_size=file_size,
+        verdict = self._run("read", path, self._fh_ctx.get(fh), new_trace_id(), hooks=hooks,
+                            offset=off, size=size, file_size=file_size,
                             load_data=lambda: super(HookedFileSystem, self).read(fh, 0, file_size))
         output = verdict.output if verdict is not None else None
         self._remember_xform(key, output)

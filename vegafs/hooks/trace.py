@@ -30,6 +30,7 @@ import os
 import random
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,44 +85,48 @@ class Tracer:
     def __init__(self, path: str | os.PathLike[str] | None, *, otlp: bool | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self.dropped = 0
+        self._pending: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._file: Any = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", buffering=1 << 20, encoding="utf-8")  # noqa: SIM115
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         if otlp is None:
             otlp = bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         self._otlp = _OtlpForwarder() if otlp else None
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
-        if self._file is not None:
+        if self._file is not None or self._otlp is not None:
             self._flusher = threading.Thread(
                 target=self._flush_loop, name="vegafs-trace-flush", daemon=True
             )
             self._flusher.start()
 
     def record(self, span: dict[str, Any]) -> None:
-        """Write one span; never raises (failures are counted in ``dropped``)."""
-        try:
-            line = json.dumps(span, separators=(",", ":"), default=str) + "\n"
-            with self._lock:
-                if self._file is not None:
-                    self._file.write(line)
-            if self._otlp is not None:
-                self._otlp.export(span)
-        except Exception:  # a span must never fail an operation
-            self.dropped += 1
+        """Queue one span; never raises. Serialising happens in :meth:`flush`
+        (the flusher thread), off the operation that produced the span."""
+        self._pending.append(span)
 
     def flush(self) -> None:
-        """Push buffered spans to the file (and to the OTLP collector, if any)."""
+        """Write queued spans to the file and hand them to OTLP; never raises."""
         with self._lock:
-            if self._file is not None:
-                try:
+            pending, self._pending = self._pending, deque()
+            if not pending:
+                return
+            try:
+                lines = [json.dumps(span, separators=(",", ":"), default=str) for span in pending]
+                if self._file is not None:
+                    self._file.write("\n".join(lines) + "\n")
                     self._file.flush()
-                except OSError:
-                    self.dropped += 1
-        if self._otlp is not None:
-            self._otlp.flush()
+            except (OSError, ValueError):
+                self.dropped += len(pending)
+            if self._otlp is not None:
+                try:
+                    for span in pending:
+                        self._otlp.export(span)
+                    self._otlp.flush()
+                except Exception:  # a collector that is down must not break anything
+                    self.dropped += len(pending)
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(FLUSH_INTERVAL_S):
@@ -139,9 +144,9 @@ class Tracer:
                 with contextlib.suppress(OSError):
                     self._file.close()
                 self._file = None
-        if self._otlp is not None:
-            self._otlp.shutdown()
-            self._otlp = None
+            if self._otlp is not None:
+                self._otlp.shutdown()
+                self._otlp = None
 
 
 class _OtlpForwarder:
