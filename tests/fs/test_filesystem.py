@@ -184,14 +184,6 @@ def test_dirty_memory_stays_bounded(fs: FileSystem, monkeypatch: pytest.MonkeyPa
     assert all(data[i * BLOCK_SIZE] == ord("p") for i in range(20))
 
 
-def test_append_flag_writes_at_end(fs: FileSystem) -> None:
-    ino = make_file(fs, b"log", b"one\n")
-    fh = fs.open(ino, os.O_WRONLY | os.O_APPEND, ROOT_CTX)
-    fs.write(fh, 0, b"two\n")
-    fs.release(fh)
-    assert read_all(fs, ino) == b"one\ntwo\n"
-
-
 def test_open_with_o_trunc_and_o_direct(fs: FileSystem) -> None:
     ino = make_file(fs, b"f", b"content")
     fh = fs.open(ino, os.O_RDWR | os.O_TRUNC | os.O_DIRECT, ROOT_CTX)

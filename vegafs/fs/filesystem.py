@@ -930,6 +930,10 @@ class FileSystem:
         full) and, over the memory bound, the oldest dirty blocks become
         jobs. The caller stores each (``store.put_chunk``, any thread) and
         reports the hash with :meth:`chunk_stored` on this thread.
+
+        ``off`` is absolute even for O_APPEND handles: the kernel computes
+        append offsets, and with the writeback cache it writes pages back
+        through whichever handle it likes.
         """
         handle = self._handle(fh)
         if not handle.writable:
@@ -939,8 +943,6 @@ class FileSystem:
         if off < 0:
             raise FsError(errno.EINVAL)
         buf = self._buffer(inode)
-        if handle.flags & os.O_APPEND:
-            off = buf.size
         view = memoryview(data)
         end = off + len(view)
         jobs: list[ChunkJob] = []
