@@ -65,7 +65,7 @@ def disassemble(program: Program) -> str:
         out.append("; capabilities used: " + ", ".join(program.capabilities))
     for h in program.hooks:
         out.append(f"; hook {h.name} {h.when} {h.event} {json.dumps(h.glob)} -> "
-                   f"{program.functions[h.run].name}  settings {json.dumps(h.settings)}")
+                   f"{program.functions[h.run].name}  settings {json.dumps(h.settings, sort_keys=True)}")
     for fn in program.functions:
         out.append("")
         out.append(disassemble_function(program, fn))
