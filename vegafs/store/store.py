@@ -442,7 +442,7 @@ class Store:
         pending: list[tuple[Any, ...]] = []
         expect = self._head_logseq + 1
         last = len(segments) - 1
-        torn_at: str | None = None
+        torn_at: tuple[str, tuple[str, int, int | None]] | None = None
         for idx in range(start_idx, len(segments)):
             name = segments[idx]
             if name in missing:
@@ -473,16 +473,13 @@ class Store:
                 chain = rec.hash
                 where = f"segment {name} offset {rec.offset}"
                 if rec.damaged:
-                    if salvage is not None:
-                        self._damage(
-                            f"{where}: damaged {_type_name(rec.rtype)} record (logseq {rec.logseq})",
-                            (name, rec.offset, rec.end),
-                        )
-                        expect = rec.logseq + 1
-                        continue
+                    message = f"{where}: damaged {_type_name(rec.rtype)} record (logseq {rec.logseq})"
+                    region = (name, rec.offset, rec.end)
+                    expect = rec.logseq + 1
                     if idx != last:
-                        self._damage(f"{where}: record damaged (sealed segment)")
-                    torn_at = torn_at or where
+                        self._damage(f"{message} in a sealed segment", region)
+                    elif torn_at is None:
+                        torn_at = (message, region)  # damage only if a PUBLISH follows
                     continue
                 if rec.logseq != expect:
                     self._damage(f"{where}: logseq {rec.logseq}, expected {expect}")
@@ -490,13 +487,14 @@ class Store:
                 loc = _loc(idx, rec.offset)
                 if rec.rtype == PUBLISH:
                     if torn_at is not None:
-                        self._damage(f"{torn_at}: record damaged before a published record")
+                        self._damage(f"{torn_at[0]}, before a published record", torn_at[1])
+                        torn_at = None
                     for item in pending:
                         self._replay(*item)
                     pending.clear()
                     self._replay(rec.rtype, rec.flags, rec.logseq, loc, rec.payload)
                     last_pub = (idx, rec.end, rec.hash)
-                elif torn_at is not None:
+                elif torn_at is not None and salvage is None:
                     continue
                 elif rec.rtype == CHUNK:
                     pending.append(
@@ -504,7 +502,7 @@ class Store:
                     )
                 else:
                     pending.append((rec.rtype, rec.flags, rec.logseq, loc, rec.payload))
-            if not end.clean and (idx != last or salvage is not None):
+            if not end.clean and idx != last:
                 self._damage(
                     f"segment {name} offset {end.offset}: {end.reason}",
                     (name, end.offset, None),
