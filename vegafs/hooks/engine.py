@@ -363,6 +363,10 @@ class HookEngine:
         hooks = self._set
         return hooks.on.has_event(event) or hooks.after.has_event(event)
 
+    def has_after_match(self, event: str, path: str) -> bool:
+        """Does an after-hook watch ``event`` on ``path``?"""
+        return self.has_after(event) and bool(self._set.after.match(event, path))
+
     def has_after(self, event: str) -> bool:
         return not self.suppressed and self._set.after.has_event(event)
 

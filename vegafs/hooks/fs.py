@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 #: Bytes of transformed content kept in memory (LRU over whole files).
 XFORM_CACHE_BYTES = 64 << 20
 _MAX_DEPTH = 4096
+_DATA_EVENTS = ("read", "write", "truncate", "close")
 _SEARCH_LIMIT = 200_000
 
 
@@ -377,13 +378,24 @@ class HookedFileSystem(FileSystem):
     # ------------------------------------------------------------------ read transforms
 
     def needs_direct_io(self, ino: int) -> bool:
-        """Open ``ino`` with direct I/O? Yes when a read hook matches it: every
-        read must reach the hook (a veto is per read; a transform's bytes are
-        not the stored ones, so the kernel's page cache must not hold either)."""
-        if ino >= SNAP_BASE or not self._wants("read"):
+        """Open ``ino`` with direct I/O? Yes when a data hook (read, write,
+        truncate, close) matches it. With the kernel's page cache in between,
+        a write would be acknowledged before its hook ran (a denial would
+        surface later as EIO, with the refused bytes still cached), a read
+        would not reach its hook, and a transform or ``revert()`` would be
+        hidden behind cached pages."""
+        if ino >= SNAP_BASE:
             return False
-        path = self.path_of(ino)
-        return path is not None and bool(self.hooks.match("read", path))
+        path: str | None = None
+        for event in _DATA_EVENTS:
+            if self._wants(event):
+                if path is None:
+                    path = self.path_of(ino)
+                    if path is None:
+                        return False
+                if self.hooks.match(event, path) or self.hooks.has_after_match(event, path):
+                    return True
+        return False
 
     def _xform_key(self, ino: int, hooks: Sequence[LoadedHook]) -> tuple[Any, ...] | None:
         if ino in self._buffers:
