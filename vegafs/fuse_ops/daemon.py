@@ -75,6 +75,9 @@ class Daemon:
         self.hooks_dir = hooks_dir
         self.hooks = open_engine(store, store_dir, hooks_dir)  # hooks seam (H7)
         self.fs = HookedFileSystem(store, self.hooks, track_lookups=True)
+        # hooks seam: with the kernel's writeback cache the kernel keeps its own
+        # file sizes, so stat could not report a read transform's size.
+        writeback_cache = writeback_cache and not self.hooks.wants("read")
         self.ops = VegaOperations(self.fs, writeback_cache=writeback_cache)
         self.fuse_options = {
             *pyfuse3.default_options,
