@@ -61,7 +61,7 @@ def test_remount_preserves_everything(vmount: Mount, tmp_path: Path) -> None:
         assert os.pread(fd, 4096, 3 * GiB) == bytes(4096)
     assert (sparse / "huge").stat().st_size == 999_999_999_999_999
     with opened(sparse / "huge", os.O_RDONLY) as fd:
-        assert os.pread(fd, 2, 0) == b"x"
+        assert os.pread(fd, 2, 0) == b"x\0"
 
 
 # The writer runs in its own process, so the test can kill the daemon under it.
@@ -117,10 +117,12 @@ def _whole_version(data: bytes) -> bool:
     return data == _content(i)
 
 
-def _kill_during_writes(m: Mount, acks_before_kill: int) -> int:
-    """Run the writer, SIGKILL the daemon after ``acks_before_kill`` fsyncs; return the last ack."""
-    root = m.mnt / "w"
-    root.mkdir(exist_ok=True)
+def _kill_during_writes(m: Mount, root: Path, acks_before_kill: int) -> int:
+    """Run the writer in ``root``, SIGKILL the daemon after ``acks_before_kill`` fsyncs.
+
+    Returns the last file index whose fsync the writer reported.
+    """
+    root.mkdir()
     writer = subprocess.Popen(
         [sys.executable, "-c", WRITER, str(root)],
         stdout=subprocess.PIPE,
@@ -152,22 +154,30 @@ def test_kill9_during_write_loop_keeps_every_fsynced_file(vmount: Mount) -> None
     seed = int(os.environ.get("VEGAFS_KILL_SEED", time.time_ns() % 1_000_000))
     print(f"kill -9 test seed: {seed} (rerun with VEGAFS_KILL_SEED={seed})")
     rng = random.Random(seed)
-    for _round in range(2):
-        last_ack = _kill_during_writes(vmount, rng.randrange(5, 40))
+    rounds: list[tuple[str, int]] = []
+    for n in range(2):
+        name = f"w{n}"
+        rounds.append((name, _kill_during_writes(vmount, vmount.mnt / name, rng.randrange(5, 40))))
         vmount.stop()
         vmount.start()  # the next mount comes up on the last publish, no manual fsck
-        root = vmount.mnt / "w"
-        names = set(os.listdir(root))
-        for i in range(last_ack + 1):
-            data = (root / f"f{i:05d}").read_bytes()
-            assert data == _content(i), f"fsynced file {i} differs after kill -9 (seed {seed})"
-        extra = sorted(n for n in names if n.startswith("f") and int(n[1:]) > last_ack)
-        assert len(extra) <= 1, f"files beyond the last fsync: {extra}"
-        for name in extra:
+        for done, last_ack in rounds:  # this round's files, and every earlier round's still
+            _verify_after_crash(vmount.mnt / done, last_ack, seed)
+
+
+def _verify_after_crash(root: Path, last_ack: int, seed: int) -> None:
+    """Every acknowledged file exact; anything else absent or one whole version."""
+    names = set(os.listdir(root))
+    for i in range(last_ack + 1):
+        data = (root / f"f{i:05d}").read_bytes()
+        assert data == _content(i), f"fsynced file {i} in {root.name} differs (seed {seed})"
+    extra = sorted(n for n in names if n.startswith("f") and int(n[1:]) > last_ack)
+    assert len(extra) <= 1, f"files beyond the last fsync: {extra} (seed {seed})"
+    for name in extra:
+        data = (root / name).read_bytes()
+        assert data in (b"", _content(int(name[1:]))), f"torn {name} (seed {seed})"
+    for name in ("rolling", "atomic"):
+        if name in names:
             data = (root / name).read_bytes()
-            assert data in (b"", _content(int(name[1:]))), f"torn {name} (seed {seed})"
-        for name in ("rolling", "atomic"):
-            if name in names:
-                data = (root / name).read_bytes()
-                assert data == b"" or _whole_version(data), f"torn {name}: {data[:40]!r}"
-        assert names <= {f"f{i:05d}" for i in range(last_ack + 2)} | {"rolling", "atomic", "atomic.tmp"}
+            assert data == b"" or _whole_version(data), f"torn {name}: {data[:40]!r} (seed {seed})"
+    allowed = {f"f{i:05d}" for i in range(last_ack + 2)} | {"rolling", "atomic", "atomic.tmp"}
+    assert names <= allowed, f"unexpected names {sorted(names - allowed)} (seed {seed})"
