@@ -213,6 +213,7 @@ def sqlite_db(store_dir: str | os.PathLike[str]) -> sqlite3.Connection:
     file rebuilds it from the JSON lines.
     """
     source = trace_path(store_dir)
+    (Path(store_dir) / TRACE_DIR).mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(Path(store_dir) / TRACE_DIR / TRACE_DB)
     columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
     db.execute(f"CREATE TABLE IF NOT EXISTS spans ({columns})")

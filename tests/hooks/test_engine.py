@@ -1,0 +1,262 @@
+"""The hook engine on a real store and filesystem, without a mount."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+import pytest
+
+from vegafs.fs import FsError
+from vegafs.hooks.engine import JOURNAL_DONE_KIND, JOURNAL_KIND, VERSION_KIND, HookEngine
+from vegafs.hooks.fs import HookedFileSystem
+from vegafs.hooks.trace import Tracer, sqlite_db, trace_path
+
+from .conftest import CTX, Rig
+
+ALLOW_ALL = 'hook a on write "/**" { fn run(ev) { return allow(); } }\n'
+
+
+def test_logs_append_only_example(rig: Rig) -> None:
+    rig.example("logs_append_only.vega")
+    rig.write_file("/logs/app.log", b"one\n")
+    ino = rig.fs.lookup_path("/logs/app.log")
+    fh = rig.fs.open(ino, os.O_RDWR, CTX)
+    try:
+        rig.fs.write(fh, 4, b"two\n", CTX)  # appending: allowed
+        with pytest.raises(FsError) as err:
+            rig.fs.write(fh, 0, b"X", CTX)
+        assert err.value.errno == errno.EPERM
+        assert "append-only" in str(err.value)
+    finally:
+        rig.fs.release(fh)
+    assert rig.read_file("/logs/app.log") == b"one\ntwo\n"
+    with pytest.raises(FsError) as err:
+        rig.fs.unlink(rig.fs.lookup_path("/logs"), b"app.log", CTX)
+    assert err.value.errno == errno.EPERM
+    rig.write_file("/elsewhere.log", b"x")
+    rig.write_file("/elsewhere.log", b"y")  # outside /logs: no hook
+
+
+def test_approvals_example_denies_and_amends_in_one_commit(rig: Rig) -> None:
+    rig.example("approvals.vega")
+    ino = rig.write_file("/docs/spec.md", b"text")
+    with pytest.raises(FsError) as err:
+        rig.fs.setxattr(ino, b"user.status", b"approved", 0, CTX)
+    assert err.value.errno == errno.EPERM
+    assert rig.store.get_inode(ino).xattrs == {}  # nothing landed, not even the stamp
+    before = rig.store.head_logseq
+    rig.fs.setxattr(ino, b"user.reviewer", b"ann", 0, CTX)
+    assert rig.store.head_logseq == before + 1  # the amendment is in the same record
+    rig.fs.setxattr(ino, b"user.status", b"approved", 0, CTX)
+    assert rig.store.get_inode(ino).xattrs == {
+        b"user.reviewer": b"ann", b"user.checked": b"yes", b"user.status": b"approved"}
+
+
+def test_redact_env_transform_is_cached_per_version_and_sizes_follow(rig: Rig) -> None:
+    rig.example("redact_env.vega")
+    ino = rig.write_file("/app/prod.env", b"USER=bob\nPASS=hunter2\n")
+    shown = rig.read_file("/app/prod.env")
+    assert shown.startswith(b"USER=***\nPASS=***")
+    assert rig.fs.getattr(ino).size == len(shown)
+    stored = rig.fs.read_all(ino)
+    assert stored == b"USER=bob\nPASS=hunter2\n"  # stored bytes are unchanged
+    runs = _stats(rig, "redact_env")["runs"]
+    rig.read_file("/app/prod.env")
+    rig.fs.getattr(ino)
+    assert _stats(rig, "redact_env")["runs"] == runs  # cached: same file and hook versions
+    rig.write_file("/app/prod.env", b"K=v\n")
+    runs = _stats(rig, "redact_env")["runs"]
+    assert rig.read_file("/app/prod.env").startswith(b"K=***")
+    assert rig.read_file("/app/prod.env").startswith(b"K=***")
+    assert _stats(rig, "redact_env")["runs"] == runs + 1  # once for the new version
+
+
+def test_json_guard_reverts_an_invalid_save(rig: Rig) -> None:
+    rig.example("json_guard.vega")
+    rig.write_file("/config/app/settings.json", b'{"debug": false, "n": [1, 2.5e3, null]}')
+    with pytest.raises(FsError) as err:
+        rig.write_file("/config/app/settings.json", b'{"debug": tru')
+    assert err.value.errno == errno.EINVAL
+    assert rig.read_file("/config/app/settings.json") == b'{"debug": false, "n": [1, 2.5e3, null]}'
+    rig.write_file("/config/app/settings.json", b'["ok"]')
+    assert rig.read_file("/config/app/settings.json") == b'["ok"]'
+
+
+def test_runaway_hook_is_stopped_by_its_budget_and_others_keep_working(rig: Rig) -> None:
+    rig.example("runaway_demo.vega")
+    rig.write_file("/runaway/x", b"data")
+    rig.write_file("/fine/y", b"data")
+    for _ in range(3):
+        with pytest.raises(FsError) as err:
+            rig.read_file("/runaway/x")
+        assert err.value.errno == errno.EIO
+    assert rig.read_file("/fine/y") == b"data"
+    row = _stats(rig, "runaway_demo")
+    assert row["traps"] == 3
+
+
+def test_failure_open_lets_the_operation_proceed(rig: Rig) -> None:
+    rig.hook("open.vega", 'hook spin on write "/**" { budget { steps 100 } failure open\n'
+                          "fn run(ev) { loop { } } }\n")
+    rig.write_file("/a", b"written anyway")
+    assert rig.read_file("/a") == b"written anyway"
+    assert _stats(rig, "spin")["traps"] >= 1
+
+
+def test_a_deny_with_a_bad_errno_is_a_failure(rig: Rig) -> None:
+    rig.hook("bad.vega", 'hook bad on create "/**" { fn run(ev) { return deny(12345, "x"); } }\n')
+    with pytest.raises(FsError) as err:
+        rig.write_file("/a", b"")
+    assert err.value.errno == errno.EIO  # failure closed: EIO, not the bogus errno
+
+
+def test_circuit_breaker_opens_after_repeated_failures(rig: Rig) -> None:
+    rig.hook("flaky.vega", 'hook flaky on create "/**" { budget { steps 50 }\n'
+                           "circuit_breaker { threshold 2  reset_after 60s }\n"
+                           "fn run(ev) { loop { } } }\n")
+    for n in range(4):
+        with pytest.raises(FsError):
+            rig.write_file(f"/f{n}", b"")
+    row = _stats(rig, "flaky")
+    assert row["state"] == "circuit-open"
+    assert row["traps"] == 2  # the last two were refused without running
+
+
+def test_hot_reload_refused_file_keeps_previous_version(rig: Rig) -> None:
+    rig.hook("guard.vega", 'hook g on create "/**" { fn run(ev) { return deny(EACCES, "v1"); } }\n')
+    with pytest.raises(FsError) as err:
+        rig.write_file("/a", b"")
+    assert err.value.errno == errno.EACCES
+    rig.hook("guard.vega", 'hook g on create "/**" { fn run(ev) { return deny(EACCES, "v2") }\n')
+    rows = rig.engine.listing()
+    refused = [r for r in rows if r["state"] == "refused"]
+    assert refused and "guard.vega:1:" in refused[0]["error"]
+    with pytest.raises(FsError) as err:  # version 1 still guards
+        rig.write_file("/b", b"")
+    assert str(err.value) == "v1"
+    rig.hook("guard.vega", 'hook g on create "/**" { fn run(ev) { return allow(); } }\n')
+    rig.write_file("/c", b"")
+    (rig.hooks_dir / "guard.vega").unlink()
+    rig.engine.reload()
+    assert rig.engine.listing() == []
+    versions = [json.loads(p)["hash"] for _, p in rig.store.annotations(VERSION_KIND)]
+    assert len(versions) == 2  # v1 and the allow version; the refused one never ran
+
+
+def test_bad_glob_or_setting_is_refused_with_a_position(rig: Rig) -> None:
+    rig.hook("bad.vega", 'hook g on create "no-slash" { fn run(ev) { return allow(); } }\n')
+    rows = rig.engine.listing()
+    assert rows[0]["state"] == "refused"
+    assert "bad.vega:1" in rows[0]["error"] and "must start with '/'" in rows[0]["error"]
+
+
+def test_event_fields_reach_the_hook(rig: Rig) -> None:
+    rig.hook("fields.vega", 'hook f on write "/d/**" { fn run(ev) {\n'
+             'if ev.path == "/d/x" && ev.uid == 1000 && ev.pid == 4242 && ev.offset == 0 '
+             '&& ev.size == 5 && ev.file_size == 0 && ev.event == "write" '
+             '&& bytes::starts_with(ev.data, "hello") { return allow(); }\n'
+             'return deny(EINVAL, "unexpected event"); } }\n')
+    rig.write_file("/d/x", b"hello")
+
+
+def test_rename_event_carries_both_paths(rig: Rig) -> None:
+    rig.hook("mv.vega", 'hook mv on rename "/src/**" { fn run(ev) {\n'
+             'if ev.new_path == "/dst/b" && ev.old_path == "/src/a" { return deny(EXDEV_LIKE, "x"); }\n'
+             "return allow(); } }\n".replace("EXDEV_LIKE", "EBUSY"))
+    rig.write_file("/src/a", b"")
+    dst = rig.mkdirs("/dst")
+    with pytest.raises(FsError) as err:
+        rig.fs.rename(rig.fs.lookup_path("/src"), b"a", dst, b"b", 0, CTX)
+    assert err.value.errno == errno.EBUSY
+
+
+def test_hooks_are_not_reentrant(rig: Rig) -> None:
+    # The hook writes another file under its own glob: that write must not run it again.
+    rig.hook("copy.vega", 'hook c on close "/in/**" { capabilities [fs::write]\n'
+             'fn run(ev) { let r = write("/in/copy", ev.data); return allow(); } }\n')
+    rig.write_file("/in/a", b"payload")
+    assert rig.read_file("/in/copy") == b"payload"
+    assert _stats(rig, "c")["runs"] == 1
+
+
+def test_capabilities_are_enforced(rig: Rig) -> None:
+    rig.hook("sneaky.vega", 'hook s on close "/x/**" { capabilities [fs::write("/x/**")]\n'
+             'fn run(ev) { write("/etc/passwd", "pwned"); return allow(); } }\n')
+    with pytest.raises(FsError) as err:
+        rig.write_file("/x/a", b"1")
+    assert err.value.errno == errno.EIO
+    assert rig.fs.lookup_path("/etc/passwd") is None
+    assert _stats(rig, "s")["traps"] == 1
+
+
+def test_after_hook_runs_with_retries_and_is_journaled(rig: Rig) -> None:
+    rig.example("line_count.vega")
+    rig.write_file("/notes/day/one.md", b"a\nb\nc\n")
+    assert rig.engine.wait_idle(10)
+    ino = rig.fs.lookup_path("/notes/day/one.md")
+    assert rig.store.get_inode(ino).xattrs[b"user.lines"] == b"3"
+    journal = rig.store.annotations(JOURNAL_KIND)
+    done = {p.decode() for _, p in rig.store.annotations(JOURNAL_DONE_KIND)}
+    assert len(journal) == 1 and json.loads(journal[0][1])["id"] in done
+
+
+def test_after_hook_retries_then_gives_up(rig: Rig) -> None:
+    rig.hook("fail.vega", 'hook f after create "/**" {\n'
+             "retry { max_attempts 3  backoff exponential(1ms, 2.0, 5ms) }\n"
+             "budget { steps 10 } fn run(ev) { loop { } } }\n")
+    rig.write_file("/a", b"")
+    assert rig.engine.wait_idle(10)
+    assert _stats(rig, "f")["traps"] == 3
+    rig.engine.tracer.flush()
+    spans = [json.loads(line) for line in trace_path(rig.root).read_text().splitlines()]
+    assert [s["attempt"] for s in spans if s["hook"] == "f"] == [1, 2, 3]
+
+
+def test_unfinished_after_hooks_are_replayed_from_the_journal(rig: Rig) -> None:
+    # A first "mount" journals an event but stops before running it (as if killed).
+    rig.hook("slow.vega", 'hook s after create "/**" { capabilities [meta::write]\n'
+             'fn run(ev) { let m = lookup(ev.path); m.set("user.seen", "1"); m.commit();'
+             " return allow(); } }\n")
+    rig.engine._queue.close()  # the worker is gone: events are journaled, not run
+    rig.engine._queue = None
+    rig.fs.hooks._queue = None
+    engine2 = HookEngine(rig.hooks_dir, store=rig.store, tracer=Tracer(None))
+    fs2 = HookedFileSystem(rig.store, engine2)
+    try:
+        # publish through the first engine with a fresh queue that never runs
+        rig.engine.attach(rig.fs)
+        rig.engine._queue.close()
+        rig.write_file("/new", b"")
+        assert len(rig.store.annotations(JOURNAL_KIND)) == 1
+        assert engine2.replay_journal() == 1
+        assert engine2.wait_idle(10)
+        ino = fs2.lookup_path("/new")
+        assert rig.store.get_inode(ino).xattrs[b"user.seen"] == b"1"
+        assert engine2.replay_journal() == 0  # marked done: never twice in a row
+    finally:
+        engine2.close()
+
+
+def test_spans_are_json_lines_and_queryable_in_sqlite(rig: Rig) -> None:
+    rig.hook("all.vega", ALLOW_ALL)
+    rig.write_file("/a", b"12345")
+    rig.engine.tracer.flush()
+    db = sqlite_db(rig.root)
+    rows = db.execute("SELECT hook, event, path, decision, status, bytes FROM spans").fetchall()
+    db.close()
+    assert rows == [("a", "write", "/a", "allow", "ok", 5)]
+
+
+def test_thousand_non_matching_hooks_are_not_tried(rig: Rig) -> None:
+    source = "".join(f'hook h{i} on create "/nowhere{i}/**" {{ fn run(ev) {{ return deny(EPERM, "no"); }} }}\n'
+                     for i in range(1000))
+    rig.hook("many.vega", source)
+    for n in range(50):
+        rig.write_file(f"/f{n}", b"")
+    assert all(r["runs"] == 0 for r in rig.engine.listing())
+
+
+def _stats(rig: Rig, hook: str) -> dict:
+    return next(r for r in rig.engine.listing() if r.get("hook") == hook)
