@@ -60,6 +60,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                         "(repeatable)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the "
                    "compiled envelope cache")
+    p.add_argument("--tier", default=None, choices=("interp", "fast"),
+                   help="execution tier (default: the library's DEFAULT_TIER)")
 
 
 def _split_run_args(args: argparse.Namespace) -> None:
@@ -83,6 +85,7 @@ def _split_run_args(args: argparse.Namespace) -> None:
     args.allow = args.allow + parsed.allow
     args.mount = args.mount + parsed.mount
     args.no_cache = args.no_cache or parsed.no_cache
+    args.tier = parsed.tier or args.tier
     args.args = parsed.script_args + tail
 
 
@@ -202,7 +205,7 @@ def _capabilities(allow: list[str], mounts: list[tuple[str, str]]) -> Any:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from vegafs.drivers import open_driver
-    from vegafs.vm import VegaCompileError, run_program
+    from vegafs.vm import DEFAULT_TIER, VegaCompileError, run_program
     from vegafs.vm.runtime import Runtime
     from vegafs.vm.vfs import VfsError
 
@@ -226,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except VfsError as exc:
             rt.finish()
             raise CliError(f"--mount {mount_path}={uri}: {exc}", 1) from None
-    outcome = run_program(program, rt)
+    outcome = run_program(program, rt, tier=args.tier or DEFAULT_TIER)
     sys.stdout.flush()
     if outcome.trap is not None:
         print(outcome.trap.render(), file=sys.stderr)

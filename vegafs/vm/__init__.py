@@ -25,6 +25,7 @@ Public API::
     program = compile_source(text, filename)         # raises VegaCompileError
     program = load_program(path)                      # same, through the envelope cache
     outcome = run_program(program, runtime)           # RunOutcome(value, steps, trap)
+    outcome = run_program(program, runtime, tier="fast")   # the fast tier, same contract
     for hook in program.hooks: ...                    # the hook table (plain data)
     outcome = run_hook(program, hook, runtime, ev)    # run one hook's run(ev)
 """
@@ -54,13 +55,18 @@ from vegafs.vm.runtime import Runtime
 from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin
 
 __all__ = [
-    "CACHE_DIR", "Diagnostic", "EnvelopeError", "Environment", "Hook", "Pos", "Program",
+    "CACHE_DIR", "DEFAULT_TIER", "TIERS", "Diagnostic", "EnvelopeError", "Environment", "Hook", "Pos", "Program",
     "RunOutcome", "Runtime", "TrapReport", "VegaCompileError", "VegaError", "VegaTrapError",
     "compile_source", "default_environment", "load_program", "run_hook", "run_program",
 ]
 
 #: Compiled envelopes are cached in this directory next to the source file.
 CACHE_DIR = "__vegacache__"
+#: Execution tiers: "interp" (the reference interpreter, interp.py) and "fast"
+#: (bytecode lowered to Python code objects, fast.py; same RunOutcome contract,
+#: differential-tested against the interpreter).
+TIERS = ("interp", "fast")
+DEFAULT_TIER = "interp"
 
 
 def _signature(b: Builtin) -> Signature:
@@ -146,26 +152,36 @@ def _store_envelope(target: Path, blob: bytes) -> None:
         return
 
 
+def _runner(tier: str) -> Any:
+    if tier == "interp":
+        return run_function
+    if tier == "fast":
+        from vegafs.vm.fast import run_fast
+
+        return run_fast
+    raise ValueError(f"unknown execution tier {tier!r} (known: {', '.join(TIERS)})")
+
+
 def run_program(program: Program, runtime: Runtime, *,
                 builtins: Mapping[str, Builtin] | None = None,
                 constants: Mapping[str, Any] | None = None,
-                finish: bool = True) -> RunOutcome:
+                finish: bool = True, tier: str = DEFAULT_TIER) -> RunOutcome:
     """Run a script's main body (arguments are on the Runtime: ``args()``)."""
     if program.main is None:
         raise ValueError(f"{program.filename} declares hooks; it has no main body to run")
-    return run_function(program, runtime, program.main, [], builtins=builtins,
-                        constants=constants, finish=finish)
+    return _runner(tier)(program, runtime, program.main, [], builtins=builtins,
+                         constants=constants, finish=finish)
 
 
 def run_hook(program: Program, hook: Hook | str, runtime: Runtime, ev: Any, *,
              builtins: Mapping[str, Builtin] | None = None,
              constants: Mapping[str, Any] | None = None,
-             finish: bool = True) -> RunOutcome:
+             finish: bool = True, tier: str = DEFAULT_TIER) -> RunOutcome:
     """Run one hook's ``run(ev)``; the outcome's value is what it returned."""
     if isinstance(hook, str):
         matches = [h for h in program.hooks if h.name == hook]
         if not matches:
             raise KeyError(f"no hook named {hook!r} in {program.filename}")
         hook = matches[0]
-    return run_function(program, runtime, hook.run, [ev], builtins=builtins,
-                        constants=constants, finish=finish)
+    return _runner(tier)(program, runtime, hook.run, [ev], builtins=builtins,
+                         constants=constants, finish=finish)
