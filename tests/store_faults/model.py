@@ -245,7 +245,7 @@ class Workload:
         self.block_size = block_size  # the store's BLOCK_SIZE: what sizes are measured in
         self.data_size = data_size  # block contents stay small so workloads run fast
         self.state = MState()
-        # the root's attributes are the store's choice; _with_root() fills them in
+        # the root's attributes are the store's choice; with_root() fills them in
         self.state.inodes[ROOT_INO] = MInode(ROOT_INO, S_IFDIR | 0o755, 0, 0, 2, 0, 0, 0, 0, 0, None)
         self.state.dirs[ROOT_INO] = {}
         self.files: list[int] = []
@@ -488,7 +488,7 @@ def match_durable(store: Any, scenario: Scenario, last_done: int, base: MState) 
     tried: list[str] = []
     matched = None
     for k, head in heads:
-        problems = differences(store, _with_root(head, base), gone)
+        problems = differences(store, with_root(head, base), gone)
         if not problems:
             matched = k
             break
@@ -502,12 +502,12 @@ def match_durable(store: Any, scenario: Scenario, last_done: int, base: MState) 
                               f"model {[sorted(c) for c in choices]}"
     models = {n: m for k in allowed for n, m in scenario.durable[k].snapshots.items()}
     for name in sorted(listed):
-        assert_matches(store.view(name), _with_root(models[name], base),
+        assert_matches(store.view(name), with_root(models[name], base),
                        what=f"in snapshot {name}")
     return matched
 
 
-def _with_root(state: MState, base: MState) -> MState:
+def with_root(state: MState, base: MState) -> MState:
     """``state`` with the fresh store's root attributes merged in (xattrs from the model)."""
     out = state.clone()
     root = copy.deepcopy(base.inodes[ROOT_INO])

@@ -32,7 +32,15 @@ import pytest
 
 from tests.store_faults.faulty_backend import FaultPlan, FaultyBackend
 from tests.store_faults.harness import new_store, recover_and_check
-from tests.store_faults.model import DURABLE, MState, Scenario, run_step
+from tests.store_faults.model import (
+    DURABLE,
+    MState,
+    Scenario,
+    assert_matches,
+    differences,
+    run_step,
+    with_root,
+)
 from vegafs.store import BLOCK_SIZE, Store, StoreError
 from vegafs.store import store as store_module
 from vegafs.store.backend import LocalBackend
@@ -53,25 +61,45 @@ CASES = [
 ]
 
 
-def _play(path: Path, plan: FaultPlan) -> tuple[FaultyBackend, int, StoreError | None]:
-    """Run the scenario through a faulty backend until it ends or fails; then "die".
+class Run:
+    """What one faulty run of the scenario did (see ``_play``)."""
 
-    Returns the backend, the last durable step that returned, and the error.
-    """
-    backend = FaultyBackend(LocalBackend(path), plan)
-    last_done = -1
-    error = None
+    def __init__(self, backend: FaultyBackend) -> None:
+        self.backend = backend
+        self.store: Store | None = None
+        self.last_done = -1  # last durable step that returned
+        self.failed_at: int | None = None  # the step that raised, if any
+        self.error: StoreError | None = None
+
+
+def _play(path: Path, plan: FaultPlan) -> Run:
+    """Run the scenario through a faulty backend until it ends or a step raises StoreError."""
+    run = Run(FaultyBackend(LocalBackend(path), plan))
     try:
-        store = Store.open(backend)
+        run.store = Store.open(run.backend)
         for index, step in enumerate(SCENARIO.steps):
-            run_step(store, step)
+            run.failed_at = index
+            run_step(run.store, step)
             if step[0] in DURABLE:
-                last_done = index
+                run.last_done = index
+        run.failed_at = None
     except StoreError as exc:
-        error = exc
-    finally:
-        backend.abandon()
-    return backend, last_done, error
+        run.error = exc
+    except BaseException:
+        run.backend.abandon()
+        raise
+    return run
+
+
+def _check_error(run: Run, plan: FaultPlan, what: str) -> None:
+    """A fault that surfaced must be STORE_IO_ERROR, with the injected errno, in one line."""
+    error = run.error
+    assert error is not None
+    assert error.code == STORE_IO_ERROR, f"{what}: surfaced as {error.code}: {error}"
+    if plan.kind != "read":
+        assert error.errno == plan.errno, f"{what}: errno {error.errno}, not {plan.errno}: {error}"
+    message = str(error)
+    assert message and "\n" not in message, f"{what}: unclear message {message!r}"
 
 
 def test_scenario_covers_every_kind_of_step() -> None:
@@ -89,11 +117,12 @@ def small_segments_and_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
 def _counts(tmp_path: Path) -> Counter[str]:
     path = tmp_path / "dry"
     base = new_store(path)
-    backend, last_done, error = _play(path, FaultPlan(None))
-    assert error is None, f"the workload fails without any fault: {error}"
-    recover_and_check(path, SCENARIO, last_done, base, "dry run")
+    run = _play(path, FaultPlan(None))
+    run.backend.abandon()
+    assert run.error is None, f"the workload fails without any fault: {run.error}"
+    recover_and_check(path, SCENARIO, run.last_done, base, "dry run")
     shutil.rmtree(path)
-    return backend.counts
+    return run.backend.counts
 
 
 def _which(count: int) -> list[int]:
@@ -103,9 +132,12 @@ def _which(count: int) -> list[int]:
     return list(range(1, 41)) + list(range(41, count + 1, stride))
 
 
-@pytest.mark.parametrize(("kind", "mode", "err"), CASES,
-                         ids=[f"{k}-{m}-{errno.errorcode[e]}" for k, m, e in CASES])
+IDS = [f"{k}-{m}-{errno.errorcode[e]}" for k, m, e in CASES]
+
+
+@pytest.mark.parametrize(("kind", "mode", "err"), CASES, ids=IDS)
 def test_nth_call_fails(tmp_path: Path, kind: str, mode: str, err: int) -> None:
+    """The Nth call fails, the process dies on the spot; reopen and compare."""
     count = _counts(tmp_path)[kind]
     assert count > 0, f"the workload makes no {kind} call: the test would prove nothing"
     surfaced = absorbed = 0
@@ -113,19 +145,82 @@ def test_nth_call_fails(tmp_path: Path, kind: str, mode: str, err: int) -> None:
         plan = FaultPlan(kind, nth, err, mode)
         path = tmp_path / f"n{nth}"
         base: MState = new_store(path)
-        backend, last_done, error = _play(path, plan)
-        what = f"{plan.describe()} ({backend.fired})"
-        assert backend.fired, f"{what}: the fault never fired (count was {count})"
-        if error is None:
+        run = _play(path, plan)
+        run.backend.abandon()
+        what = f"{plan.describe()} ({run.backend.fired})"
+        assert run.backend.fired, f"{what}: the fault never fired (count was {count})"
+        if run.error is None:
             absorbed += 1
         else:
             surfaced += 1
-            assert error.code == STORE_IO_ERROR, f"{what}: surfaced as {error.code}: {error}"
-            if kind != "read":
-                assert error.errno == err, f"{what}: errno {error.errno}, not {err}: {error}"
-            message = str(error)
-            assert message and "\n" not in message, f"{what}: unclear message {message!r}"
-        recover_and_check(path, SCENARIO, last_done, base, what)
+            _check_error(run, plan, what)
+        recover_and_check(path, SCENARIO, run.last_done, base, what)
         shutil.rmtree(path)
     print(f"faults {kind}/{mode}/{errno.errorcode[err]}: calls={count} "
           f"surfaced={surfaced} absorbed={absorbed}")
+
+
+def _state_before(step: int) -> MState:
+    """The head the store holds just before ``step`` runs: last durable state + txns since."""
+    last = max(k for k in SCENARIO.durable if k < step)
+    state = SCENARIO.durable[last].head.clone()
+    for txn in SCENARIO.steps[last + 1:step]:
+        assert txn[0] == "txn"
+        for op in txn[1]:
+            state.apply(op)
+    return state
+
+
+@pytest.mark.parametrize(("kind", "mode", "err"), CASES, ids=IDS)
+def test_store_survives_a_failed_call(tmp_path: Path, kind: str, mode: str, err: int) -> None:
+    """The Nth call fails and the process carries on: the failed step left no trace.
+
+    After the error the head must be exactly the state before the failed step
+    (or after it, for a step whose record was written before the failure). Then
+    ``publish``: either the store refuses further writes with a clear error
+    (sticky failure, e.g. after a failed fsync), or it publishes — and then a
+    reopen must show exactly that head.
+    """
+    count = _counts(tmp_path)[kind]
+    gone = set(range(2, SCENARIO.max_ino))
+    carried_on = sticky = 0
+    for nth in _which(count)[::3]:
+        plan = FaultPlan(kind, nth, err, mode)
+        path = tmp_path / f"c{nth}"
+        base = new_store(path)
+        run = _play(path, plan)
+        what = f"{plan.describe()} ({run.backend.fired}), then carry on"
+        if run.error is None or run.store is None or run.failed_at is None:
+            run.backend.abandon()  # absorbed, or the open itself failed: nothing to carry on
+            recover_and_check(path, SCENARIO, run.last_done, base, what)
+            shutil.rmtree(path)
+            continue
+        _check_error(run, plan, what)
+        step = SCENARIO.steps[run.failed_at]
+        candidates = [_state_before(run.failed_at)]
+        if step[0] in DURABLE:
+            candidates.append(SCENARIO.durable[run.failed_at].head)
+        heads = [with_root(c, base) for c in candidates]
+        found = [differences(run.store, head, gone) for head in heads]
+        assert [] in found, (f"{what}: after the failed {step[0]} step {run.failed_at} the head "
+                             f"is neither before nor after it: {found[0][:5]}")
+        head = heads[found.index([])]
+        try:
+            run.store.publish()
+        except StoreError as exc:
+            sticky += 1
+            assert exc.code == STORE_IO_ERROR and "\n" not in str(exc), f"{what}: {exc!r}"
+            run.backend.abandon()
+            recover_and_check(path, SCENARIO, run.last_done, base, what)
+        else:
+            carried_on += 1
+            run.backend.abandon()
+            store = Store.open(path)
+            try:
+                assert store.fsck().ok, f"{what}: fsck after publishing past a fault"
+                assert_matches(store, head, gone, what=f"after {what}, publish and reopen")
+            finally:
+                store.close()
+        shutil.rmtree(path)
+    print(f"faults {kind}/{mode}/{errno.errorcode[err]} carry on: published={carried_on} "
+          f"sticky={sticky}")
