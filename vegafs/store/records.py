@@ -7,6 +7,9 @@ change both together and bump FORMAT_VERSION). A record is::
     payload = length bytes
     hash    = blake3(prev_hash || header || payload)                            (32 bytes)
 
+(for CHUNK records the stored data enters the hash through its own BLAKE3;
+see :func:`_chain_hash`).
+
 ``prev_hash`` is the hash of the record before it in the log (across segment
 boundaries), so the chain proves order and integrity from the first record of
 a generation to the head. The scanner never trusts a length it has not
@@ -105,16 +108,45 @@ class SegmentHeader:
         return cls(gen, seq, first, prev)
 
 
+def _chain_hash(prev_hash: bytes, header: bytes, rtype: int, payload: bytes) -> bytes:
+    """The record hash. For CHUNK the stored data enters through its own BLAKE3.
+
+    ``BLAKE3(prev_hash || header || payload)`` for every type but CHUNK, whose
+    payload is ``content_hash || stored_data``: there the hash is
+    ``BLAKE3(prev_hash || header || content_hash || BLAKE3(stored_data))``. For
+    an uncompressed chunk ``BLAKE3(stored_data)`` *is* the content hash, so the
+    writer hashes each byte of fresh data once, not twice.
+    """
+    h = blake3.blake3(prev_hash)
+    h.update(header)
+    if rtype == CHUNK:
+        h.update(payload[:HASH_SIZE])
+        h.update(blake3.blake3(memoryview(payload)[HASH_SIZE:]).digest())
+    else:
+        h.update(payload)
+    return h.digest()
+
+
 def encode_record(
     rtype: int, flags: int, logseq: int, payload: bytes, prev_hash: bytes
 ) -> tuple[bytes, bytes]:
     """The framed record and its chain hash."""
     header = RECORD_HEADER.pack(RECORD_MAGIC, rtype, flags, logseq, len(payload))
+    digest = _chain_hash(prev_hash, header, rtype, payload)
+    return b"".join((header, payload, digest)), digest
+
+
+def encode_chunk(
+    flags: int, logseq: int, content_hash: bytes, body: bytes, body_hash: bytes, prev_hash: bytes
+) -> tuple[bytes, bytes]:
+    """A CHUNK record from its parts, given ``body_hash`` = BLAKE3(body) (no data re-hash)."""
+    header = RECORD_HEADER.pack(RECORD_MAGIC, CHUNK, flags, logseq, HASH_SIZE + len(body))
     h = blake3.blake3(prev_hash)
     h.update(header)
-    h.update(payload)
+    h.update(content_hash)
+    h.update(body_hash)
     digest = h.digest()
-    return b"".join((header, payload, digest)), digest
+    return b"".join((header, content_hash, body, digest)), digest
 
 
 @dataclass(frozen=True)
@@ -192,11 +224,9 @@ def scan_segment(
             return
         rel = pos - buf_start
         body_end = rel + RECORD_HEADER.size + length
-        h = blake3.blake3(prev_hash)
-        h.update(memoryview(buf)[rel:body_end])
-        digest = h.digest()
-        stored = buf[body_end : body_end + HASH_SIZE]
         payload = buf[rel + RECORD_HEADER.size : body_end]
+        digest = _chain_hash(prev_hash, buf[rel : rel + RECORD_HEADER.size], rtype, payload)
+        stored = buf[body_end : body_end + HASH_SIZE]
         if digest != stored:
             if not resync:
                 end.clean, end.reason = False, "record hash mismatch (damaged or torn)"
