@@ -432,6 +432,13 @@ class HookEngine:
                 break
         return verdict
 
+    def run_once(self, hook: LoadedHook, ev: HookEvent) -> _Run:
+        """Run one hook for ``ev`` on this thread, without spans or failure
+        policy (``vegafs hooks test``); read events get an ``ev.output``."""
+        if ev.event == "read" and ev.output is None:
+            ev.output = Output()
+        return self._invoke(hook, ev, from_worker=False)
+
     def _invoke(self, hook: LoadedHook, ev: HookEvent, *, from_worker: bool) -> _Run:
         """Run ``hook.run(ev)`` once, account it, and say what happened."""
         if not hook.breaker.allow():
