@@ -31,6 +31,7 @@ import fcntl
 import json
 import os
 import socket
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -190,6 +191,7 @@ class LocalBackend(Backend):
         self.location = str(self.root)
         self._lock_fd: int | None = None
         self._read_fds: dict[str, int] = {}
+        self._fd_lock = threading.Lock()
         self._append_fd: tuple[str, int] | None = None
 
     # -- helpers -------------------------------------------------------------
@@ -244,11 +246,16 @@ class LocalBackend(Backend):
                 raise StoreError(
                     STORE_NOT_FOUND, f"segment {name} is missing from {self.location}"
                 ) from None
-            self._read_fds[name] = fd
+            with self._fd_lock:  # readers run on several threads: keep one fd per segment
+                kept = self._read_fds.setdefault(name, fd)
+            if kept != fd:
+                os.close(fd)
+            fd = kept
         return fd
 
     def _forget_fds(self, name: str) -> None:
-        fd = self._read_fds.pop(name, None)
+        with self._fd_lock:
+            fd = self._read_fds.pop(name, None)
         if fd is not None:
             os.close(fd)
         if self._append_fd is not None and self._append_fd[0] == name:
