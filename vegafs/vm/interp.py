@@ -407,215 +407,222 @@ class Interpreter:
         pop = stack.pop
         locs = frame.locals
         pc = frame.pc
-        while True:
-            op, arg = code[pc]
-            if check:
-                self.depth_log[(fn.name, pc)] = len(stack)
-            pc += 1
-            frame.pc = pc
-            if op == LOAD_LOCAL:
-                push(locs[arg])
-            elif op == STORE_LOCAL:
-                locs[arg] = pop()
-            elif op == CONST:
-                push(consts[arg])
-            elif op == ADD:
-                b = pop()
-                a = stack[-1]
-                if type(a) is int and type(b) is int:
-                    r = a + b
-                    stack[-1] = r if r.bit_length() <= BIG_INT_BITS else _charge_int(rt, r)
-                else:
-                    stack[-1] = _arith(rt, op, a, b)
-            elif op == SUB:
-                b = pop()
-                a = stack[-1]
-                if type(a) is int and type(b) is int:
-                    r = a - b
-                    stack[-1] = r if r.bit_length() <= BIG_INT_BITS else _charge_int(rt, r)
-                else:
-                    stack[-1] = _arith(rt, op, a, b)
-            elif op == LT:
-                b = pop()
-                a = stack[-1]
-                stack[-1] = a < b if type(a) is int and type(b) is int else _order(op, a, b)
-            elif op == JUMP_IF_FALSE:
-                v = pop()
-                if v is False:
+        # frame.pc is stored only when control leaves the frame (a call) or when an
+        # exception escapes (the except below): a try block is free in CPython 3.11,
+        # a store per instruction is not.
+        try:
+            while True:
+                op, arg = code[pc]
+                if check:
+                    self.depth_log[(fn.name, pc)] = len(stack)
+                pc += 1
+                if op == LOAD_LOCAL:
+                    push(locs[arg])
+                elif op == STORE_LOCAL:
+                    locs[arg] = pop()
+                elif op == CONST:
+                    push(consts[arg])
+                elif op == ADD:
+                    b = pop()
+                    a = stack[-1]
+                    if type(a) is int and type(b) is int:
+                        r = a + b
+                        stack[-1] = r if r.bit_length() <= BIG_INT_BITS else _charge_int(rt, r)
+                    else:
+                        stack[-1] = _arith(rt, op, a, b)
+                elif op == SUB:
+                    b = pop()
+                    a = stack[-1]
+                    if type(a) is int and type(b) is int:
+                        r = a - b
+                        stack[-1] = r if r.bit_length() <= BIG_INT_BITS else _charge_int(rt, r)
+                    else:
+                        stack[-1] = _arith(rt, op, a, b)
+                elif op == LT:
+                    b = pop()
+                    a = stack[-1]
+                    stack[-1] = a < b if type(a) is int and type(b) is int else _order(op, a, b)
+                elif op == JUMP_IF_FALSE:
+                    v = pop()
+                    if v is False:
+                        pc = arg
+                    elif v is not True:
+                        _truth(v, "a condition")
+                elif op == LOOP:
+                    step()
                     pc = arg
-                elif v is not True:
-                    _truth(v, "a condition")
-            elif op == LOOP:
-                step()
-                pc = arg
-            elif op == JUMP:
-                pc = arg
-            elif op == CALL:
-                step()
-                callee = functions[arg >> 8]
-                n = arg & 0xFF
-                if len(frames) >= MAX_DEPTH:
-                    raise Trap("recursion", f"call depth exceeded {MAX_DEPTH} frames "
-                               f"(calling {callee.name}; infinite recursion?)")
-                if n:
-                    new_locals = stack[-n:]
-                    del stack[-n:]
-                else:
-                    new_locals = []
-                if callee.nlocals > n:
-                    new_locals.extend([None] * (callee.nlocals - n))
-                frame = _Frame(callee, new_locals)
-                frames.append(frame)
-                fn = callee
-                code = fn.code
-                stack = frame.stack
-                push = stack.append
-                pop = stack.pop
-                locs = new_locals
-                pc = 0
-            elif op == RETURN:
-                v = pop()
-                if len(frames) == 1:
+                elif op == JUMP:
+                    pc = arg
+                elif op == CALL:
+                    step()
+                    callee = functions[arg >> 8]
+                    n = arg & 0xFF
+                    if len(frames) >= MAX_DEPTH:
+                        raise Trap("recursion", f"call depth exceeded {MAX_DEPTH} frames "
+                                   f"(calling {callee.name}; infinite recursion?)")
+                    if n:
+                        new_locals = stack[-n:]
+                        del stack[-n:]
+                    else:
+                        new_locals = []
+                    if callee.nlocals > n:
+                        new_locals.extend([None] * (callee.nlocals - n))
+                    frame.pc = pc
+                    frame = _Frame(callee, new_locals)
+                    frames.append(frame)
+                    fn = callee
+                    code = fn.code
+                    stack = frame.stack
+                    push = stack.append
+                    pop = stack.pop
+                    locs = new_locals
+                    pc = 0
+                elif op == RETURN:
+                    v = pop()
+                    if len(frames) == 1:
+                        if is_borrowed(v):
+                            check_storable(v, "the run's result")
+                        return v
                     if is_borrowed(v):
-                        check_storable(v, "the run's result")
-                    return v
-                if is_borrowed(v):
-                    check_storable(v, "a return value")
-                frames.pop()
-                frame = frames[-1]
-                fn = frame.fn
-                code = fn.code
-                stack = frame.stack
-                push = stack.append
-                pop = stack.pop
-                locs = frame.locals
-                pc = frame.pc
-                push(v)
-            elif op == CALL_BUILTIN:
-                step()
-                n = arg & 0xFF
-                if n:
-                    call_args = stack[-n:]
-                    del stack[-n:]
-                else:
-                    call_args = []
-                b = linked[arg >> 8]
-                if b is None:
-                    raise Trap("name", f"no builtin named '{symbols[arg >> 8]}' in this host")
-                push(b.call(rt, call_args))
-            elif op == CALL_METHOD:
-                step()
-                n = arg & 0xFF
-                if n:
-                    call_args = stack[-n:]
-                    del stack[-n:]
-                else:
-                    call_args = []
-                obj = pop()
-                name = symbols[arg >> 8]
-                if name in ("push", "append", "insert"):
-                    for a in call_args:
-                        check_storable(a, "a list")
-                push(call_method(rt, obj, name, call_args))
-            elif op == POP:
-                pop()
-            elif op == NIL:
-                push(None)
-            elif op == TRUE:
-                push(True)
-            elif op == FALSE:
-                push(False)
-            elif op == DUP:
-                push(stack[-1])
-            elif op in (MUL, DIV, MOD):
-                b = pop()
-                stack[-1] = _arith(rt, op, stack[-1], b)
-            elif op == EQ:
-                b = pop()
-                stack[-1] = values_equal(unwrap_eq(stack[-1]), unwrap_eq(b))
-            elif op == NE:
-                b = pop()
-                stack[-1] = not values_equal(unwrap_eq(stack[-1]), unwrap_eq(b))
-            elif op in (LE, GT, GE):
-                b = pop()
-                stack[-1] = _order(op, stack[-1], b)
-            elif op == NEG:
-                v = unwrap(stack[-1])
-                if not _num(v):
-                    raise Trap("type", f"cannot negate a {type_name(v)}")
-                stack[-1] = -v
-            elif op == NOT:
-                stack[-1] = not _truth(stack[-1], "the operand of !")
-            elif op == JUMP_IF_TRUE:
-                v = pop()
-                if v is True:
-                    pc = arg
-                elif v is not False:
-                    _truth(v, "a condition")
-            elif op == GET_ITER:
-                stack[-1] = _iterate(stack[-1])
-            elif op == FOR_ITER:
-                v = next(stack[-1], _DONE)
-                if v is _DONE:
-                    pop()
-                    pc = arg
-                else:
+                        check_storable(v, "a return value")
+                    frames.pop()
+                    frame = frames[-1]
+                    fn = frame.fn
+                    code = fn.code
+                    stack = frame.stack
+                    push = stack.append
+                    pop = stack.pop
+                    locs = frame.locals
+                    pc = frame.pc
                     push(v)
-            elif op == BUILD_LIST:
-                charge(56 + 8 * arg)
-                items = stack[len(stack) - arg:] if arg else []
-                del stack[len(stack) - arg:]
-                for item in items:
-                    check_storable(item, "a list")
-                push(items)
-            elif op == BUILD_MAP:
-                charge(64 + 32 * arg)
-                flat = stack[len(stack) - 2 * arg:] if arg else []
-                del stack[len(stack) - 2 * arg:]
-                m: dict[Any, Any] = {}
-                for i in range(0, len(flat), 2):
-                    check_storable(flat[i + 1], "a map")
-                    m[_key(flat[i])] = flat[i + 1]
-                push(m)
-            elif op == INDEX:
-                i = pop()
-                stack[-1] = _index(stack[-1], i)
-            elif op == STORE_INDEX:
-                v = pop()
-                i = pop()
-                _store_index(rt, pop(), i, v)
-            elif op == GET_ATTR:
-                stack[-1] = get_attr(stack[-1], symbols[arg])
-            elif op == SET_ATTR:
-                v = pop()
-                obj = pop()
-                setter = getattr(type(obj), "set_attr", None) if isinstance(obj, VegaObject) \
-                    else None
-                if setter is None:
-                    raise Trap("type", f"cannot set attribute '{symbols[arg]}' of a "
-                               f"{type_name(obj)}")
-                check_storable(v, "an attribute")
-                setter(obj, symbols[arg], v)
-            elif op == LOAD_NAME:
-                name = symbols[arg]
-                if name not in self.constants:
-                    raise Trap("name", f"no constant named '{name}' in this host")
-                push(self.constants[name])
-            elif op == TRY_BEGIN:
-                frame.handlers.append((arg, len(stack)))
-            elif op == TRY_END:
-                frame.handlers.pop()
-            elif op == MATCH_COND:
-                push(stack[-1].name == symbols[arg])
-            elif op == COND_PAYLOAD:
-                stack[-1] = stack[-1].payload
-            elif op == RERAISE:
-                raise pop()
-            elif op == NOP:
-                pass
-            else:  # verify() makes this unreachable; kept so a bug is a trap, not UB
-                raise Trap("internal", f"unknown opcode 0x{op:02x}")
+                elif op == CALL_BUILTIN:
+                    step()
+                    n = arg & 0xFF
+                    if n:
+                        call_args = stack[-n:]
+                        del stack[-n:]
+                    else:
+                        call_args = []
+                    b = linked[arg >> 8]
+                    if b is None:
+                        raise Trap("name", f"no builtin named '{symbols[arg >> 8]}' in this host")
+                    push(b.call(rt, call_args))
+                elif op == CALL_METHOD:
+                    step()
+                    n = arg & 0xFF
+                    if n:
+                        call_args = stack[-n:]
+                        del stack[-n:]
+                    else:
+                        call_args = []
+                    obj = pop()
+                    name = symbols[arg >> 8]
+                    if name in ("push", "append", "insert"):
+                        for a in call_args:
+                            check_storable(a, "a list")
+                    push(call_method(rt, obj, name, call_args))
+                elif op == POP:
+                    pop()
+                elif op == NIL:
+                    push(None)
+                elif op == TRUE:
+                    push(True)
+                elif op == FALSE:
+                    push(False)
+                elif op == DUP:
+                    push(stack[-1])
+                elif op in (MUL, DIV, MOD):
+                    b = pop()
+                    stack[-1] = _arith(rt, op, stack[-1], b)
+                elif op == EQ:
+                    b = pop()
+                    stack[-1] = values_equal(unwrap_eq(stack[-1]), unwrap_eq(b))
+                elif op == NE:
+                    b = pop()
+                    stack[-1] = not values_equal(unwrap_eq(stack[-1]), unwrap_eq(b))
+                elif op in (LE, GT, GE):
+                    b = pop()
+                    stack[-1] = _order(op, stack[-1], b)
+                elif op == NEG:
+                    v = unwrap(stack[-1])
+                    if not _num(v):
+                        raise Trap("type", f"cannot negate a {type_name(v)}")
+                    stack[-1] = -v
+                elif op == NOT:
+                    stack[-1] = not _truth(stack[-1], "the operand of !")
+                elif op == JUMP_IF_TRUE:
+                    v = pop()
+                    if v is True:
+                        pc = arg
+                    elif v is not False:
+                        _truth(v, "a condition")
+                elif op == GET_ITER:
+                    stack[-1] = _iterate(stack[-1])
+                elif op == FOR_ITER:
+                    v = next(stack[-1], _DONE)
+                    if v is _DONE:
+                        pop()
+                        pc = arg
+                    else:
+                        push(v)
+                elif op == BUILD_LIST:
+                    charge(56 + 8 * arg)
+                    items = stack[len(stack) - arg:] if arg else []
+                    del stack[len(stack) - arg:]
+                    for item in items:
+                        check_storable(item, "a list")
+                    push(items)
+                elif op == BUILD_MAP:
+                    charge(64 + 32 * arg)
+                    flat = stack[len(stack) - 2 * arg:] if arg else []
+                    del stack[len(stack) - 2 * arg:]
+                    m: dict[Any, Any] = {}
+                    for i in range(0, len(flat), 2):
+                        check_storable(flat[i + 1], "a map")
+                        m[_key(flat[i])] = flat[i + 1]
+                    push(m)
+                elif op == INDEX:
+                    i = pop()
+                    stack[-1] = _index(stack[-1], i)
+                elif op == STORE_INDEX:
+                    v = pop()
+                    i = pop()
+                    _store_index(rt, pop(), i, v)
+                elif op == GET_ATTR:
+                    stack[-1] = get_attr(stack[-1], symbols[arg])
+                elif op == SET_ATTR:
+                    v = pop()
+                    obj = pop()
+                    setter = getattr(type(obj), "set_attr", None) if isinstance(obj, VegaObject) \
+                        else None
+                    if setter is None:
+                        raise Trap("type", f"cannot set attribute '{symbols[arg]}' of a "
+                                   f"{type_name(obj)}")
+                    check_storable(v, "an attribute")
+                    setter(obj, symbols[arg], v)
+                elif op == LOAD_NAME:
+                    name = symbols[arg]
+                    if name not in self.constants:
+                        raise Trap("name", f"no constant named '{name}' in this host")
+                    push(self.constants[name])
+                elif op == TRY_BEGIN:
+                    frame.handlers.append((arg, len(stack)))
+                elif op == TRY_END:
+                    frame.handlers.pop()
+                elif op == MATCH_COND:
+                    push(stack[-1].name == symbols[arg])
+                elif op == COND_PAYLOAD:
+                    stack[-1] = stack[-1].payload
+                elif op == RERAISE:
+                    raise pop()
+                elif op == NOP:
+                    pass
+                else:  # verify() makes this unreachable; kept so a bug is a trap, not UB
+                    raise Trap("internal", f"unknown opcode 0x{op:02x}")
 
+        except BaseException:
+            frame.pc = pc
+            raise
 
 def unwrap_eq(v: Any) -> Any:
     """``==`` sees through a successful Result, but a failed one compares as itself
