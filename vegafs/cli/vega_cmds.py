@@ -89,25 +89,30 @@ def _split_run_args(args: argparse.Namespace) -> None:
     args.args = parsed.script_args + tail
 
 
-def _host_names() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Extra builtins and constants a hooks host provides (allow, deny, EPERM...),
-    so `vegafs check` accepts hook files; empty when the hooks layer does not
-    offer ``vegafs.hooks.host_names()``."""
+def _hook_names() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The names the hooks layer gives hook code (allow, deny, revert, EPERM...),
+    so `vegafs check` accepts hook files exactly as the hooks engine compiles
+    them; empty if the hooks layer is not installed."""
     try:
-        from vegafs import hooks
+        from vegafs.hooks.vega import HOOK_BUILTINS, HOOK_CONSTANTS
     except ImportError:
         return {}, {}
-    provider = getattr(hooks, "host_names", None)
-    if provider is None:
-        return {}, {}
-    builtins, constants = provider()
-    return dict(builtins), dict(constants)
+    return dict(HOOK_BUILTINS), dict(HOOK_CONSTANTS)
 
 
 def _compile(path: Path, use_cache: bool = False) -> Any:
-    from vegafs.vm import load_program
+    from vegafs.vm import VegaCompileError, load_program
+    from vegafs.vm.parser import parse
 
-    builtins, constants = _host_names()
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}", 1) from None
+    try:
+        has_hooks = bool(parse(text, str(path)).hooks)
+    except VegaCompileError:
+        has_hooks = False  # load_program reports the syntax error below
+    builtins, constants = _hook_names() if has_hooks else ({}, {})
     try:
         return load_program(path, use_cache=use_cache, builtins=builtins, constants=constants)
     except OSError as exc:

@@ -32,9 +32,11 @@ from vegafs.vm.diagnostics import Diagnostic, Pos
 EVENTS = frozenset({"read", "write", "truncate", "close", "commit", "create", "mkdir", "unlink",
                     "rmdir", "rename"})
 CONDITIONS = frozenset({"BudgetExceeded", "Timeout", "AgentFailed"})
-#: Capabilities a host may grant a hook implicitly for the event's own file, so
-#: calls needing only these are not compile errors when undeclared.
-IMPLICIT_HOOK_CAPS = frozenset({"fs::read", "meta::read"})
+#: Capabilities a host may grant a hook implicitly (reading the event's own
+#: file and its metadata, and emitting trace events — observability, not
+#: authority), so calls needing only these are not compile errors when
+#: undeclared. Issue 4's line_count calls trace::event without declaring it.
+IMPLICIT_HOOK_CAPS = frozenset({"fs::read", "meta::read", "trace::write"})
 #: Calls whose result borrows memory (a slice), by qualified name; methods by name.
 SLICE_CALLS = frozenset({"read", "bytes::slice", "bytes::sub", "bytes::trim"})
 SLICE_METHODS = frozenset({"read"})
