@@ -1,0 +1,747 @@
+"""The fast tier: verified bytecode lowered to Python code objects.
+
+NOTE FOR H5 (owner of ``vegafs/vm/__init__.py``), from H6 — the entry points:
+
+    fast = compile_fast(program)        # FastProgram, or None if the tier declines
+    outcome = run_fast(program, rt, fn_index, args, builtins=..., constants=...,
+                       finish=True)     # same contract and RunOutcome as
+                                        # interp.run_function (falls back to it when
+                                        # compile_fast declines)
+
+``run_program(..., tier="fast")`` can call ``run_fast(program, rt, program.main, [])``.
+The differential tests (tests/vm_runtime/test_differential.py) compare the two tiers.
+
+How it works. The compiler's layout is structured (bytecode.py): forward jumps
+only, and LOOP as the one back-edge. So each function's code is *re-structured*
+into Python: a LOOP region ``[top, LOOP]`` becomes ``while True:``, the LOOP
+itself ``continue``, a jump to just after the region ``break``, a forward
+conditional jump an ``if`` (with an ``else`` when the branch ends in a forward
+JUMP past the join). The operand stack disappears: the verifier fixes the
+stack depth at every pc, so stack slot *k* is the Python local ``s<k>``, and
+loads of locals and constants stay symbolic until used (``l3 + 1`` instead of
+push/push/add). Each Vega function becomes a nested Python function, built per
+run by a factory that binds the runtime, the meter, the linked builtins and
+the constants as closure cells.
+
+What it keeps identical to the reference interpreter (interp.py), which stays
+the definition of the semantics: the same operator helpers are called
+whenever an operand is not a plain int (or str for ``==``), so types, traps and
+memory charges match; a step is charged at each LOOP and each call, *before*
+it, exactly like ``Meter.step()`` (the meter's fast path is inlined: a
+decrement and a compare); call depth is limited to ``interp.MAX_DEPTH``; the
+trap position and Vega call stack are recovered after the fact from the Python
+traceback (every generated line maps to a pc), so the hot path carries no
+position bookkeeping. Step counts are therefore *exact*, not approximate.
+
+What it declines (compile_fast returns None and run_fast uses the interpreter):
+functions with ``try``/``catch`` (conditions), and any control flow that does
+not match the structured shapes above — it never guesses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from vegafs.vm.bytecode import Function, Op, Program, verify
+from vegafs.vm.diagnostics import Pos, StackFrame
+from vegafs.vm.interp import (
+    BIG_INT_BITS,
+    MAX_DEPTH,
+    RunOutcome,
+    _arith,
+    _charge_int,
+    _index,
+    _iterate,
+    _key,
+    _order,
+    _store_index,
+    _truth,
+    run_function,
+    trap_report,
+    unwrap_eq,
+    values_equal,
+)
+from vegafs.vm.runtime import Runtime
+from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin, call_method
+from vegafs.vm.values import (
+    Condition,
+    Result,
+    Slice,
+    Trap,
+    VegaObject,
+    check_storable,
+    get_attr,
+    is_borrowed,
+    type_name,
+    unwrap,
+)
+
+#: The filename of generated code (tracebacks are mapped back to pcs by it).
+GEN_FILENAME = "<vega-fast>"
+#: |x| < 2**BIG_INT_BITS  <=>  x.bit_length() <= BIG_INT_BITS (the interpreter's rule).
+_BIG = 1 << BIG_INT_BITS
+#: Operands below this magnitude cannot make a product above the big-int threshold.
+_HALF = 1 << (BIG_INT_BITS // 2)
+_DONE = object()
+#: Placeholder for "the result slot" in instruction templates (never in a repr()).
+_SLOT = "\0"
+
+_OPS = {op.name: int(op) for op in Op}
+_ARITH_SYM = {_OPS["ADD"]: "+", _OPS["SUB"]: "-", _OPS["MUL"]: "*", _OPS["DIV"]: "//",
+              _OPS["MOD"]: "%"}
+_CMP_SYM = {_OPS["LT"]: "<", _OPS["LE"]: "<=", _OPS["GT"]: ">", _OPS["GE"]: ">="}
+_DECLINED = {_OPS[n] for n in ("TRY_BEGIN", "TRY_END", "MATCH_COND", "COND_PAYLOAD", "RERAISE")}
+_CALLS = {_OPS["CALL"], _OPS["CALL_BUILTIN"], _OPS["CALL_METHOD"]}
+
+
+class _Unstructured(Exception):
+    """The code does not have a shape this tier lowers; the interpreter runs it."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A symbolic stack entry: a side-effect-free Python expression and what is known
+    of its type ("int", "bool", "str", "float" or "" for unknown)."""
+
+    expr: str
+    kind: str = ""
+    const: int | None = None  # the value, for small int constants
+
+
+@dataclass
+class _Loop:
+    top: int
+    last: int  # pc of the last LOOP of the region
+    exits: frozenset[int]  # pcs a jump may target to leave the loop ("break")
+
+
+class _FnGen:
+    """Generates the Python source of one Vega function."""
+
+    def __init__(self, index: int, fn: Function, program: Program, lines: list[tuple[int, int]],
+                 names: _Names) -> None:
+        self.index = index
+        self.fn = fn
+        self.program = program
+        self.code = [(int(op), int(arg)) for op, arg in fn.code]
+        self.depths = fn.depths
+        self.out = lines  # (fn index, pc) for each generated line, shared by the module
+        self.src: list[str] = []
+        self.names = names
+        self.stack: list[_Entry | None] = []  # None: materialised in s<k>
+        self.loop_last: dict[int, int] = {}
+        self.targets: set[int] = set()
+        for pc, (op, arg) in enumerate(self.code):
+            if op == _OPS["LOOP"]:
+                self.loop_last[arg] = max(self.loop_last.get(arg, -1), pc)
+                self.targets.add(arg)
+            elif op in (_OPS["JUMP"], _OPS["JUMP_IF_FALSE"], _OPS["JUMP_IF_TRUE"],
+                        _OPS["FOR_ITER"]):
+                self.targets.add(arg)
+            elif op in _DECLINED:
+                raise _Unstructured(f"{fn.name}: try/catch is run by the interpreter")
+
+    # -- output ----------------------------------------------------------------------
+
+    def line(self, ind: int, text: str, pc: int) -> None:
+        self.src.append("    " * ind + text)
+        self.out.append((self.index, pc))
+
+    # -- the symbolic stack ------------------------------------------------------------
+
+    def reset(self, pc: int) -> None:
+        d = self.depths[pc]
+        self.stack = [None] * (d or 0)
+
+    def push(self, entry: _Entry | None) -> None:
+        self.stack.append(entry)
+
+    def pop(self) -> _Entry:
+        k = len(self.stack) - 1
+        e = self.stack.pop()
+        return e if e is not None else _Entry(f"s{k}")
+
+    def materialize(self, ind: int, pc: int, only_local: int | None = None) -> None:
+        """Assign pending symbolic entries to their slots (all, or those reading a local)."""
+        for k, e in enumerate(self.stack):
+            if e is None:
+                continue
+            if only_local is not None and e.expr != f"l{only_local}":
+                continue
+            self.line(ind, f"s{k} = {e.expr}", pc)
+            self.stack[k] = None
+
+    def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "") -> None:
+        """Emit lines computing the new top of stack into its slot and push it."""
+        k = len(self.stack)
+        for text in expr_lines:
+            self.line(ind, text.replace(_SLOT, f"s{k}"), pc)
+        self.stack.append(_Entry(f"s{k}", kind) if kind else None)
+
+    # -- structure -------------------------------------------------------------------
+
+    def generate(self) -> list[str]:
+        fn = self.fn
+        params = ", ".join([f"l{i}" for i in range(fn.nparams)] + ["_d"])
+        self.line(1, f"def f{self.index}({params}):", -1)
+        others = [f"l{i}" for i in range(fn.nparams, fn.nlocals)]
+        if others:
+            self.line(2, " = ".join(others) + " = None", -1)
+        self.region(0, len(self.code), 2, None, -1)
+        return self.src
+
+    def _exits(self, last: int) -> frozenset[int]:
+        """After a loop's last LOOP: the pc just after it, and the pcs reachable from it
+        through POPs only (a `for` loop's break lands on a POP of the iterator)."""
+        exits = {last + 1}
+        pc = last + 1
+        while pc < len(self.code) and self.code[pc][0] == _OPS["POP"]:
+            pc += 1
+            exits.add(pc)
+        return frozenset(exits)
+
+    def region(self, start: int, end: int, ind: int, loop: _Loop | None, header: int) -> None:
+        """Emit pcs [start, end) at indentation `ind`. `header` is the loop top being
+        emitted (so it is not taken for a new loop)."""
+        emitted_before = len(self.src)
+        if self.depths[start] is not None:
+            self.reset(start)
+        pc = start
+        while pc < end:
+            if self.depths[pc] is None:  # dead code (after a break/return)
+                pc += 1
+                continue
+            if pc in self.targets and pc != start:
+                self.materialize(ind, pc)
+                self.reset(pc)
+            if pc in self.loop_last and pc != header:
+                last = self.loop_last[pc]
+                if last >= end:
+                    raise _Unstructured(f"{self.fn.name}: loop at {pc} overlaps its region")
+                self.materialize(ind, pc)
+                self.line(ind, "while True:", pc)
+                self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
+                pc = last + 1
+                if pc < end:
+                    self.reset(pc)
+                continue
+            pc = self.instruction(pc, end, ind, loop)
+        if end <= len(self.code) and self.stack:
+            self.materialize(ind, end - 1)
+        if len(self.src) == emitted_before:
+            self.line(ind, "pass", -1)
+
+    def branch(self, pc: int, target: int, end: int, ind: int, loop: _Loop | None,
+               cond: str) -> int:
+        """A forward conditional jump at `pc` to `target`, taken when `cond` is true
+        (the Python condition text). Returns the pc to continue at."""
+        if loop is not None and target in loop.exits:
+            self.line(ind, f"if {cond}:", pc)
+            self.line(ind + 1, "break", pc)
+            return pc + 1
+        if not pc < target <= end:
+            raise _Unstructured(f"{self.fn.name}: jump at {pc} to {target} leaves its region")
+        last_op, last_arg = self.code[target - 1]
+        has_else = (last_op == _OPS["JUMP"] and target - 1 > pc and target < last_arg <= end
+                    and not (loop is not None and last_arg in loop.exits)
+                    and self.depths[target - 1] is not None)
+        self.line(ind, f"if not ({cond}):", pc)
+        if has_else:
+            self.region(pc + 1, target - 1, ind + 1, loop, -1)
+            self.line(ind, "else:", pc)
+            self.region(target, last_arg, ind + 1, loop, -1)
+            join = last_arg
+        else:
+            self.region(pc + 1, target, ind + 1, loop, -1)
+            join = target
+        if join < end:
+            self.reset(join)
+        return join
+
+    # -- instructions ----------------------------------------------------------------
+
+    def step_lines(self, ind: int, pc: int) -> None:
+        """Meter.step() inlined: a decrement and a compare; the slow path is the meter's."""
+        self.line(ind, "m.steps_left -= 1", pc)
+        self.line(ind, "if m.steps_left < m._check_at: m._slow_step()", pc)
+
+    def instruction(self, pc: int, end: int, ind: int, loop: _Loop | None) -> int:  # noqa: C901
+        op, arg = self.code[pc]
+        o = _OPS
+        n = self.names
+        if op == o["LOAD_LOCAL"]:
+            self.push(_Entry(f"l{arg}"))
+        elif op == o["STORE_LOCAL"]:
+            v = self.pop()
+            self.materialize(ind, pc, only_local=arg)
+            self.line(ind, f"l{arg} = {v.expr}", pc)
+        elif op == o["CONST"]:
+            self.push(n.const(self.program.constants[arg]))
+        elif op == o["NIL"]:
+            self.push(_Entry("None"))
+        elif op == o["TRUE"]:
+            self.push(_Entry("True", "bool"))
+        elif op == o["FALSE"]:
+            self.push(_Entry("False", "bool"))
+        elif op == o["POP"]:
+            self.stack.pop()
+        elif op == o["DUP"]:
+            top = self.pop()
+            self.materialize(ind, pc)
+            k = len(self.stack)
+            if top.expr != f"s{k}":
+                self.line(ind, f"s{k} = {top.expr}", pc)
+            self.stack.append(None)
+            self.push(_Entry(f"s{k}", top.kind))
+        elif op in _ARITH_SYM:
+            b, a = self.pop(), self.pop()
+            self.arith(ind, pc, op, a, b)
+        elif op in _CMP_SYM:
+            b, a = self.pop(), self.pop()
+            sym = _CMP_SYM[op]
+            guard = _both_int(a, b)
+            if guard == "True":
+                self.result(ind, pc, [f"{_SLOT} = {a.expr} {sym} {b.expr}"], "bool")
+            else:
+                self.result(ind, pc, [f"{_SLOT} = {a.expr} {sym} {b.expr} if {guard} else "
+                                      f"_order({op}, {a.expr}, {b.expr})"], "bool")
+        elif op in (o["EQ"], o["NE"]):
+            b, a = self.pop(), self.pop()
+            neg = "" if op == o["EQ"] else "not "
+            sym = "==" if op == o["EQ"] else "!="
+            if a.kind and a.kind == b.kind and a.kind in ("int", "str"):
+                self.result(ind, pc, [f"{_SLOT} = {a.expr} {sym} {b.expr}"], "bool")
+            else:
+                self.result(ind, pc, [
+                    f"{_SLOT} = {a.expr} {sym} {b.expr} if (type({a.expr}) is int or type({a.expr}) "
+                    f"is str) and type({b.expr}) is type({a.expr}) else {neg}values_equal("
+                    f"unwrap_eq({a.expr}), unwrap_eq({b.expr}))"], "bool")
+        elif op == o["NEG"]:
+            a = self.pop()
+            self.result(ind, pc, [f"{_SLOT} = -{a.expr} if type({a.expr}) is int or type({a.expr}) is "
+                                  f"float else _neg({a.expr})"], a.kind if a.kind in (
+                                      "int", "float") else "")
+        elif op == o["NOT"]:
+            a = self.pop()
+            if a.kind == "bool":
+                self.result(ind, pc, [f"{_SLOT} = not {a.expr}"], "bool")
+            else:
+                self.result(ind, pc, [f"{_SLOT} = not _truth({a.expr}, 'the operand of !')"], "bool")
+        elif op in (o["JUMP_IF_FALSE"], o["JUMP_IF_TRUE"]):
+            c = self.pop()
+            self.materialize(ind, pc)
+            if c.kind != "bool":
+                self.line(ind, f"if type({c.expr}) is not bool: _truth({c.expr}, 'a condition')",
+                          pc)
+            cond = f"not {c.expr}" if op == o["JUMP_IF_FALSE"] else c.expr
+            return self.branch(pc, arg, end, ind, loop, cond)
+        elif op == o["JUMP"]:
+            self.materialize(ind, pc)
+            if loop is not None and arg in loop.exits:
+                self.line(ind, "break", pc)
+            elif loop is not None and self.code[arg] == (o["LOOP"], loop.top):
+                self.step_lines(ind, arg)
+                self.line(ind, "continue", arg)
+            elif arg == end and pc == end - 1:
+                pass  # falls through to the join of the enclosing construct
+            else:
+                raise _Unstructured(f"{self.fn.name}: jump at {pc} to {arg}")
+        elif op == o["LOOP"]:
+            if loop is None or arg != loop.top:
+                raise _Unstructured(f"{self.fn.name}: LOOP at {pc} to {arg} outside its loop")
+            self.materialize(ind, pc)
+            self.step_lines(ind, pc)
+            self.line(ind, "continue", pc)
+        elif op == o["FOR_ITER"]:
+            if loop is None or pc != loop.top or arg not in loop.exits:
+                raise _Unstructured(f"{self.fn.name}: FOR_ITER at {pc} is not a loop head")
+            it = self.pop()
+            self.materialize(ind, pc)
+            k = len(self.stack)
+            if it.expr != f"s{k}":
+                self.line(ind, f"s{k} = {it.expr}", pc)
+            self.line(ind, f"s{k + 1} = next(s{k}, _DONE)", pc)
+            self.line(ind, f"if s{k + 1} is _DONE:", pc)
+            self.line(ind + 1, "break", pc)
+            self.stack.append(None)
+            self.stack.append(None)
+        elif op == o["GET_ITER"]:
+            a = self.pop()
+            self.result(ind, pc, [f"{_SLOT} = _iterate({a.expr})"])
+        elif op == o["RETURN"]:
+            v = self.pop()
+            self.materialize(ind, pc)
+            self.line(ind, f"if type({v.expr}) is Slice or type({v.expr}) is Result:", pc)
+            self.line(ind + 1, f"_ret_check({v.expr}, _d)", pc)
+            self.line(ind, f"return {v.expr}", pc)
+        elif op == o["CALL"]:
+            self.call(ind, pc, arg)
+        elif op == o["CALL_BUILTIN"]:
+            self.call_builtin(ind, pc, arg)
+        elif op == o["CALL_METHOD"]:
+            self.call_method(ind, pc, arg)
+        elif op == o["BUILD_LIST"]:
+            items = [self.pop() for _ in range(arg)][::-1]
+            self.materialize(ind, pc)
+            self.line(ind, f"m.charge_memory({56 + 8 * arg})", pc)
+            for it in items:
+                if it.kind == "":
+                    self.line(ind, f"if type({it.expr}) is Slice or type({it.expr}) is Result: "
+                              f"check_storable({it.expr}, 'a list')", pc)
+            self.result(ind, pc, [f"{_SLOT} = [" + ", ".join(i.expr for i in items) + "]"])
+        elif op == o["BUILD_MAP"]:
+            flat = [self.pop() for _ in range(2 * arg)][::-1]
+            self.materialize(ind, pc)
+            self.line(ind, f"m.charge_memory({64 + 32 * arg})", pc)
+            self.result(ind, pc, [f"{_SLOT} = _build_map((" + "".join(f"{e.expr}, " for e in flat)
+                                  + "))"])
+        elif op == o["INDEX"]:
+            i, a = self.pop(), self.pop()
+            self.result(ind, pc, [
+                f"if type({a.expr}) is list and type({i.expr}) is int and "
+                f"-len({a.expr}) <= {i.expr} < len({a.expr}):",
+                f"    {_SLOT} = {a.expr}[{i.expr}]",
+                f"elif type({a.expr}) is dict and type({i.expr}) is str:",
+                f"    {_SLOT} = {a.expr}.get({i.expr})",
+                "else:",
+                f"    {_SLOT} = _index({a.expr}, {i.expr})"])
+        elif op == o["STORE_INDEX"]:
+            v, i, a = self.pop(), self.pop(), self.pop()
+            self.materialize(ind, pc)
+            self.line(ind, f"if type({a.expr}) is dict and type({i.expr}) is str and "
+                      f"type({v.expr}) is not Slice and type({v.expr}) is not Result:", pc)
+            self.line(ind + 1, f"if {i.expr} not in {a.expr}: m.charge_memory(32)", pc)
+            self.line(ind + 1, f"{a.expr}[{i.expr}] = {v.expr}", pc)
+            self.line(ind, "else:", pc)
+            self.line(ind + 1, f"_store_index(rt, {a.expr}, {i.expr}, {v.expr})", pc)
+        elif op == o["GET_ATTR"]:
+            a = self.pop()
+            self.result(ind, pc, [f"{_SLOT} = get_attr({a.expr}, "
+                                  f"{self.program.symbols[arg]!r})"])
+        elif op == o["SET_ATTR"]:
+            v, a = self.pop(), self.pop()
+            self.materialize(ind, pc)
+            self.line(ind, f"_set_attr({a.expr}, {self.program.symbols[arg]!r}, {v.expr})", pc)
+        elif op == o["LOAD_NAME"]:
+            self.materialize(ind, pc)
+            self.result(ind, pc, [f"{_SLOT} = _load_name({self.program.symbols[arg]!r})"])
+        elif op == o["NOP"]:
+            pass
+        else:
+            raise _Unstructured(f"{self.fn.name}: opcode {op:#x} at {pc}")
+        return pc + 1
+
+    def arith(self, ind: int, pc: int, op: int, a: _Entry, b: _Entry) -> None:
+        sym = _ARITH_SYM[op]
+        if op in (_OPS["ADD"], _OPS["SUB"]):
+            guard = _both_int(a, b)
+            fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}",
+                    f"if not -_BIG < {_SLOT} < _BIG: _charge_int(rt, {_SLOT})"]
+        else:
+            guard = _both_small_int(a, b) + (
+                f" and {b.expr}" if op != _OPS["MUL"] and not _nonzero_const(b) else "")
+            fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
+        slow = f"{_SLOT} = _arith(rt, {op}, {a.expr}, {b.expr})"
+        if guard == "True":
+            self.result(ind, pc, fast, "int")
+        else:
+            self.result(ind, pc, [f"if {guard}:", *("    " + f for f in fast), "else:",
+                                  "    " + slow])
+
+    def _args(self, n: int, ind: int, pc: int) -> list[str]:
+        args = [self.pop() for _ in range(n)][::-1]
+        self.materialize(ind, pc)
+        return [a.expr for a in args]
+
+    def call(self, ind: int, pc: int, arg: int) -> None:
+        callee, n = arg >> 8, arg & 0xFF
+        args = self._args(n, ind, pc)
+        self.step_lines(ind, pc)
+        name = self.program.functions[callee].name
+        self.line(ind, f"if _d >= {MAX_DEPTH}: _too_deep({name!r})", pc)
+        self.result(ind, pc, [f"{_SLOT} = f{callee}({''.join(a + ', ' for a in args)}_d + 1)"])
+
+    def call_builtin(self, ind: int, pc: int, arg: int) -> None:
+        sym, n = arg >> 8, arg & 0xFF
+        args = self._args(n, ind, pc)
+        self.step_lines(ind, pc)
+        b = self.names.linked[sym]
+        if b is None:
+            self.line(ind, f"_no_builtin({self.program.symbols[sym]!r})", pc)
+            self.stack.append(None)
+            return
+        if b.min_args <= n and (b.max_args is None or n <= b.max_args):
+            fn = self.names.value(b.fn, "bf")
+            self.result(ind, pc, [f"{_SLOT} = {fn}(rt{''.join(', ' + a for a in args)})"])
+        else:
+            bn = self.names.value(b, "b")
+            self.result(ind, pc, [f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"])
+
+    def call_method(self, ind: int, pc: int, arg: int) -> None:
+        sym, n = arg >> 8, arg & 0xFF
+        args = self._args(n, ind, pc)
+        obj = self.pop()
+        self.materialize(ind, pc)
+        self.step_lines(ind, pc)
+        name = self.program.symbols[sym]
+        if name in ("push", "append", "insert"):
+            for a in args:
+                self.line(ind, f"if type({a}) is Slice or type({a}) is Result: "
+                          f"check_storable({a}, 'a list')", pc)
+        self.result(ind, pc, [f"{_SLOT} = call_method(rt, {obj.expr}, {name!r}, "
+                              f"[{', '.join(args)}])"])
+
+
+
+
+def _both_int(a: _Entry, b: _Entry) -> str:
+    parts = [f"type({e.expr}) is int" for e in (a, b) if e.kind != "int"]
+    return " and ".join(parts) if parts else "True"
+
+
+def _both_small_int(a: _Entry, b: _Entry) -> str:
+    parts = []
+    for e in (a, b):
+        if e.const is not None:
+            continue  # small constants are known to be in range
+        if e.kind != "int":
+            parts.append(f"type({e.expr}) is int")
+        parts.append(f"-_HALF < {e.expr} < _HALF")
+    return " and ".join(parts) if parts else "True"
+
+
+def _nonzero_const(e: _Entry) -> bool:
+    return e.const is not None and e.const != 0
+
+
+class _Names:
+    """Values the generated code refers to by name (closure cells of the factory)."""
+
+    def __init__(self, linked: list[Builtin | None]) -> None:
+        self.linked = linked
+        self.values: dict[str, Any] = {}
+        self._ids: dict[int, str] = {}
+        self._counter = itertools.count()
+
+    def value(self, v: Any, prefix: str) -> str:
+        name = self._ids.get(id(v))
+        if name is None:
+            name = f"{prefix}{next(self._counter)}"
+            self._ids[id(v)] = name
+            self.values[name] = v
+        return name
+
+    def const(self, v: Any) -> _Entry:
+        t = type(v)
+        if t is bool:
+            return _Entry(repr(v), "bool")
+        if t is int and -_HALF < v < _HALF:
+            return _Entry(f"({v})" if v < 0 else repr(v), "int", v)
+        if t is str:
+            return _Entry(repr(v), "str")
+        if t is float and math.isfinite(v):
+            return _Entry(repr(v), "float")
+        if v is None:
+            return _Entry("None")
+        return _Entry(self.value(v, "k"), {int: "int", float: "float"}.get(t, ""))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _neg(v: Any) -> Any:
+    v = unwrap(v)
+    if type(v) is int or type(v) is float:
+        return -v
+    raise Trap("type", f"cannot negate a {type_name(v)}")
+
+
+def _ret_check(v: Any, depth: int) -> None:
+    if is_borrowed(v):
+        check_storable(v, "the run's result" if depth == 1 else "a return value")
+
+
+def _too_deep(name: str) -> None:
+    raise Trap("recursion", f"call depth exceeded {MAX_DEPTH} frames "
+               f"(calling {name}; infinite recursion?)")
+
+
+def _no_builtin(name: str) -> None:
+    raise Trap("name", f"no builtin named '{name}' in this host")
+
+
+def _build_map(flat: tuple[Any, ...]) -> dict[Any, Any]:
+    m: dict[Any, Any] = {}
+    for i in range(0, len(flat), 2):
+        check_storable(flat[i + 1], "a map")
+        m[_key(flat[i])] = flat[i + 1]
+    return m
+
+
+def _set_attr(obj: Any, name: str, v: Any) -> None:
+    setter = getattr(type(obj), "set_attr", None) if isinstance(obj, VegaObject) else None
+    if setter is None:
+        raise Trap("type", f"cannot set attribute '{name}' of a {type_name(obj)}")
+    check_storable(v, "an attribute")
+    setter(obj, name, v)
+
+
+_HELPERS: dict[str, Any] = {
+    "_arith": _arith, "_order": _order, "_index": _index, "_store_index": _store_index,
+    "_iterate": _iterate, "_truth": _truth, "_charge_int": _charge_int,
+    "values_equal": values_equal, "unwrap_eq": unwrap_eq, "get_attr": get_attr,
+    "call_method": call_method, "check_storable": check_storable, "Slice": Slice,
+    "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
+    "_no_builtin": _no_builtin, "_build_map": _build_map, "_set_attr": _set_attr,
+    "_BIG": _BIG, "_HALF": _HALF, "_DONE": _DONE,
+}
+
+
+# --------------------------------------------------------------------------- compile + run
+
+
+@dataclass
+class FastProgram:
+    """A program lowered to Python: the factory's code object, the names it binds,
+    and the map from generated line numbers to (function index, pc)."""
+
+    program: Program
+    factory: Callable[..., tuple[Callable[..., Any], ...]]
+    bound: dict[str, Any]
+    line_map: list[tuple[int, int]]  # line number - 1 -> (fn index, pc)
+    source: str
+    extra_builtins: tuple[str, ...]
+
+
+_CACHE: dict[int, tuple[weakref.ref[Program], tuple[str, ...], FastProgram | None]] = {}
+_ids = itertools.count()
+
+
+def _link(program: Program, extra: Mapping[str, Builtin]) -> list[Builtin | None]:
+    table: list[Builtin | None] = []
+    for sym in program.symbols:
+        mod, sep, name = sym.partition("::")
+        if sep:
+            table.append(MODULES.get(mod, {}).get(name))
+        else:
+            table.append(extra.get(sym) or BUILTINS.get(sym))
+    return table
+
+
+def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None,
+                 ) -> FastProgram | None:
+    """Lower every function of `program`; None if any function has a shape this tier
+    does not lower (the caller then uses the interpreter). Cached per program."""
+    extra = dict(builtins or {})
+    key = (id(program))
+    hit = _CACHE.get(key)
+    ident = tuple(sorted((k, id(v)) for k, v in extra.items()))  # type: ignore[misc]
+    if hit is not None and hit[0]() is program and hit[1] == ident:
+        return hit[2]
+    fast = _compile(program, extra)
+    _CACHE[key] = (weakref.ref(program, lambda _r, k=key: _CACHE.pop(k, None)), ident, fast)
+    return fast
+
+
+def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | None:
+    if any(not fn.depths for fn in program.functions):
+        verify(program)
+    names = _Names(_link(program, extra))
+    line_map: list[tuple[int, int]] = []
+    body: list[str] = []
+    try:
+        for index, fn in enumerate(program.functions):
+            body.extend(_FnGen(index, fn, program, line_map, names).generate())
+    except _Unstructured:
+        return None
+    header = ["def _factory(rt, _load_name, " + "".join(f"{k}, " for k in names.values)
+              + "**_helpers):"]
+    unpack = [f"    {k} = _helpers[{k!r}]" for k in _HELPERS]
+    head = [*header, *unpack, "    m = rt.meter"]
+    tail = ["    return (" + "".join(f"f{i}, " for i in range(len(program.functions))) + ")"]
+    source = "\n".join(head + body + tail) + "\n"
+    full_map = [(-1, -1)] * len(head) + line_map + [(-1, -1)]
+    try:
+        code = compile(source, GEN_FILENAME, "exec")
+    except (SyntaxError, RecursionError, MemoryError, ValueError):
+        return None  # e.g. Python's limit of 20 nested blocks: the interpreter runs it
+    namespace: dict[str, Any] = {}
+    exec(code, namespace)  # noqa: S102 - our own generated source, from verified bytecode
+    return FastProgram(program, namespace["_factory"], names.values, full_map, source,
+                       tuple(sorted(extra)))
+
+
+def _positioned(trap: Trap, tb: TracebackType | None, fast: FastProgram) -> Trap:
+    """Recover the Vega call stack from the generated frames of the traceback."""
+    program = fast.program
+    stack: list[StackFrame] = []
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename == GEN_FILENAME and code.co_name.startswith("f"):
+            fn_index, pc = fast.line_map[tb.tb_lineno - 1]
+            if fn_index >= 0:
+                fn = program.functions[fn_index]
+                pos = fn.positions[pc] if 0 <= pc < len(fn.positions) else Pos(0, 0)
+                stack.append(StackFrame(fn.name, program.filename, pos))
+        tb = tb.tb_next
+    trap.stack = stack
+    trap.position = stack[-1].pos if stack else Pos(0, 0)
+    return trap
+
+
+def _ensure_recursion_room() -> None:
+    """MAX_DEPTH Vega frames are MAX_DEPTH Python frames here, plus the host's."""
+    need = MAX_DEPTH + 1000
+    if sys.getrecursionlimit() < need:
+        sys.setrecursionlimit(need)
+
+
+def run_fast(program: Program, rt: Runtime, fn_index: int, args: list[Any], *,
+             builtins: Mapping[str, Builtin] | None = None,
+             constants: Mapping[str, Any] | None = None,
+             finish: bool = True) -> RunOutcome:
+    """Run one function on the fast tier (or the interpreter if the tier declines);
+    the same contract as interp.run_function: never raises for a bad program."""
+    fast = compile_fast(program, builtins)
+    if fast is None:
+        return run_function(program, rt, fn_index, args, builtins=builtins,
+                            constants=constants, finish=finish)
+    consts = constants or {}
+
+    def load_name(name: str) -> Any:
+        if name not in consts:
+            raise Trap("name", f"no constant named '{name}' in this host")
+        return consts[name]
+
+    _ensure_recursion_room()
+    try:
+        fn = program.functions[fn_index]
+        if len(args) != fn.nparams:
+            raise Trap("arity", f"{fn.name}() takes {fn.nparams} arguments, got {len(args)}")
+        functions = fast.factory(rt, load_name, **fast.bound, **_HELPERS)
+        value = functions[fn_index](*args, 1)
+    except Trap as trap:
+        trap = _positioned(trap, trap.__traceback__, fast)
+    except Condition as cond:
+        trap = _positioned(Trap("value", f"condition {cond.name} was not caught"),
+                           cond.__traceback__, fast)
+    except (RecursionError, MemoryError) as exc:
+        trap = _positioned(Trap("internal", f"host limit: {type(exc).__name__}"),
+                           exc.__traceback__, fast)
+    except Exception as exc:  # noqa: BLE001 - the one place Python errors are contained
+        trap = _positioned(Trap("internal", f"{type(exc).__name__}: {exc}"),
+                           exc.__traceback__, fast)
+    else:
+        if finish:
+            rt.finish()
+        return RunOutcome(value, rt.meter.steps_used, None, rt.meter.memory_used)
+    rt.abort(f"the run trapped: {trap.kind}")
+    return RunOutcome(None, rt.meter.steps_used, trap_report(trap, program),
+                      rt.meter.memory_used)
