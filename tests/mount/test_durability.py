@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.mount.helpers import Mount, make_sample_tree, manifest, opened, run
-from tests.mountutil import needs_fuse
+from tests.mountutil import needs_fuse, run_vegafs
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -62,6 +62,32 @@ def test_remount_preserves_everything(vmount: Mount, tmp_path: Path) -> None:
     assert (sparse / "huge").stat().st_size == 999_999_999_999_999
     with opened(sparse / "huge", os.O_RDONLY) as fd:
         assert os.pread(fd, 2, 0) == b"x\0"
+
+
+@pytest.mark.timeout(120)
+def test_directory_fsync_and_vegafs_sync_publish_before_they_return(vmount: Mount) -> None:
+    """docs/consistency.md: fsync of a directory, and `vegafs sync MNT`, publish everything so far."""
+    d = vmount.mnt / "d"
+    d.mkdir()
+    (d / "a").write_bytes(b"closed, then the directory fsynced")
+    (d / "b").write_bytes(b"to be renamed")
+    os.rename(d / "b", d / "b2")
+    with opened(d, os.O_RDONLY | os.O_DIRECTORY) as fd:
+        os.fsync(fd)
+    vmount.kill9()
+    vmount.stop()
+    vmount.start()
+    assert sorted(os.listdir(d)) == ["a", "b2"]
+    assert (d / "a").read_bytes() == b"closed, then the directory fsynced"
+    (d / "c").write_bytes(b"closed, then vegafs sync")
+    os.unlink(d / "a")
+    result = run_vegafs("sync", vmount.mnt, timeout=60)
+    assert result.returncode == 0, result.stderr
+    vmount.kill9()
+    vmount.stop()
+    vmount.start()
+    assert sorted(os.listdir(d)) == ["b2", "c"]
+    assert (d / "c").read_bytes() == b"closed, then vegafs sync"
 
 
 # The writer runs in its own process, so the test can kill the daemon under it.
