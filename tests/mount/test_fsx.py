@@ -232,21 +232,36 @@ def _first_diff(got: bytes, want: bytes) -> str:
 FSX_OPS = int(os.environ.get("VEGAFS_FSX_OPS", "2000"))
 
 
+def _run(fsx: Fsx, ops: int, seed: int) -> None:
+    for n in range(ops):
+        try:
+            fsx.step()
+        except AssertionError as exc:
+            recent = "\n".join(fsx.log[-15:])
+            raise AssertionError(f"op {n} (seed {seed}) failed: {exc}\nlast ops:\n{recent}") from exc
+
+
 @pytest.mark.timeout(max(300, FSX_OPS // 10 + 120))
 def test_fsx_random_operations_against_a_model(vmount: Mount) -> None:
-    ops = FSX_OPS
     seed = int(os.environ.get("VEGAFS_FSX_SEED", time.time_ns() % 1_000_000_007))
-    print(f"fsx: {ops} operations, seed {seed} (rerun with VEGAFS_FSX_SEED={seed})")
+    print(f"fsx: {FSX_OPS} operations, seed {seed} (rerun with VEGAFS_FSX_SEED={seed})")
     path = vmount.mnt / "fsx.bin"
     fsx = Fsx(path, random.Random(seed))
     try:
-        for n in range(ops):
-            try:
-                fsx.step()
-            except AssertionError as exc:
-                recent = "\n".join(fsx.log[-15:])
-                raise AssertionError(f"op {n} (seed {seed}) failed: {exc}\nlast ops:\n{recent}") from exc
+        _run(fsx, FSX_OPS, seed)
     finally:
         fsx.close()
+    # a clean unmount publishes the last version
     vmount.remount()
+    fsx.verify_whole_file(path)
+    # and an fsync makes a version durable against a crash of the daemon
+    fsx.fd = os.open(path, os.O_RDWR)
+    try:
+        _run(fsx, 200, seed)
+        os.fsync(fsx.fd)
+    finally:
+        fsx.close()
+    vmount.kill9()
+    vmount.stop()
+    vmount.start()
     fsx.verify_whole_file(path)
