@@ -52,6 +52,8 @@ from vegafs.store.records import (
     GENERATION,
     HASH_SIZE,
     PUBLISH,
+    RECORD_HEADER,
+    RECORD_MAGIC,
     RECORD_OVERHEAD,
     ROLLBACK,
     SEGMENT_HEADER,
@@ -103,7 +105,7 @@ CHECKPOINT_INTERVAL = 50_000
 _LOC_SHIFT = 40
 _LOC_MASK = (1 << _LOC_SHIFT) - 1
 _CHUNK_READ = BLOCK_SIZE + RECORD_OVERHEAD + HASH_SIZE + 1024
-_VIEW_CACHE = 4
+_VIEW_CACHE = 8
 
 Progress = Callable[[str, int, int], None]
 
@@ -257,6 +259,44 @@ class _Meta:
     def add(self, logseq: int, loc: int) -> None:
         self.logseqs.append(logseq)
         self.locs.append(loc)
+
+
+class _WindowReader:
+    """Reads records by locator through a 1 MiB window, for replays that walk the log forward.
+
+    Metadata records sit close together between chunk records, so a replay of
+    many TXN records costs a few large reads rather than one read per record.
+    """
+
+    WINDOW = 1 << 20
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.seg = -1
+        self.start = 0
+        self.buf = b""
+
+    def read(self, loc: int) -> tuple[int, Any]:
+        seg, offset = loc >> _LOC_SHIFT, loc & _LOC_MASK
+        name = self.store._segments[seg]
+        try:
+            rel = offset - self.start
+            if seg != self.seg or rel < 0 or rel + RECORD_HEADER.size > len(self.buf):
+                self.seg, self.start, rel = seg, offset, 0
+                self.buf = self.store.backend.read(name, offset, self.WINDOW)
+            magic, _rtype, _flags, _logseq, length = RECORD_HEADER.unpack_from(self.buf, rel)
+            if magic != RECORD_MAGIC:
+                raise OSError(5, f"segment {name}: no record at offset {offset}")
+            if rel + RECORD_HEADER.size + length > len(self.buf):
+                rtype, _flags, _logseq, payload = read_record_at(
+                    self.store.backend, name, offset, RECORD_HEADER.size + length
+                )
+            else:
+                rtype = _rtype
+                payload = self.buf[rel + RECORD_HEADER.size : rel + RECORD_HEADER.size + length]
+        except OSError as e:
+            raise StoreError(STORE_IO_ERROR, f"cannot read the log: {e.strerror or e}", e.errno) from e
+        return rtype, unpack(payload)
 
 
 class Store:
@@ -1019,40 +1059,42 @@ class Store:
                 )
             if logseq > self._head_logseq:
                 raise StoreError(STORE_NOT_FOUND, f"logseq {logseq} is beyond the head")
-            if self._head_base is not None:
+            # Start from the nearest state already known: a cached view at or
+            # before ``logseq`` (copied), else the generation's base.
+            near = max((b for b in self._views if base_logseq <= b < logseq), default=None)
+            if near is not None:
+                state, base_logseq = self._views[near].copy(), near
+            elif self._head_base is not None:
                 state = State.from_obj(self._read_meta(base_loc)["state"])  # type: ignore[index]
             else:
                 state = State()
             meta = self._meta
             lo = bisect.bisect_right(meta.logseqs, base_logseq)
             hi = bisect.bisect_right(meta.logseqs, logseq)
+            reader = _WindowReader(self)
             for i in range(lo, hi):
-                rtype, obj = self._read_meta_typed(meta.locs[i])
+                rtype, obj = reader.read(meta.locs[i])
                 if rtype == TXN:
-                    for op in obj:  # type: ignore[union-attr]
+                    for op in obj:
                         state.apply(op, None)
                 else:
-                    state = self._state_at(obj[0]).copy()  # type: ignore[index]
+                    state = self._state_at(obj[0]).copy()
         if len(self._views) >= _VIEW_CACHE:
             self._views.pop(next(iter(self._views)))
         self._views[logseq] = state
         return state
 
     def _read_meta_typed(self, loc: int) -> tuple[int, Any]:
-        name = self._segments[loc >> _LOC_SHIFT]
-        try:
-            rtype, _flags, _logseq, payload = read_record_at(self.backend, name, loc & _LOC_MASK, 4096)
-        except OSError as e:
-            raise StoreError(STORE_IO_ERROR, f"cannot read the log: {e.strerror or e}", e.errno) from e
-        return rtype, unpack(payload)
+        return _WindowReader(self).read(loc)
 
     def _read_meta(self, loc: int) -> Any:
         return self._read_meta_typed(loc)[1]
 
     def iter_meta(self) -> Iterator[tuple[int, int, Any]]:
         """(logseq, type, decoded payload) of every TXN/ROLLBACK record of this generation."""
+        reader = _WindowReader(self)
         for logseq, loc in zip(self._meta.logseqs, self._meta.locs, strict=True):
-            rtype, obj = self._read_meta_typed(loc)
+            rtype, obj = reader.read(loc)
             yield logseq, rtype, obj
 
     def file_versions(self, ino: int) -> list[FileVersion]:
