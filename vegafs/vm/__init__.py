@@ -50,7 +50,7 @@ from vegafs.vm.diagnostics import (
     VegaTrapError,
 )
 from vegafs.vm.interp import RunOutcome, run_function
-from vegafs.vm.parser import parse
+from vegafs.vm.parser import parse, too_deep
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin
 
@@ -101,10 +101,13 @@ def compile_source(text: str, filename: str = "<input>", *,
     names (the hooks layer passes ``allow``, ``deny``, ``EPERM``...)."""
     env = default_environment(builtins, constants)
     module = parse(text, filename)
-    resolution, diags = check(module, env)
-    if diags:
-        raise VegaCompileError(diags, text)
-    program = compile_module(module, resolution, text, diags)
+    try:
+        resolution, diags = check(module, env)
+        if diags:
+            raise VegaCompileError(diags, text)
+        program = compile_module(module, resolution, text, diags)
+    except RecursionError:
+        raise too_deep(filename, text) from None
     if diags:
         raise VegaCompileError(diags, text)
     program.env_hash = _env_hash(env)

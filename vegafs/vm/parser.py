@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from functools import cache
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, v_args
 from lark.exceptions import (
     UnexpectedCharacters,
     UnexpectedEOF,
@@ -23,6 +23,7 @@ from lark.exceptions import (
     UnexpectedToken,
     VisitError,
 )
+from lark.visitors import Transformer_NonRecursive
 
 from vegafs.vm import ast
 from vegafs.vm.diagnostics import Diagnostic, Pos, VegaCompileError
@@ -116,8 +117,9 @@ def decode_string(token: Token) -> str:
 
 
 @v_args(inline=True)
-class _Builder(Transformer):
-    """Tree -> ast nodes. Positions come from tokens (lark's meta is not needed)."""
+class _Builder(Transformer_NonRecursive):
+    """Tree -> ast nodes, bottom up. Non-recursive (lark's iterative transformer),
+    so a deeply nested expression cannot exhaust Python's stack here."""
 
     # ---- literals
     def number(self, tok: Token) -> ast.Literal:
@@ -314,10 +316,13 @@ class _Builder(Transformer):
         return list(items)
 
 
+def _grammar() -> str:
+    return resources.files("vegafs.vm").joinpath("grammar.lark").read_text()
+
+
 @cache
 def _lark() -> Lark:
-    grammar = resources.files("vegafs.vm").joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=True)
+    return Lark(_grammar(), parser="lalr", propagate_positions=True, maybe_placeholders=True)
 
 
 # Labelled examples (in the manner of lark's match_examples): the most common
@@ -390,8 +395,10 @@ def _label(exc: UnexpectedInput) -> str | None:
     if state is None or not getattr(state, "state_stack", None):
         return None
     top, accepts = state.state_stack[-1], frozenset(_accepts(exc))
+    # A bad character has no token to compare acceptable sets with: the state decides.
+    by_state_only = isinstance(exc, UnexpectedCharacters)
     for ex_top, ex_accepts, label in _example_states():
-        if ex_top == top and ex_accepts == accepts:
+        if ex_top == top and (by_state_only or ex_accepts == accepts):
             return label
     return None
 
@@ -443,11 +450,18 @@ def _syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagno
     return Diagnostic(filename, pos, message, note)
 
 
+def too_deep(filename: str, text: str) -> VegaCompileError:
+    """The one error for programs whose nesting exceeds what the compiler recurses
+    through (thousands of levels; no real program is near it)."""
+    return VegaCompileError(
+        [Diagnostic(filename, Pos(1, 1), "program is nested too deeply to compile",
+                    "split deeply nested expressions or blocks into smaller pieces")], text)
+
+
 def parse(text: str, filename: str = "<input>") -> ast.Module:
     """Parse a whole file into an ``ast.Module``; raise ``VegaCompileError`` on a syntax error."""
     try:
-        tree = _lark().parse(text)
-        items = _Builder().transform(tree)
+        items = _Builder().transform(_lark().parse(text))
     except UnexpectedInput as exc:
         raise VegaCompileError([_syntax_diagnostic(exc, text, filename)], text) from None
     except VisitError as exc:
@@ -456,11 +470,11 @@ def parse(text: str, filename: str = "<input>") -> ast.Module:
             raise VegaCompileError(
                 [Diagnostic(filename, problem.pos, problem.message, problem.note)], text
             ) from None
+        if isinstance(problem, RecursionError):
+            raise too_deep(filename, text) from None
         raise
     except RecursionError:
-        raise VegaCompileError(
-            [Diagnostic(filename, Pos(1, 1), "program is nested too deeply to compile")], text
-        ) from None
+        raise too_deep(filename, text) from None
     module = ast.Module(filename)
     for item in items:
         if isinstance(item, ast.FnDef):
