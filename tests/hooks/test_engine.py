@@ -9,7 +9,13 @@ import os
 import pytest
 
 from vegafs.fs import FsError
-from vegafs.hooks.engine import JOURNAL_DONE_KIND, JOURNAL_KIND, VERSION_KIND, HookEngine
+from vegafs.hooks.engine import (
+    JOURNAL_DONE_KIND,
+    JOURNAL_KIND,
+    VERSION_KIND,
+    HookEngine,
+    versions_at,
+)
 from vegafs.hooks.fs import HookedFileSystem
 from vegafs.hooks.trace import Tracer, sqlite_db, trace_path
 
@@ -141,8 +147,13 @@ def test_hot_reload_refused_file_keeps_previous_version(rig: Rig) -> None:
     (rig.hooks_dir / "guard.vega").unlink()
     rig.engine.reload()
     assert rig.engine.listing() == []
-    versions = [json.loads(p)["hash"] for _, p in rig.store.annotations(VERSION_KIND)]
-    assert len(versions) == 2  # v1 and the allow version; the refused one never ran
+    records = [json.loads(p) for _, p in rig.store.annotations(VERSION_KIND)]
+    # v1, the allow version, then the removal; the refused version never ran
+    assert [r["hash"] is None for r in records] == [False, False, True]
+    assert all("source" in r for r in records[:2])
+    first_logseq = rig.store.annotations(VERSION_KIND)[0][0]
+    assert versions_at(rig.store, first_logseq) == {"guard.vega": records[0]["hash"]}
+    assert versions_at(rig.store) == {}
 
 
 def test_bad_glob_or_setting_is_refused_with_a_position(rig: Rig) -> None:

@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hooks", metavar="DIR",
                    help="without a running mount: list this directory (default <store>/hooks)")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--at", metavar="SNAPSHOT",
+                   help="instead: the hook versions that were active at SNAPSHOT (from the log)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("test", help="dry-run a hook file against the store (read-only)")
@@ -74,6 +76,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     store_dir = _store_dir(args.store)
+    if args.at:
+        return _list_at(store_dir, args.at, args.json)
     try:
         response = control.request(store_dir, "hooks_list", timeout=30)
     except (OSError, ValueError, control.ControlError) as exc:
@@ -92,6 +96,31 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not live:
         print(f"(no mount of {store_dir} is running: compile state only, no run counters)")
     _print_table(rows)
+    return 0
+
+
+def _list_at(store_dir: Path, snapshot: str, as_json: bool) -> int:
+    from vegafs.hooks.engine import versions_at
+    from vegafs.store import Store, StoreError
+
+    try:
+        store = Store.open(store_dir, read_only=True)
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
+    try:
+        snap = next((s for s in store.list_snapshots() if s.name == snapshot), None)
+        if snap is None:
+            raise CliError(f"no snapshot named {snapshot!r} in {store_dir}")
+        active = versions_at(store, snap.logseq)
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(active))
+    elif not active:
+        print(f"no hooks were active at snapshot {snapshot}")
+    for name, version in sorted(active.items()):
+        if not as_json:
+            print(f"{name}  {version}")
     return 0
 
 

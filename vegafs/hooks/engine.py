@@ -200,7 +200,8 @@ class HookEngine:
         self._set = _HookSet(GlobIndex(), GlobIndex())
         self._last_scan = float("-inf")
         self._lock = threading.RLock()  # serialises reloads (op path vs CLI/tests)
-        self._recorded: set[str] = set()
+        self._recorded: set[str] = set()  # hashes whose source is in the log
+        self._active_recorded: dict[str, str | None] = {}  # file -> last logged version
         self._stats: dict[str, HookStats] = {}
         self._journal_seq = 0
         self._queue_capacity = queue_capacity
@@ -208,8 +209,11 @@ class HookEngine:
         self._drivers: dict[bool, Driver] = {}
         if store is not None:
             for _, payload in store.annotations(VERSION_KIND):
-                with contextlib.suppress(ValueError, KeyError):
-                    self._recorded.add(json.loads(payload)["hash"])
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    record = json.loads(payload)
+                    self._active_recorded[record["file"]] = record["hash"]
+                    if "source" in record:
+                        self._recorded.add(record["hash"])
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -261,6 +265,7 @@ class HookEngine:
                 if name not in seen:
                     if self._files.pop(name).hooks:
                         changed = True
+                    self._record_version(name, None, None)
                     log.info("hooks: %s removed", name)
             for name, stamp in sorted(seen.items()):
                 known = self._files.setdefault(name, HookFile(name))
@@ -323,17 +328,34 @@ class HookEngine:
             raise vega.HookCompileError(problems)
         return hooks
 
-    def _record_version(self, name: str, version: str, data: bytes) -> None:
-        if self.store is None or version in self._recorded:
+    def _record_version(self, name: str, version: str | None, data: bytes | None) -> None:
+        """Log that ``name`` now runs ``version`` (None: the file was removed).
+
+        One record per change of a file's active version; the source is
+        included the first time a hash appears, so the log alone can show
+        which hooks (and which code) were active at any logseq.
+        """
+        if self.store is None or self._active_recorded.get(name) == version:
             return
-        payload = json.dumps(
-            {"file": name, "hash": version, "source": data.decode("utf-8", "replace")}
-        ).encode()
+        record: dict[str, Any] = {"file": name, "hash": version}
+        if version is not None and version not in self._recorded and data is not None:
+            record["source"] = data.decode("utf-8", "replace")
+        payload = json.dumps(record).encode()
         try:
             self._in_fs(lambda: self._annotate(VERSION_KIND, payload))
-            self._recorded.add(version)
         except Exception:
             log.exception("hooks: could not record version %s of %s in the store", version, name)
+            return
+        self._active_recorded[name] = version
+        if version is not None:
+            self._recorded.add(version)
+
+    def forget_missing(self) -> None:
+        """Log the removal of files that were active when the store was last
+        mounted but are no longer in the directory (call after the first reload)."""
+        for name, version in list(self._active_recorded.items()):
+            if version is not None and name not in self._files:
+                self._record_version(name, None, None)
 
     def _rebuild(self) -> None:
         active = [h for f in sorted(self._files.values(), key=lambda f: f.name) for h in f.hooks]
@@ -684,7 +706,26 @@ def open_engine(store: Any, store_dir: str | os.PathLike[str],
     directory = Path(hooks_dir) if hooks_dir else Path(store_dir) / "hooks"
     engine = HookEngine(directory, store=store, tracer=Tracer(trace_path(store_dir)))
     engine.reload()
+    engine.forget_missing()
     return engine
+
+
+def versions_at(store: Store, logseq: int | None = None) -> dict[str, str]:
+    """Hook files and the versions that were active at ``logseq`` (default:
+    the end of the log), from the store's ``hooks.version`` records."""
+    active: dict[str, str] = {}
+    for seq, payload in store.annotations(VERSION_KIND):
+        if logseq is not None and seq > logseq:
+            break
+        try:
+            record = json.loads(payload)
+        except ValueError:
+            continue
+        if record.get("hash") is None:
+            active.pop(record.get("file"), None)
+        else:
+            active[record["file"]] = record["hash"]
+    return active
 
 
 def _discard_text(text: str) -> None:
