@@ -38,7 +38,7 @@ CONDITIONS = frozenset({"BudgetExceeded", "Timeout", "AgentFailed"})
 #: undeclared. Issue 4's line_count calls trace::event without declaring it.
 IMPLICIT_HOOK_CAPS = frozenset({"fs::read", "meta::read", "trace::write"})
 #: Calls whose result borrows memory (a slice), by qualified name; methods by name.
-SLICE_CALLS = frozenset({"read", "bytes::slice", "bytes::sub", "bytes::trim"})
+SLICE_CALLS = frozenset({"read", "bytes::slice", "bytes::trim"})
 SLICE_METHODS = frozenset({"read"})
 SLICE_ITERATORS = frozenset({"bytes::lines", "bytes::split"})
 STORING_METHODS = frozenset({"push", "append", "insert"})
