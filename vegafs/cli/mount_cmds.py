@@ -60,9 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="publish closed files at most S seconds later (group commit; default 1)",
     )
     p.add_argument(
-        "--no-writeback-cache",
+        "--writeback-cache",
         action="store_true",
-        help="disable the kernel's writeback cache (every write goes to the daemon at once)",
+        help="let the kernel batch writes in its page cache (faster small writes, slower "
+        "streaming: FUSE throttles dirty pages hard)",
     )
     p.set_defaults(func=cmd_mount)
 
@@ -212,7 +213,7 @@ def _serve(
             store_dir=str(store_dir),
             fuse_options=options,
             commit_interval=args.commit_interval,
-            writeback_cache=not args.no_writeback_cache,
+            writeback_cache=args.writeback_cache,
             hooks_dir=os.path.abspath(args.hooks) if args.hooks else None,
         )
     except BaseException:

@@ -65,7 +65,7 @@ class Daemon:
         store_dir: str,
         fuse_options: list[str] | None = None,
         commit_interval: float = 1.0,
-        writeback_cache: bool = True,
+        writeback_cache: bool = False,
         hooks_dir: str | None = None,
     ) -> None:
         self.store = store

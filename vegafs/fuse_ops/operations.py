@@ -29,6 +29,7 @@ log = logging.getLogger("vegafs.fuse")
 # kernel's caches explicitly, so long timeouts are safe (docs/consistency.md).
 ENTRY_TIMEOUT = 300.0
 ATTR_TIMEOUT = 300.0
+READ_AHEAD = 8 * BLOCK_SIZE
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -66,15 +67,19 @@ class VegaOperations(pyfuse3.Operations):
     """The pyfuse3 face of a :class:`FileSystem`."""
 
     supports_dot_lookup = True
-    enable_writeback_cache = True
+    # Off by default: measured 139 MB/s streaming writes with it, 523 MB/s
+    # without (the kernel throttles FUSE dirty pages with a strict limit).
+    enable_writeback_cache = False
 
-    def __init__(self, fs: FileSystem, *, writeback_cache: bool = True) -> None:
+    def __init__(self, fs: FileSystem, *, writeback_cache: bool = False) -> None:
         super().__init__()
         self.fs = fs
         self.enable_writeback_cache = writeback_cache
         # Data version each inode had when the kernel last cached its pages:
         # an open keeps the page cache only if nothing else changed the file.
         self._cached_version: dict[int, int] = {}
+        # Where each handle's next sequential read would start.
+        self._read_pos: dict[int, int] = {}
 
     # ---------------------------------------------------------------- helpers
 
@@ -272,7 +277,12 @@ class VegaOperations(pyfuse3.Operations):
 
     @errno_guard
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        missing = self.fs.missing_chunks(fh, off, size)
+        # A sequential reader gets the next READ_AHEAD bytes fetched in the
+        # same worker-thread trip: one thread hop per MiB instead of per
+        # 128 KiB request (the kernel's readahead requests are 128 KiB).
+        ahead = READ_AHEAD if self._read_pos.get(fh) == off else 0
+        self._read_pos[fh] = off + size
+        missing = self.fs.missing_chunks(fh, off, size + ahead)
         if missing:
             await trio.to_thread.run_sync(self.fs.fetch_chunks, missing)
         return self.fs.read(fh, off, size)
@@ -292,6 +302,7 @@ class VegaOperations(pyfuse3.Operations):
 
     @errno_guard
     async def release(self, fh: int) -> None:
+        self._read_pos.pop(fh, None)
         try:
             await self.commit(self.fs.handle_ino(fh))
         finally:
