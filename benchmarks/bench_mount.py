@@ -204,13 +204,14 @@ class Result:
     unit: str
     target: str
     lower_is_better: bool = False
+    compare: bool = True  # False: a figure to report, where a ratio means nothing (RSS)
     values: dict[str, float | None] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
     def row(self) -> Row | None:
         """vegafs against passthroughfs.py, as the shared Row computes ratios."""
         pt, vf = self.values.get("passthroughfs.py"), self.values.get("vegafs")
-        if vf is None:
+        if vf is None or not self.compare:
             return None
         return Row(self.name, pt, vf, self.unit, self.target, self.lower_is_better)
 
@@ -348,7 +349,7 @@ class Bench:
             print(f"    {t.name}: VmRSS {mem[0] / 1024:.1f} MiB, peak VmHWM {mem[1] / 1024:.1f} MiB")
             return mem[0] / 1024
 
-        self.each(Result("daemon RSS at the end", "MiB", "report", True), rss, fuse_only=True)
+        self.each(Result("daemon RSS at the end", "MiB", "report", compare=False), rss, fuse_only=True)
 
 
 def fmt(value: float | None, unit: str) -> str:
