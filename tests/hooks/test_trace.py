@@ -1,0 +1,96 @@
+"""Spans: JSON lines, SQLite derivation, OTLP export to a local collector."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vegafs.hooks.trace import Tracer, read_spans, sqlite_db, trace_path
+
+
+def _span(n: int) -> dict:
+    return {"trace_id": "ab" * 16, "span_id": "cd" * 8, "ts_ns": 1_000_000 + n, "hook": f"h{n}",
+            "version": "0123456789abcdef", "file": "f.vega", "phase": "on", "event": "write",
+            "path": f"/p{n}", "decision": "allow", "errno": None, "message": "", "status": "ok",
+            "steps": n, "bytes": 3, "latency_us": 4.5, "attempt": 1, "retries": 0}
+
+
+def test_json_lines_round_trip_and_partial_last_line(tmp_path: Path) -> None:
+    tracer = Tracer(trace_path(tmp_path), otlp=False)
+    for n in range(3):
+        tracer.record(_span(n))
+    tracer.close()
+    path = trace_path(tmp_path)
+    with open(path, "a") as f:
+        f.write('{"hook": "torn"')  # a daemon killed mid-line
+    spans = [s for _, s in read_spans(path)]
+    assert [s["hook"] for s in spans] == ["h0", "h1", "h2"]
+
+
+def test_sqlite_is_derived_incrementally_and_rebuilt(tmp_path: Path) -> None:
+    tracer = Tracer(trace_path(tmp_path), otlp=False)
+    tracer.record(_span(1))
+    tracer.flush()
+    db = sqlite_db(tmp_path)
+    assert db.execute("SELECT count(*) FROM spans").fetchone() == (1,)
+    db.close()
+    tracer.record(_span(2))
+    tracer.close()
+    db = sqlite_db(tmp_path)
+    assert db.execute("SELECT hook, steps FROM spans ORDER BY steps").fetchall() == [
+        ("h1", 1), ("h2", 2)]
+    db.close()
+    (tmp_path / "traces" / "hooks.sqlite").unlink()
+    db = sqlite_db(tmp_path)
+    assert db.execute("SELECT count(*) FROM spans").fetchone() == (2,)
+    db.close()
+
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        self.received.append((self.path, body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def collector() -> Iterator[str]:
+    _Collector.received = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_spans_are_exported_over_otlp_http(tmp_path: Path, collector: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
+    tracer = Tracer(trace_path(tmp_path))  # OTLP on because the variable is set
+    span = _span(7)
+    span["hook"] = "redact_env_otlp"
+    tracer.record(span)
+    tracer.close()
+    paths = [p for p, _ in _Collector.received]
+    assert "/v1/traces" in paths
+    payload = b"".join(body for _, body in _Collector.received)
+    assert b"redact_env_otlp" in payload and b"vegafs.path" in payload
