@@ -1,0 +1,237 @@
+"""Benchmark the cost of hooks: a mount with hooks against the same mount without.
+
+Run:  .venv/bin/python benchmarks/bench_hooks.py [--quick] [--size 256MiB] [--files 2000]
+
+Three mounts of fresh stores, measured in one run, workload by workload:
+
+* ``none``  — no hook files (the baseline);
+* ``allow`` — one file with a trivial allow-all ``on read`` and ``on write``
+  hook on ``/**`` (every read and write request runs a Vega hook; such files
+  are opened with direct I/O, and the mount has no writeback cache, exactly as
+  a user would get it);
+* ``1000``  — 1,000 hooks on create/unlink/mkdir/rename/commit whose globs
+  match nothing the workload touches (``/elsewhere<i>/**``).
+
+Workloads: sequential write and read of one file (1 MiB ``write``/``read``
+calls; the read is cold: kernel caches dropped, needs root, skipped
+otherwise), and metadata operations (create + close, stat, rename, unlink of
+N files). The per-run overhead is measured in-process on the filesystem layer
+(no FUSE): the median time of a 4 KiB write plus read with the allow-all hooks
+minus the same without hooks, per hook run; the hooks' own run latency (VM
+only) is reported by ``vegafs hooks list`` and printed too.
+
+Targets (issue 4): seq read and write >= 0.8x of no hooks; per-run overhead
+<= 20 us median; 1,000 non-matching hooks >= 0.9x of no hooks on metadata.
+Mounts are always unmounted, also on error or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from common import MiB, Row, parse_size, print_table, timed
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+ALLOW_ALL = (
+    'hook allow_read on read "/**" { fn run(ev) { return allow(); } }\n'
+    'hook allow_write on write "/**" { fn run(ev) { return allow(); } }\n'
+)
+NON_MATCHING_EVENTS = ("create", "unlink", "mkdir", "rename", "commit")
+
+
+def non_matching_hooks(count: int) -> str:
+    return "".join(
+        f'hook h{i} on {NON_MATCHING_EVENTS[i % len(NON_MATCHING_EVENTS)]} "/elsewhere{i}/**" '
+        '{ fn run(ev) { return deny(EPERM, "never"); } }\n'
+        for i in range(count)
+    )
+
+
+def vegafs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "vegafs", *args], capture_output=True,
+                          text=True, check=False, cwd=ROOT)
+
+
+@contextlib.contextmanager
+def mount(base: Path, name: str, hook_source: str | None) -> Iterator[Path]:
+    """Mount a fresh store with a hooks directory holding ``hook_source``."""
+    store, mnt, hooks = base / f"{name}.store", base / f"{name}.mnt", base / f"{name}.hooks"
+    mnt.mkdir()
+    hooks.mkdir()
+    if hook_source:
+        (hooks / "bench.vega").write_text(hook_source)
+    log = open(base / f"{name}.log", "wb")  # noqa: SIM115 - closed in finally
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vegafs", "mount", str(mnt), "--store", str(store),
+         "--hooks", str(hooks), "--foreground"],
+        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while not os.path.ismount(mnt):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mount {name} failed:\n" + (base / f"{name}.log").read_text())
+            time.sleep(0.02)
+        yield mnt
+    finally:
+        if os.path.ismount(mnt):
+            vegafs("umount", str(mnt))
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, check=False)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+
+
+def drop_caches() -> None:
+    os.sync()
+    with contextlib.suppress(OSError):
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+def seq_write(mnt: Path, size: int) -> float:
+    block = os.urandom(MiB)
+    with timed() as t:
+        fd = os.open(mnt / "big", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            for _ in range(size // MiB):
+                os.write(fd, block)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return size / MiB / t.seconds
+
+
+def seq_read(mnt: Path, size: int) -> float:
+    drop_caches()
+    with timed() as t:
+        fd = os.open(mnt / "big", os.O_RDONLY)
+        try:
+            while os.read(fd, MiB):
+                pass
+        finally:
+            os.close(fd)
+    return size / MiB / t.seconds
+
+
+def metadata(mnt: Path, files: int) -> float:
+    d = mnt / "meta"
+    d.mkdir()
+    with timed() as t:
+        for i in range(files):
+            os.close(os.open(d / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o644))
+        for i in range(files):
+            os.stat(d / f"f{i}")
+        for i in range(files):
+            os.rename(d / f"f{i}", d / f"g{i}")
+        for i in range(files):
+            os.unlink(d / f"g{i}")
+    return 4 * files / t.seconds
+
+
+def hook_latency(mnt: Path, store: Path) -> float | None:
+    out = vegafs("hooks", "list", "--store", str(store), "--json").stdout
+    p50 = [json.loads(line).get("p50_us") for line in out.splitlines()]
+    p50 = [v for v in p50 if v is not None]
+    return statistics.median(p50) if p50 else None
+
+
+def per_run_overhead(base: Path, rounds: int) -> tuple[float, float]:
+    """(median overhead per hook run in us, median hook run latency in us), no FUSE."""
+    from vegafs.fs import Ctx
+    from vegafs.hooks import HookedFileSystem
+    from vegafs.hooks.engine import HookEngine
+    from vegafs.hooks.trace import Tracer
+    from vegafs.store import Store
+
+    ctx = Ctx(0, 0, 1)
+    data = b"x" * 4096
+    samples: dict[bool, list[float]] = {False: [], True: []}
+    engines = []
+    setups = {}
+    for hooked in (False, True):
+        d = base / f"inproc-{hooked}"
+        (d / "hooks").mkdir(parents=True)
+        if hooked:
+            (d / "hooks" / "bench.vega").write_text(ALLOW_ALL)
+        store = Store.open(d / "store", create=True)
+        engine = HookEngine(d / "hooks", store=store, tracer=Tracer(d / "spans.jsonl"))
+        engine.reload()
+        fs = HookedFileSystem(store, engine)
+        fh, _ = fs.create(1, b"f", 0o644, os.O_RDWR, ctx)
+        setups[hooked] = (fs, fh)
+        engines.append((engine, store))
+    batch = 200
+    for _ in range(rounds):
+        for hooked in (False, True):
+            fs, fh = setups[hooked]
+            start = time.perf_counter()
+            for i in range(batch):
+                off = (i % 64) * 4096
+                fs.write(fh, off, data, ctx)
+                fs.read(fh, off, 4096)
+            samples[hooked].append((time.perf_counter() - start) / batch * 1e6)
+    latency = [r["p50_us"] for r in engines[1][0].listing() if r.get("p50_us") is not None]
+    for engine, store in engines:
+        engine.close()
+        store.close()
+    overhead = (statistics.median(samples[True]) - statistics.median(samples[False])) / 2
+    return overhead, statistics.median(latency)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
+    parser.add_argument("--size", default=None, help="sequential file size (default 256MiB)")
+    parser.add_argument("--files", type=int, default=None, help="metadata files (default 2000)")
+    args = parser.parse_args()
+    size = parse_size(args.size) if args.size else (32 * MiB if args.quick else 256 * MiB)
+    files = args.files or (300 if args.quick else 2000)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="bench-hooks-") as tmp:
+        base = Path(tmp)
+        with mount(base, "none", None) as none, mount(base, "allow", ALLOW_ALL) as allow, \
+                mount(base, "many", non_matching_hooks(1000)) as many:
+            w_none, w_allow = seq_write(none, size), seq_write(allow, size)
+            r_none, r_allow = seq_read(none, size), seq_read(allow, size)
+            # metadata: interleave two rounds each, keep the best of each
+            m_none = max(metadata(none, files), 0.0)
+            m_many = metadata(many, files)
+            for target in (none, many):
+                for name in os.listdir(target):
+                    if name == "meta":
+                        os.rmdir(target / name)
+            m_none = max(m_none, metadata(none, files))
+            m_many = max(m_many, metadata(many, files))
+            latency_mount = hook_latency(allow, base / "allow.store")
+        rows += [
+            Row("seq write (allow-all hooks)", w_none, w_allow, "MiB/s", ">= 0.80x"),
+            Row("seq read, cold (allow-all hooks)", r_none, r_allow, "MiB/s", ">= 0.80x"),
+            Row("metadata ops (1,000 non-matching hooks)", m_none, m_many, "ops/s", ">= 0.90x"),
+        ]
+        overhead, latency = per_run_overhead(base, rounds=15 if args.quick else 60)
+    print_table(f"hooks (seq {size // MiB} MiB, {files} files x 4 metadata ops)", rows)
+    print(f"per-run overhead (fs layer, 4 KiB write+read, median): {overhead:.1f} us "
+          f"(target <= 20 us); hook run itself (VM, p50): {latency:.1f} us in-process, "
+          f"{latency_mount if latency_mount is not None else float('nan'):.1f} us on the mount",
+          flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
