@@ -3,7 +3,7 @@
 Two fixtures hand out a live mount:
 
 * ``vmount`` — a fresh store mounted for one test (tests that remount, crash
-  the daemon, or need an empty filesystem).
+  the daemon, need an empty filesystem, or need mount options).
 * ``workdir`` — a fresh directory on a mount shared by the module (most
   tests: a mount costs a daemon start-up). If an earlier test killed or wedged
   the shared daemon, the next ``workdir`` remounts the same store first, so one
@@ -54,8 +54,13 @@ def _fail_if_wedged(dog: Watchdog, mounts: list[Mount]) -> None:
 
 @pytest.fixture
 def vmount(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mount]:
-    """A new store mounted for this test only; unmounted and fsck'ed afterwards."""
-    m = Mount(store=tmp_path / "store", mnt=tmp_path / "mnt")
+    """A new store mounted for this test only; unmounted and fsck'ed afterwards.
+
+    Extra ``vegafs mount`` arguments come by indirect parametrization:
+    ``@pytest.mark.parametrize("vmount", [("-o", "allow_other")], indirect=True)``.
+    """
+    extra = tuple(getattr(request, "param", ()))
+    m = Mount(store=tmp_path / "store", mnt=tmp_path / "mnt", extra_args=extra)
     m.start()
     try:
         with Watchdog([m], _watchdog_seconds(request)) as dog:

@@ -242,6 +242,7 @@ def _run(fsx: Fsx, ops: int, seed: int) -> None:
 
 
 @pytest.mark.timeout(max(300, FSX_OPS // 10 + 120))
+@pytest.mark.parametrize("vmount", [(), ("--writeback-cache",)], indirect=True, ids=["default", "writeback"])
 def test_fsx_random_operations_against_a_model(vmount: Mount) -> None:
     seed = int(os.environ.get("VEGAFS_FSX_SEED", time.time_ns() % 1_000_000_007))
     print(f"fsx: {FSX_OPS} operations, seed {seed} (rerun with VEGAFS_FSX_SEED={seed})")

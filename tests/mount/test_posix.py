@@ -10,6 +10,7 @@ serving: the ``workdir`` fixture's next user would find it dead otherwise, and
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import mmap
 import os
@@ -418,6 +419,138 @@ def test_python_xattr_module(workdir: Path) -> None:
     assert {k for k in attrs if k.startswith("user.")} == {"user.one", "user.two"}
     del attrs["user.one"]
     assert "user.one" not in attrs
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+AT_FDCWD = -100
+
+
+def renameat2(src: Path, dst: Path, flags: int) -> None:
+    """renameat2(2), which the os module does not wrap."""
+    if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(src))
+
+
+@pytest.mark.timeout(60)
+def test_rename_noreplace_and_exchange(workdir: Path) -> None:
+    a, b = workdir / "a", workdir / "b"
+    a.write_bytes(b"A")
+    b.write_bytes(b"B")
+    with pytest.raises(FileExistsError):
+        renameat2(a, b, RENAME_NOREPLACE)
+    renameat2(a, b, RENAME_EXCHANGE)
+    assert (a.read_bytes(), b.read_bytes()) == (b"B", b"A")
+    d = workdir / "d"
+    (d / "inner").mkdir(parents=True)
+    renameat2(a, d, RENAME_EXCHANGE)  # a file and a directory trade places
+    assert (workdir / "a" / "inner").is_dir() and d.read_bytes() == b"B"
+    renameat2(b, workdir / "c", RENAME_NOREPLACE)
+    assert sorted(os.listdir(workdir)) == ["a", "c", "d"]
+    with pytest.raises(FileNotFoundError):
+        renameat2(workdir / "missing", workdir / "x", RENAME_EXCHANGE)
+
+
+@pytest.mark.timeout(60)
+def test_rename_errors_and_corner_cases(workdir: Path) -> None:
+    (workdir / "dir" / "sub").mkdir(parents=True)
+    (workdir / "full" / "x").mkdir(parents=True)
+    (workdir / "empty").mkdir()
+    (workdir / "file").write_bytes(b"f")
+    os.link(workdir / "file", workdir / "alias")
+
+    def fails(src: str, dst: str, code: int) -> None:
+        with pytest.raises(OSError) as exc:
+            os.rename(workdir / src, workdir / dst)
+        assert exc.value.errno == code, (src, dst, exc.value)
+
+    fails("dir", "dir/sub/inside", errno.EINVAL)  # into its own subtree
+    fails("dir", "full", errno.ENOTEMPTY)
+    fails("file", "empty", errno.EISDIR)
+    fails("dir", "file", errno.ENOTDIR)
+    fails("nothing", "x", errno.ENOENT)
+    # rename onto another name of the same inode: a no-op, both names stay
+    os.rename(workdir / "file", workdir / "alias")
+    assert (workdir / "file").exists() and (workdir / "alias").stat().st_nlink == 2
+    # a directory replaces an empty one, and the parent's link count follows
+    before = workdir.stat().st_nlink
+    os.rename(workdir / "dir", workdir / "empty")
+    assert workdir.stat().st_nlink == before - 1
+    assert (workdir / "empty" / "sub").is_dir()
+    assert (workdir / "empty" / "sub" / "..").resolve() == (workdir / "empty").resolve()
+
+
+@pytest.mark.timeout(60)
+def test_readdir_while_the_directory_changes(workdir: Path) -> None:
+    """Entries present for the whole listing are returned exactly once (offsets stay valid).
+
+    POSIX leaves open whether entries added or removed during the listing show
+    up, so only the entries that stayed put are checked.
+    """
+    d = workdir / "churn"
+    d.mkdir()
+    total = 3000
+    for i in range(total):
+        (d / f"old{i:05d}").write_bytes(b"")
+    seen: list[str] = []
+    removed: set[str] = set()
+    with os.scandir(d) as it:
+        for n, entry in enumerate(it):
+            seen.append(entry.name)
+            if n % 10 == 0:
+                victim = f"old{(n * 7919) % total:05d}"
+                if victim not in seen and victim not in removed:
+                    os.unlink(d / victim)
+                    removed.add(victim)
+                (d / f"new{n:05d}").write_bytes(b"")
+    assert len(seen) == len(set(seen)), "readdir returned an entry twice"
+    stable = {f"old{i:05d}" for i in range(total)} - removed
+    assert stable <= set(seen), f"missed {len(stable - set(seen))} entries"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("vmount", [("-o", "allow_other")], indirect=True)
+def test_setgid_directory_and_sticky_bit(vmount: Mount) -> None:
+    """Other users (hence allow_other) against the sticky bit; setgid inheritance."""
+    workdir = vmount.mnt
+    shared = workdir / "shared"
+    shared.mkdir()
+    os.chown(shared, 0, 4242)
+    os.chmod(shared, 0o2775)
+    (shared / "f").write_bytes(b"")
+    (shared / "sub").mkdir()
+    assert (shared / "f").stat().st_gid == 4242
+    sub = (shared / "sub").stat()
+    assert sub.st_gid == 4242 and sub.st_mode & stat.S_ISGID
+    tmp = workdir / "tmp"
+    tmp.mkdir()
+    os.chmod(tmp, 0o1777)
+    (tmp / "roots").write_bytes(b"owned by root")
+    # The child works through a directory fd: the test's temp path above the
+    # mount is private to root, only the sticky directory itself is open to all.
+    with opened(tmp, os.O_RDONLY | os.O_DIRECTORY) as dfd:
+        pid = os.fork()
+        if pid == 0:  # child: an ordinary user may not remove root's file from a sticky dir
+            code = 99
+            try:
+                os.setgid(1001)
+                os.setuid(1001)
+                try:
+                    os.unlink("roots", dir_fd=dfd)
+                    code = 2
+                except PermissionError:
+                    code = 3
+                    os.close(os.open("mine", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd))
+                    os.unlink("mine", dir_fd=dfd)  # but may remove its own
+                    code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code != 2, "an ordinary user removed root's file from a sticky directory"
+    assert code == 0, "an ordinary user could not create and remove a file in a 1777 directory"
+    assert (tmp / "roots").exists()
 
 
 # Read-only facts the filesystem exposes. They are readable by name but not
