@@ -455,3 +455,16 @@ def test_statfs_reports_name_limit(fs: FileSystem) -> None:
     st = fs.statfs()
     assert st.namemax == 255
     assert st.blocks > 0
+
+
+def test_chunk_results_from_before_a_gc_are_not_trusted(fs: FileSystem) -> None:
+    fh, attr = fs.create(ROOT, b"f", 0o644, os.O_RDWR, ROOT_CTX)
+    data = os.urandom(BLOCK_SIZE)
+    (job,) = fs.write_buffered(fh, 0, data)
+    chunk_hash = fs.store.put_chunk(job.data)  # stored, referenced by no version yet
+    fs.store.gc()  # drops it: nothing references it
+    fs.gc_done()
+    fs.chunk_stored(job, chunk_hash)  # the in-flight job reports after the gc
+    fs.release(fh)
+    assert read_all(fs, attr.ino) == data
+    assert fs.store.fsck().ok

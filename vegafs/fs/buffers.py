@@ -30,6 +30,9 @@ class ChunkJob:
     ino: int
     index: int
     data: bytes
+    # The fs's chunk epoch when the job was made: a gc in between may have
+    # dropped the chunk as unreferenced, so such a result is not trusted.
+    epoch: int = 0
 
 
 @dataclass(slots=True)
@@ -46,11 +49,11 @@ class FileBuffer:
     # True once anything changed since the last commit (a write, a truncate).
     changed: bool = False
 
-    def take(self, index: int) -> ChunkJob:
+    def take(self, index: int, epoch: int) -> ChunkJob:
         """Turn dirty block ``index`` into a job: it is frozen as bytes."""
         data = bytes(self.dirty.pop(index))
         self.storing[index] = data
-        return ChunkJob(self.ino, index, data)
+        return ChunkJob(self.ino, index, data, epoch)
 
     def finish(self, job: ChunkJob, chunk_hash: bytes) -> None:
         """Record that ``job`` is stored; ignored if the block changed since."""

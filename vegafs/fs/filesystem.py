@@ -90,6 +90,9 @@ class FileSystem:
         self._slots: dict[str, int] = {}
         self._slot_names: dict[int, str] = {}
         self._views: dict[int, Any] = {}
+        # Bumped after a gc: chunks stored before it but not yet referenced
+        # by a version may be gone, so results of older jobs are not used.
+        self._epoch = 0
 
     # ------------------------------------------------------------------ helpers
 
@@ -964,7 +967,7 @@ class FileSystem:
                 block[inner : inner + n] = src
             if inner + n == BLOCK_SIZE:
                 self._dirty_lru.pop((ino, index), None)
-                jobs.append(buf.take(index))
+                jobs.append(buf.take(index, self._epoch))
             pos += n
         if end > buf.size:
             buf.size = end
@@ -979,15 +982,28 @@ class FileSystem:
             (old_ino, old_index), _ = self._dirty_lru.popitem(last=False)
             old_buf = self._buffers.get(old_ino)
             if old_buf is not None and old_index in old_buf.dirty:
-                jobs.append(old_buf.take(old_index))
+                jobs.append(old_buf.take(old_index, self._epoch))
         return jobs
 
     def chunk_stored(self, job: ChunkJob, chunk_hash: bytes) -> None:
-        """``job`` was stored as ``chunk_hash`` (call on the owner thread)."""
+        """``job`` was stored as ``chunk_hash`` (call on the owner thread).
+
+        A job from before the last gc stays in ``storing``: the commit stores
+        its data again rather than trust a chunk the gc may have dropped.
+        """
         self._cache_chunk(chunk_hash, job.data)
         buf = self._buffers.get(job.ino)
-        if buf is not None:
+        if buf is not None and job.epoch == self._epoch:
             buf.finish(job, chunk_hash)
+
+    def gc_done(self) -> None:
+        """A store gc ran: chunks no version referenced may be gone.
+
+        The caller committed every buffer right before the gc (so no
+        ``stored`` hash was unreferenced then) and ran it with no request in
+        between; jobs still in flight are distrusted from now on.
+        """
+        self._epoch += 1
 
     def store_jobs(self, jobs: list[ChunkJob]) -> None:
         """Store ``jobs`` right here (the synchronous path)."""
@@ -1013,7 +1029,7 @@ class FileSystem:
         jobs = []
         for index in list(buf.dirty):
             self._dirty_lru.pop((ino, index), None)
-            jobs.append(buf.take(index))
+            jobs.append(buf.take(index, self._epoch))
         return jobs
 
     def needs_commit(self, ino: int) -> bool:
@@ -1041,7 +1057,7 @@ class FileSystem:
         # A job taken earlier may still be in flight in a worker thread: its
         # data is immutable, so storing it again here gives the same hash.
         for index, data in list(buf.storing.items()):
-            self.chunk_stored(ChunkJob(ino, index, data), self._put_chunk(data))
+            self.chunk_stored(ChunkJob(ino, index, data, self._epoch), self._put_chunk(data))
         if self.store.get_inode(ino) is None:
             del self._buffers[ino]
             return None

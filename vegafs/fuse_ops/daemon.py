@@ -193,8 +193,17 @@ class Daemon:
             stats = await trio.to_thread.run_sync(store.stats)
             return jsonable({**stats, "mount": self.status()})
         if op == "gc":
+            # On the trio thread, right after committing everything: no
+            # request may store a chunk the gc would see as unreferenced (the
+            # store blocks writers during a gc anyway). Jobs in flight are
+            # distrusted afterwards (fs.gc_done).
             await self.ops.sync()
-            return jsonable(await trio.to_thread.run_sync(store.gc))
+            self.fs.commit_all()  # no await from here to the gc: nothing slips in
+            try:
+                report = store.gc()
+            finally:
+                self.fs.gc_done()
+            return jsonable(report)
         if op == "fsck":
             await self.ops.sync()
             return jsonable(await trio.to_thread.run_sync(store.fsck))

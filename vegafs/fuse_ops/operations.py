@@ -30,6 +30,9 @@ log = logging.getLogger("vegafs.fuse")
 ENTRY_TIMEOUT = 300.0
 ATTR_TIMEOUT = 300.0
 READ_AHEAD = 8 * BLOCK_SIZE
+# Buffered data up to this size is hashed and stored on the trio thread at
+# close: cheaper than a worker-thread trip (~100 µs) for small files.
+INLINE_STORE_MAX = 64 * 1024
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -115,7 +118,12 @@ class VegaOperations(pyfuse3.Operations):
         """Record ``ino``'s buffered changes as one version, hashing off-thread."""
         if ino >= SNAP_BASE or not self.fs.needs_commit(ino):
             return
-        await self.store_jobs(self.fs.pending_jobs(ino))
+        jobs = self.fs.pending_jobs(ino)
+        if sum(len(job.data) for job in jobs) > INLINE_STORE_MAX:
+            await self.store_jobs(jobs)
+        else:
+            # A small file: hashing a few KiB costs less than the thread trip.
+            self.fs.store_jobs(jobs)
         self.fs.commit(ino)
         inode = self.fs.store.get_inode(ino)
         if inode is not None:
