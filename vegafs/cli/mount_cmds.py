@@ -45,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--foreground", action="store_true", help="stay in the foreground (do not daemonize)"
     )
     p.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,  # keeps `vegafs --debug mount ...` working too
+        help="debug logging in <store>/vegafs.log, tracebacks on errors",
+    )
+    p.add_argument(
         "-o",
         dest="options",
         action="append",
