@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import http.server
 import threading
 from collections.abc import Iterator
@@ -94,3 +95,12 @@ def test_spans_are_exported_over_otlp_http(tmp_path: Path, collector: str,
     assert "/v1/traces" in paths
     payload = b"".join(body for _, body in _Collector.received)
     assert b"redact_env_otlp" in payload and b"vegafs.path" in payload
+
+
+def test_span_lines_are_valid_json_for_any_text() -> None:
+    from vegafs.hooks.trace import format_row, row_of
+
+    span = _span(3)
+    span.update(hook='we"ird', path="/b\u00e9\n/\udcff", message="tab\there", errno="EPERM",
+                events=["one", "two"])
+    assert json.loads(format_row(row_of(span))) == span

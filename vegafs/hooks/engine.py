@@ -52,7 +52,7 @@ from vegafs.hooks.events import Decision, HookEvent, Output
 from vegafs.hooks.globs import Glob, GlobError, GlobIndex, compile_glob
 from vegafs.hooks.settings import EVENTS, HookSettings, SettingsError, parse_settings
 from vegafs.hooks.supervisor import AfterQueue, Attempt, CircuitBreaker, Job
-from vegafs.hooks.trace import Tracer, new_span_id, new_trace_id
+from vegafs.hooks.trace import Tracer, new_trace_id
 from vegafs.vm.caps import Capabilities, Grant
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.vfs import Driver
@@ -514,28 +514,15 @@ class HookEngine:
             return
         denied = run.decision is not None and not run.decision.allowed
         decision = "deny" if denied else ("transform" if run.out_bytes else "allow")
-        self.tracer.record({
-            "trace_id": trace_id,
-            "span_id": new_span_id(),
-            "ts_ns": time.time_ns(),
-            "hook": hook.name,
-            "version": hook.version,
-            "file": hook.file,
-            "phase": phase,
-            "event": ev.event,
-            "path": ev.path,
-            "decision": decision,
-            "errno": errno_name(run.decision.errno) if denied and run.decision else None,
-            "message": run.message,
-            "status": run.status,
-            "steps": run.steps,
-            "bytes": run.out_bytes or ev.size,
-            "latency_us": round(run.latency_us, 2),
-            "attempt": attempt,
-            "retries": attempt - 1,
-            **({"events": [e.get("msg", e.get("event")) for e in run.events]}
-               if run.events else {}),
-        })
+        # A row in trace.COLUMNS order (span_id is drawn when it is written).
+        self.tracer.record_row((
+            trace_id, None, time.time_ns(), hook.name, hook.version, hook.file, phase,
+            ev.event, ev.path, decision,
+            errno_name(run.decision.errno) if denied and run.decision else None,
+            run.message, run.status, run.steps, run.out_bytes or ev.size,
+            round(run.latency_us, 2), attempt, attempt - 1,
+            [e.get("msg", e.get("event")) for e in run.events] if run.events else None,
+        ))
 
     # ------------------------------------------------------------------ after-hooks
 

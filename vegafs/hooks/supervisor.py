@@ -67,6 +67,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May a run go ahead now? In half-open, exactly one trial run is allowed."""
+        if self.opened_at is None:  # the hot path: closed
+            return True
         state = self.state
         if state == "closed":
             return True
