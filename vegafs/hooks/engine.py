@@ -449,6 +449,8 @@ class HookEngine:
                 run.out_bytes = len(verdict.output)
             self._span(hook, ev, trace_id, run)
             if run.decision is not None and not run.decision.allowed:
+                log.info("hooks: %s denied %s %s: %s %s", hook.key, ev.event, ev.path,
+                         errno_name(run.decision.errno), run.decision.message)
                 verdict.allowed = False
                 verdict.errno, verdict.message = run.decision.errno, run.decision.message
                 break

@@ -251,6 +251,8 @@ class HookedFileSystem(FileSystem):
             self._publish(event, path, ctx, trace_id)
         if ino is not None and self._names.get(ino) == (parent, name):
             del self._names[ino]
+        if ino is not None and self.store.get_inode(ino) is None:
+            self._accepted.pop(ino, None)
 
     def unlink(self, parent: int, name: bytes, ctx: Ctx) -> None:
         self._remove("unlink", parent, name, ctx, lambda: super(HookedFileSystem, self).unlink(
@@ -515,6 +517,14 @@ class HookedFileSystem(FileSystem):
         if self._amend is None:
             return txn
         return _AmendingTxn(txn, self._amend)
+
+    def after_rollback(self) -> None:
+        """The head jumped: names, transforms and accepted contents may all be stale."""
+        super().after_rollback()
+        self._names.clear()
+        self._xform.clear()
+        self._xform_bytes = 0
+        self._accepted.clear()
 
     # ------------------------------------------------------------------ revert
 
