@@ -12,7 +12,10 @@ planned class reaches ``plan.nth``, that call fails the planned way:
   short of all), then raise — what a full disk or a crash in the middle of a
   ``write(2)`` leaves behind;
 * ``after``: do the call for real, then raise — the rename happened but the
-  directory fsync reported EIO; the caller cannot know which.
+  directory fsync reported EIO; the caller cannot know which;
+* ``crash`` / ``crash_after``: raise :class:`Crash` before / after doing the
+  call: the process dies right there (class ``any`` counts every call, so a
+  test can crash at every single I/O of a workload, CrashMonkey-style).
 
 Only the one planned call fails (a transient fault); everything before and
 after goes through untouched. ``counts`` records every call, so a dry run with
@@ -36,8 +39,17 @@ from vegafs.store.backend import Backend, LockHolder
 
 T = TypeVar("T")
 
-KINDS = ("write", "sync", "put", "read", "delete")
-MODES = ("error", "torn", "after")
+KINDS = ("write", "sync", "put", "read", "delete", "any")
+MODES = ("error", "torn", "after", "crash", "crash_after")
+
+
+class Crash(BaseException):
+    """The process dies at this call (raised through the store: no handler may catch it).
+
+    A BaseException, like KeyboardInterrupt, so ``except Exception``/``OSError``
+    in the store does not swallow it; the test then abandons the backend, which
+    leaves the files exactly as a SIGKILL at that call would.
+    """
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,8 @@ class FaultPlan:
     def describe(self) -> str:
         if self.kind is None:
             return "no fault"
+        if self.mode.startswith("crash"):
+            return f"{self.mode} at {self.kind} call #{self.nth}"
         return f"{self.mode} {errno_mod.errorcode[self.errno]} at {self.kind} call #{self.nth}"
 
 
@@ -72,14 +86,18 @@ class FaultyBackend(Backend):
         self.fired: str | None = None  # description of the call that failed, once it has
 
     def _due(self, kind: str, call: str) -> bool:
-        """Count a call of class ``kind``; True if this is the one to fail."""
+        """Count a call of class ``kind`` (and of "any"); True if this is the one to fail."""
         self.counts[kind] += 1
-        if self.plan.kind == kind and self.counts[kind] == self.plan.nth and self.fired is None:
+        self.counts["any"] += 1
+        planned = self.plan.kind
+        if planned in (kind, "any") and self.counts[planned] == self.plan.nth and not self.fired:
             self.fired = f"{call}: {self.plan.describe()}"
             return True
         return False
 
-    def _error(self, what: str) -> OSError:
+    def _error(self, what: str) -> BaseException:
+        if self.plan.mode.startswith("crash"):
+            return Crash(what)
         return OSError(self.plan.errno, f"{os.strerror(self.plan.errno)} (injected: {what})")
 
     def _data_call(
@@ -91,7 +109,7 @@ class FaultyBackend(Backend):
             return
         if self.plan.mode == "torn" and len(data) > 1:
             forward(name, data[: len(data) // 2])
-        elif self.plan.mode == "after":
+        elif self.plan.mode in ("after", "crash_after"):
             forward(name, data)
         raise self._error(f"{call} {name}")
 
@@ -99,7 +117,7 @@ class FaultyBackend(Backend):
         """The shared shape of every call that carries no data (sync, read, delete)."""
         if not self._due(kind, f"{call}{args}"):
             return forward(*args)
-        if self.plan.mode == "after":
+        if self.plan.mode in ("after", "crash_after"):
             forward(*args)
         raise self._error(f"{call} {args[0]}")
 
@@ -168,7 +186,7 @@ class FaultyBackend(Backend):
         # put_object is atomic by contract, so a "torn" put leaves the old object
         # (the tmp file never got renamed): it fails before doing anything.
         if self._due("put", f"put_object({key})"):
-            if self.plan.mode == "after":
+            if self.plan.mode in ("after", "crash_after"):
                 self.inner.put_object(key, data)
             raise self._error(f"put_object {key}")
         self.inner.put_object(key, data)

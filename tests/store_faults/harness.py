@@ -136,7 +136,10 @@ def recover_and_check(path: Path, scenario: Scenario, last_done: int, base: MSta
     """Reopen a crashed store and check it (module docstring); return the matched step."""
     store = _reopen(path, what)
     try:
-        problems = fsck_problems(store)
+        try:
+            problems = fsck_problems(store)
+        except StoreError as exc:
+            raise AssertionError(f"{what}: fsck raised instead of reporting: {exc}") from exc
         assert not problems, f"{what}: fsck after recovery:\n  " + "\n  ".join(problems)
         matched = _matched(store, scenario, last_done, base, what)
         published = store.published_logseq
