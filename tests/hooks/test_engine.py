@@ -271,3 +271,53 @@ def test_thousand_non_matching_hooks_are_not_tried(rig: Rig) -> None:
 
 def _stats(rig: Rig, hook: str) -> dict:
     return next(r for r in rig.engine.listing() if r.get("hook") == hook)
+
+
+STAGER = '''hook stage on create "/jobs/**" {{
+    capabilities [fs::read, fs::write, meta::write]
+    {settings}
+    fn run(ev) {{
+        write("/audit/log", "created " + ev.path + "\\n");
+        let h = open("/audit/log", "a");
+        h.write("second line\\n");
+        h.close();
+        let seen = read("/audit/log");
+        if !bytes::starts_with(seen, "created") {{ return deny(EIO, "staged write not visible"); }}
+        mkdir("/audit/dir");
+        {ending}
+    }}
+}}
+'''
+
+
+def test_synchronous_effects_land_with_the_operation(rig: Rig) -> None:
+    rig.mkdirs("/audit")
+    rig.hook("stage.vega", STAGER.format(settings="", ending="return allow();"))
+    rig.write_file("/jobs/a", b"")
+    assert rig.read_file("/audit/log") == b"created /jobs/a\nsecond line\n"
+    assert rig.fs.lookup_path("/audit/dir") is not None
+
+
+@pytest.mark.parametrize(("settings", "ending", "errno_"), [
+    ("", 'return deny(EPERM, "no");', errno.EPERM),
+    ("budget { steps 10_000 }", "loop { }", errno.EIO),
+])
+def test_denied_or_failed_hooks_leave_no_effects(rig: Rig, settings: str, ending: str,
+                                                 errno_: int) -> None:
+    rig.mkdirs("/audit")
+    rig.hook("stage.vega", STAGER.format(settings=settings, ending=ending))
+    with pytest.raises(FsError) as err:
+        rig.write_file("/jobs/a", b"")
+    assert err.value.errno == errno_
+    assert rig.fs.lookup_path("/audit/log") is None
+    assert rig.fs.lookup_path("/audit/dir") is None
+    assert rig.fs.lookup_path("/jobs/a") is None
+
+
+def test_a_failure_open_hook_loses_its_effects_but_not_the_operation(rig: Rig) -> None:
+    rig.mkdirs("/audit")
+    rig.hook("stage.vega", STAGER.format(settings="budget { steps 10_000 } failure open",
+                                         ending="loop { }"))
+    rig.write_file("/jobs/a", b"")
+    assert rig.fs.lookup_path("/jobs/a") is not None
+    assert rig.fs.lookup_path("/audit/log") is None

@@ -259,3 +259,175 @@ class _Handle:
 
     def close(self) -> None:
         self._driver._do(self.close_here)
+
+
+#: A staged effect: ("write", path, content) | ("meta", path, changes) |
+#: ("mkdir", path) | ("rename", src, dst) | ("remove", path).
+Effect = tuple[Any, ...]
+
+
+class StagingDriver(FsDriver):
+    """The driver of a *synchronous* hook: reads see the live tree plus what
+    this operation's hooks staged so far; writes, metadata commits, mkdir,
+    rename and remove are recorded in :attr:`effects` instead of applied.
+
+    The filesystem applies the effects of every hook that allowed, after the
+    operation itself succeeded (:meth:`HookedFileSystem.land`); a denial, a
+    trap or a budget stop discards them. ``revert`` is the exception: it
+    applies at once (undoing a bad save is the point of denying it).
+    """
+
+    def __init__(self, fs: HookedFileSystem, accepted: list[Effect]) -> None:
+        super().__init__(fs, via_call=False)
+        self._accepted = accepted
+        self.effects: list[Effect] = []
+
+    def _staged(self, path: str) -> bytes | None:
+        """The newest staged content of ``path`` (raises not_found if staged removed)."""
+        for effect in reversed(self._accepted + self.effects):
+            if effect[0] == "write" and effect[1] == path:
+                return effect[2]
+            if effect[0] == "remove" and effect[1] == path:
+                raise VfsError("not_found", f"{path} was removed by this operation's hooks")
+        return None
+
+    def _current(self, path: str) -> bytes | None:
+        staged = self._staged(path)
+        if staged is not None:
+            return staged
+        ino = self._fs.lookup_path(path)
+        if ino is None:
+            return None
+        return self._do(lambda: self._fs.read_all(ino))
+
+    def open(self, path: str, flags: OpenFlags) -> Any:
+        current = self._current(path)
+        if current is None and not flags.create:
+            raise VfsError("not_found", f"{path} does not exist")
+        if current is not None and flags.exclusive:
+            raise VfsError("exists", f"{path} exists")
+        if not flags.write:
+            return _StagedHandle(self, path, bytearray(current or b""), 0, writable=False)
+        data = bytearray() if flags.truncate or current is None else bytearray(current)
+        return _StagedHandle(self, path, data, len(data) if flags.append else 0, writable=True)
+
+    def read(self, path: str, offset: int, size: int | None) -> bytes:
+        staged = self._staged(path)
+        if staged is None:
+            return super().read(path, offset, size)
+        return staged[offset : len(staged) if size is None else offset + size]
+
+    def size(self, path: str) -> int:
+        staged = self._staged(path)
+        return len(staged) if staged is not None else super().size(path)
+
+    def write(self, path: str, offset: int | None, data: memoryview) -> int:
+        if offset is None:
+            content = bytes(data)
+        else:
+            base = bytearray(self._current(path) or b"")
+            if len(base) < offset:
+                base.extend(bytes(offset - len(base)))
+            base[offset : offset + len(data)] = data
+            content = bytes(base)
+        self.effects.append(("write", path, content))
+        return len(data)
+
+    def meta_read(self, path: str) -> dict[str, bytes]:
+        meta = super().meta_read(path)
+        for effect in self._accepted + self.effects:
+            if effect[0] == "meta" and effect[1] == path:
+                for key, value in effect[2].items():
+                    if value is None:
+                        meta.pop(key, None)
+                    else:
+                        meta[key] = value
+        return meta
+
+    def meta_commit(self, path: str, changes: dict[str, bytes | None]) -> None:
+        self._ino_or_staged(path)
+        self.effects.append(("meta", path, dict(changes)))
+
+    def _ino_or_staged(self, path: str) -> None:
+        if self._staged(path) is None and self._fs.lookup_path(path) is None:
+            raise VfsError("not_found", f"{path} does not exist")
+
+    def mkdir(self, path: str) -> None:
+        self.effects.append(("mkdir", path))
+
+    def rename(self, src: str, dst: str) -> None:
+        self._ino_or_staged(src)
+        self.effects.append(("rename", src, dst))
+
+    def remove(self, path: str) -> None:
+        self._ino_or_staged(path)
+        self.effects.append(("remove", path))
+
+    def sync(self, path: str) -> None:
+        """Staged effects become durable with the operation's own publish."""
+
+
+class _StagedHandle:
+    """A handler over an in-memory copy; closing a writable one stages its content."""
+
+    def __init__(self, driver: StagingDriver, path: str, data: bytearray, pos: int, *,
+                 writable: bool) -> None:
+        self._driver = driver
+        self._path = path
+        self._data = data
+        self._pos = pos
+        self._writable = writable
+        self._dirty = writable and pos == 0 and not data  # a created/truncated file counts
+
+    def read(self, size: int) -> bytes:
+        chunk = bytes(self._data[self._pos : self._pos + size])
+        self._pos += len(chunk)
+        return chunk
+
+    def write(self, data: memoryview) -> int:
+        if not self._writable:
+            raise VfsError("permission", f"{self._path} is open for reading")
+        end = self._pos + len(data)
+        if len(self._data) < self._pos:
+            self._data.extend(bytes(self._pos - len(self._data)))
+        self._data[self._pos : end] = data
+        self._pos = end
+        self._dirty = True
+        return len(data)
+
+    def seek(self, offset: int) -> None:
+        if offset < 0:
+            raise VfsError("invalid", "negative seek offset")
+        self._pos = offset
+
+    def sync(self) -> None:
+        """Staged: durable with the operation."""
+
+    def close(self) -> None:
+        if self._dirty:
+            self._driver.effects.append(("write", self._path, bytes(self._data)))
+            self._dirty = False
+
+
+def land(fs: HookedFileSystem, effects: list[Effect]) -> None:
+    """Apply staged effects in order, hooks suppressed. The operation already
+    succeeded, so a failing effect is logged, not raised."""
+    import logging
+
+    driver = FsDriver(fs, via_call=False)
+    for effect in effects:
+        try:
+            kind = effect[0]
+            if kind == "write":
+                driver.write(effect[1], None, memoryview(effect[2]))
+            elif kind == "meta":
+                driver.meta_commit(effect[1], effect[2])
+            elif kind == "mkdir":
+                driver.mkdir(effect[1])
+            elif kind == "rename":
+                driver.rename(effect[1], effect[2])
+            elif kind == "remove":
+                driver.remove(effect[1])
+        except VfsError as exc:
+            logging.getLogger(__name__).warning("hooks: staged %s of %s failed: %s",
+                                                effect[0], effect[1], exc)

@@ -146,7 +146,7 @@ class Verdict:
     errno: int = 0
     message: str = ""
     output: bytes | None = None  # a read hook's transform
-    meta: dict[str, bytes | None] | None = None  # a commit hook's amended changes
+    effects: list[tuple[Any, ...]] = field(default_factory=list)  # staged VFS effects
 
 
 @dataclass
@@ -419,9 +419,12 @@ class HookEngine:
         return caps
 
     def _runtime(self, hook: LoadedHook, ev: HookEvent, events: list[dict[str, Any]], *,
-                 from_worker: bool) -> Runtime:
+                 from_worker: bool, driver: Driver | None = None) -> Runtime:
         rt = Runtime(hook.settings.budget, self._caps(hook, ev.path), trace=events.append,
                      stdout=_discard_text, stderr=_discard_text)
+        if driver is not None:
+            rt.namespace.attach("/", driver, "vegafs://")
+            return rt
         driver = self._drivers.get(from_worker)
         if driver is None and self.host is not None:
             driver = self._drivers[from_worker] = self.host.driver(from_worker=from_worker)
@@ -434,12 +437,16 @@ class HookEngine:
         """Run the synchronous ``hooks`` for ``ev`` in order; the first denial wins."""
         verdict = Verdict()
         trace_id = trace_id or new_trace_id()
+        staging = getattr(self.host, "staging_driver", None)
         for hook in hooks:
             if hook.state != "active":
                 continue
             if ev.event == "read":
                 ev.output = Output()
-            run = self._invoke(hook, ev, from_worker=False)
+            driver = staging(verdict.effects) if staging is not None else None
+            run = self._invoke(hook, ev, from_worker=False, driver=driver)
+            if driver is not None and not run.failed:
+                verdict.effects += driver.effects  # a failed run's effects are dropped
             if run.failed:
                 run.decision = None if hook.settings.failure_open else Decision(
                     False, ERRNOS["EIO"], run.message)
@@ -453,6 +460,7 @@ class HookEngine:
                          errno_name(run.decision.errno), run.decision.message)
                 verdict.allowed = False
                 verdict.errno, verdict.message = run.decision.errno, run.decision.message
+                verdict.effects = []  # a denied operation takes its hooks' effects with it
                 break
         return verdict
 
@@ -463,14 +471,15 @@ class HookEngine:
             ev.output = Output()
         return self._invoke(hook, ev, from_worker=False)
 
-    def _invoke(self, hook: LoadedHook, ev: HookEvent, *, from_worker: bool) -> _Run:
+    def _invoke(self, hook: LoadedHook, ev: HookEvent, *, from_worker: bool,
+                driver: Driver | None = None) -> _Run:
         """Run ``hook.run(ev)`` once, account it, and say what happened."""
         if not hook.breaker.allow():
             return _Run(None, "circuit_open", "circuit_open",
                         f"circuit open after {hook.breaker.failures} consecutive failures")
         t0 = time.perf_counter()
         run = _Run(None, "ok")
-        rt = self._runtime(hook, ev, run.events, from_worker=from_worker)
+        rt = self._runtime(hook, ev, run.events, from_worker=from_worker, driver=driver)
         self.suppressed += 1
         try:
             outcome = hook.decl.invoke(ev, rt)

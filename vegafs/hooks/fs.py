@@ -47,6 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from vegafs.fs import ROOT_CTX, SNAP_BASE, Attr, Ctx, FileSystem, FsError
+from vegafs.hooks.driver import Effect, FsDriver, StagingDriver, land
 from vegafs.hooks.engine import HookEngine, LoadedHook
 from vegafs.hooks.events import HookEvent, PendingMeta
 from vegafs.hooks.trace import new_trace_id
@@ -110,9 +111,17 @@ class HookedFileSystem(FileSystem):
             return run()
 
     def driver(self, *, from_worker: bool) -> Any:
-        from vegafs.hooks.driver import FsDriver
-
         return FsDriver(self, via_call=from_worker)
+
+    def staging_driver(self, accepted: list[Effect]) -> StagingDriver:
+        """A synchronous hook's driver: its effects are staged (see land)."""
+        return StagingDriver(self, accepted)
+
+    def land(self, verdict: Any) -> None:
+        """Apply the staged effects of an operation's hooks, after the operation."""
+        if verdict is not None and verdict.effects:
+            with self.hooks.suppress():
+                land(self, verdict.effects)
 
     # ------------------------------------------------------------------ paths
 
@@ -232,9 +241,10 @@ class HookedFileSystem(FileSystem):
             return attr
         path = self._child_path(parent, name)
         trace_id = new_trace_id()
-        self._run(event, path, ctx, trace_id)
+        verdict = self._run(event, path, ctx, trace_id)
         attr = super()._make(parent, name, mode, ctx, **kwargs)
         self._note(parent, name, attr.ino)
+        self.land(verdict)
         self._publish(event, path, ctx, trace_id)
         return attr
 
@@ -246,8 +256,9 @@ class HookedFileSystem(FileSystem):
         else:
             path = self._child_path(parent, name)
             trace_id = new_trace_id()
-            self._run(event, path, ctx, trace_id)
+            verdict = self._run(event, path, ctx, trace_id)
             remove()
+            self.land(verdict)
             self._publish(event, path, ctx, trace_id)
         if ino is not None and self._names.get(ino) == (parent, name):
             del self._names[ino]
@@ -272,8 +283,10 @@ class HookedFileSystem(FileSystem):
             old_path = self._child_path(old_parent, old)
             new_path = self._child_path(new_parent, new)
             trace_id = new_trace_id()
-            self._run("rename", old_path, ctx, trace_id, old_path=old_path, new_path=new_path)
+            verdict = self._run("rename", old_path, ctx, trace_id, old_path=old_path,
+                                new_path=new_path)
             super().rename(old_parent, old, new_parent, new, flags, ctx)
+            self.land(verdict)
             self._publish("rename", old_path, ctx, trace_id, old_path=old_path,
                           new_path=new_path)
         if src is not None:
@@ -307,9 +320,10 @@ class HookedFileSystem(FileSystem):
             offset = file_size if handle.flags & os.O_APPEND else off
             ctx = ctx or self._fh_ctx.get(fh)
             trace_id = new_trace_id()
-            self._run("write", path, ctx, trace_id, offset=offset, size=len(data), data=data,
-                      file_size=file_size)
+            verdict = self._run("write", path, ctx, trace_id, offset=offset, size=len(data),
+                                data=data, file_size=file_size)
             jobs = super().write_buffered(fh, off, data, ctx)
+            self.land(verdict)
             self._publish("write", path, ctx, trace_id, offset=offset, size=len(data),
                           file_size=file_size)
             return jobs
@@ -322,8 +336,10 @@ class HookedFileSystem(FileSystem):
         path = self.path_of(ino)
         file_size = self._file_size(ino)
         trace_id = new_trace_id()
-        self._run("truncate", path, ctx, trace_id, offset=size, size=size, file_size=file_size)
+        verdict = self._run("truncate", path, ctx, trace_id, offset=size, size=size,
+                            file_size=file_size)
         attr = super().setattr(ino, ctx, **changes)
+        self.land(verdict)
         self._publish("truncate", path, ctx, trace_id, offset=size, size=size,
                       file_size=file_size)
         return attr
@@ -362,6 +378,7 @@ class HookedFileSystem(FileSystem):
         if verdict is not None:
             inode = self._inode(ino)
             self._accepted[ino] = (inode.size, dict(inode.blocks))
+            self.land(verdict)
         self._publish("close", path, ctx, trace_id, size=size, file_size=size)
 
     def read_all(self, ino: int) -> bytes:
@@ -443,6 +460,7 @@ class HookedFileSystem(FileSystem):
                 return  # a denial is for readers, not for stat
             output = verdict.output if verdict is not None else None
             self._remember_xform(key, output)
+            self.land(verdict)
         if output is not None:
             attr.size = len(output)
             attr.blocks = (len(output) + 511) // 512
@@ -468,6 +486,7 @@ class HookedFileSystem(FileSystem):
                             load_data=lambda: super(HookedFileSystem, self).read(fh, 0, file_size))
         output = verdict.output if verdict is not None else None
         self._remember_xform(key, output)
+        self.land(verdict)
         if output is not None:
             return output[off : off + size]
         return super().read(fh, off, size)
@@ -496,7 +515,7 @@ class HookedFileSystem(FileSystem):
         meta = PendingMeta(path, {os.fsdecode(k): v for k, v in inode.xattrs.items()},
                            {key: value})
         trace_id = new_trace_id()
-        self._run("commit", path, ctx, trace_id, meta=meta)
+        verdict = self._run("commit", path, ctx, trace_id, meta=meta)
         extra = {os.fsencode(k): v for k, v in meta.staged.items()
                  if not (k == key and v == value)
                  and not (v is None and k != key and os.fsencode(k) not in inode.xattrs)}
@@ -510,6 +529,7 @@ class HookedFileSystem(FileSystem):
             apply()
         finally:
             self._amend = None
+        self.land(verdict)
         self._publish("commit", path, ctx, trace_id)
 
     def _txn(self) -> Any:
