@@ -514,3 +514,26 @@ def with_root(state: MState, base: MState) -> MState:
     root.xattrs = dict(state.inodes[ROOT_INO].xattrs) if ROOT_INO in state.inodes else {}
     out.inodes[ROOT_INO] = root
     return out
+
+
+def model_of(view: Any) -> MState:
+    """The model of what a store (or view) shows: every inode reachable from the root.
+
+    Used to say "this store equals that one" by ``differences(other, model_of(one))``.
+    """
+    state = MState()
+    todo = [ROOT_INO]
+    while todo:
+        ino = todo.pop()
+        if ino in state.inodes:
+            continue
+        got = view.get_inode(ino)
+        assert got is not None, f"a directory entry names missing inode {ino}"
+        node = MInode(ino=ino, **{f: getattr(got, f) for f in _FIELDS},
+                      blocks={i: view.read_chunk(h) for i, h in got.blocks.items()},
+                      xattrs=dict(got.xattrs))
+        state.inodes[ino] = node
+        if node.mode & 0o170000 == S_IFDIR:
+            state.dirs[ino] = dict(view.listdir(ino))
+            todo.extend(state.dirs[ino].values())
+    return state
