@@ -83,6 +83,12 @@ class Fsck:
         self.report = FsckReport()
         self._log_chunks: dict[bytes, int] = {}
         self._fixes: list[tuple[str, list[Any]]] = []
+        self._log_damaged = False
+
+    def log_problem(self, text: str) -> None:
+        """A problem of the log itself: repair must reload the store in salvage mode."""
+        self._log_damaged = True
+        self.problem(text)
 
     def problem(self, text: str, fix: list[Any] | None = None) -> None:
         self.report.problems.append(text)
@@ -119,17 +125,17 @@ class Fsck:
         for idx, name in enumerate(segments):
             size = self._size(name)
             if size < 0:
-                self.problem(f"segment {name} is missing")
+                self.log_problem(f"segment {name} is missing")
                 chain = None
                 continue
             header = SegmentHeader.decode(store.backend.read(name, 0, SEGMENT_HEADER.size))
             if header is None:
-                self.problem(f"segment {name} has no valid header")
+                self.log_problem(f"segment {name} has no valid header")
                 continue
             if chain is not None and header.prev_hash != chain:
-                self.problem(f"segment {name} does not continue the hash chain")
+                self.log_problem(f"segment {name} does not continue the hash chain")
             if expect is not None and header.first_logseq != expect:
-                self.problem(f"segment {name} starts at logseq {header.first_logseq}, expected {expect}")
+                self.log_problem(f"segment {name} starts at logseq {header.first_logseq}, expected {expect}")
             chain, expect = header.prev_hash, header.first_logseq
             end = ScanEnd()
             for rec in scan_segment(store.backend, name, SEGMENT_HEADER.size, chain, end, resync=True):
@@ -143,9 +149,9 @@ class Fsck:
                 kind = TYPE_NAMES.get(rec.rtype, f"type-{rec.rtype}")
                 counts[f"records.{kind}"] = counts.get(f"records.{kind}", 0) + 1
                 if rec.damaged:
-                    self.problem(f"segment {name} offset {rec.offset}: {kind} record fails its hash")
+                    self.log_problem(f"segment {name} offset {rec.offset}: {kind} record fails its hash")
                 if rec.logseq != expect:
-                    self.problem(f"segment {name} offset {rec.offset}: logseq {rec.logseq}, expected {expect}")
+                    self.log_problem(f"segment {name} offset {rec.offset}: logseq {rec.logseq}, expected {expect}")
                 chain, expect = rec.hash, rec.logseq + 1
                 if rec.rtype == CHUNK and not rec.damaged:
                     self._check_chunk_data(name, rec.offset, rec.flags, rec.payload)
@@ -153,14 +159,14 @@ class Fsck:
                 if self.progress:
                     self.progress("log", min(done + rec.end, total), total)
             if not end.clean:
-                self.problem(f"segment {name} offset {end.offset}: {end.reason}")
+                self.log_problem(f"segment {name} offset {end.offset}: {end.reason}")
             if idx == tail.seg_idx and end.offset != tail.end and store.damage is None:
-                self.problem(
+                self.log_problem(
                     f"segment {name} ends at {end.offset}, but the store's tail is at {tail.end}"
                 )
             done += size
         if expect is not None and expect - 1 != store.head_logseq and store.damage is None:
-            self.problem(f"the log ends at logseq {expect - 1}, the store's head is {store.head_logseq}")
+            self.log_problem(f"the log ends at logseq {expect - 1}, the store's head is {store.head_logseq}")
         counts["segments"] = len(segments)
 
     def _size(self, name: str) -> int:
@@ -178,7 +184,7 @@ class Fsck:
         except zstandard.ZstdError:
             good = False
         if not good:
-            self.problem(f"segment {seg} offset {offset}: chunk {h.hex()[:16]} does not match its hash")
+            self.log_problem(f"segment {seg} offset {offset}: chunk {h.hex()[:16]} does not match its hash")
 
     def check_chunk_index(self) -> None:
         """Every index entry is a CHUNK record of that hash, and every CHUNK record is indexed."""
@@ -200,7 +206,11 @@ class Fsck:
         manifest = store._read_manifest()
         replayed = Store(store.backend, read_only=True)
         replayed._load_checkpoint = lambda *a: None  # type: ignore[method-assign]
-        replayed._load(manifest)
+        try:
+            replayed._load(manifest)
+        except (StoreError, OSError) as e:
+            self.log_problem(f"a replay of the whole log fails: {e}")
+            return
         if replayed.head_logseq != store.head_logseq:
             self.report.notes.append(
                 f"the store moved on while checking (log head {replayed.head_logseq}, "
@@ -217,7 +227,11 @@ class Fsck:
             if from_cp._load_checkpoint(manifest["generation"], manifest["segments"]) is None:
                 self.report.notes.append("the checkpoint does not match the log and is ignored")
             else:
-                from_cp._load(manifest)
+                try:
+                    from_cp._load(manifest)
+                except (StoreError, OSError) as e:
+                    self.problem(f"the checkpoint plus replay fails: {e}", ["rebuild"])
+                    return
                 self._compare("the checkpoint plus replay", from_cp, rebuild=True)
 
     def _compare(self, what: str, other: Store, rebuild: bool) -> None:
@@ -271,8 +285,8 @@ class Fsck:
                     )
                     continue
                 refs[ino] = refs.get(ino, 0) + 1
-        if ROOT_INO not in state.inodes:
-            self.problem(f"the root inode is missing{where}")
+        if ROOT_INO not in state.inodes or ROOT_INO not in state.dirs:
+            self.problem(f"the root directory is missing{where}", fix(["root"]))
         reachable = {ROOT_INO}
         todo = [ROOT_INO]
         while todo:
@@ -339,6 +353,16 @@ class Fsck:
 
         store = self.store
         rep = self.report
+        if self._log_damaged and store.damage is None:
+            # Opened normally (the checkpoint hid the damage): reload as a salvage
+            # and check again, so the fixes below are computed against it.
+            store.damage = []
+            store._load(store._read_manifest())
+            again = Fsck(store, repair=False)
+            again.run()
+            self._fixes = again._fixes
+            if not store.damage:
+                store.damage = ["the log failed its checks"]
         for seg, start, end in store.damaged_regions:
             data = self._quarantine(seg, start, end)
             if data is not None:
@@ -382,45 +406,61 @@ class Fsck:
             return None
 
     def _apply_fixes(self, fixes: list[list[Any]]) -> None:
+        """One logged transaction per fix; a fix that no longer applies is reported, not forced."""
         store = self.store
         rep = self.report
-        with store.transaction() as t:
-            lost_found = None
-            for fix in fixes:
-                kind = fix[0]
-                if kind == "unlink":
-                    t.unlink(fix[1], fix[2])
-                    rep.repaired.append(f"dangling entry {fix[2]!r} removed from directory {fix[1]}")
-                elif kind == "hole":
-                    inode = store.get_inode(fix[1])
-                    t.set_blocks(fix[1], {fix[2]: None}, inode.size if inode else 0)
-                    rep.repaired.append(
-                        f"block {fix[2]} of inode {fix[1]} lost its data (chunk damaged or missing): "
-                        "it now reads as zeros; earlier versions may still hold it"
-                    )
-                elif kind == "nlink":
-                    t.update(fix[1], nlink=fix[2])
-                    rep.repaired.append(f"nlink of inode {fix[1]} set to {fix[2]}")
-                elif kind == "delete":
-                    t.delete_inode(fix[1])
-                    rep.repaired.append(f"orphan inode {fix[1]} (nlink 0) deleted")
-                elif kind == "lost+found":
-                    if lost_found is None:
-                        lost_found = self._lost_found(t)
-                    t.link(lost_found, str(fix[1]).encode(), fix[1])
-                    rep.repaired.append(f"unreachable inode {fix[1]} linked as /lost+found/{fix[1]}")
+        fixes = sorted(fixes, key=lambda f: f[0] != "root")  # the root first: others link into it
+        for fix in fixes:
+            try:
+                with store.transaction() as t:
+                    rep.repaired.append(self._fix(t, fix))
+            except ValueError as e:
+                rep.notes.append(f"could not repair ({fix[0]} {fix[1:]}): {e}")
 
-    def _lost_found(self, t: Any) -> int:
+    def _fix(self, t: Any, fix: list[Any]) -> str:
+        store = self.store
+        kind = fix[0]
+        if kind == "root":
+            now = store.backend.clock_ns()
+            if store.get_inode(ROOT_INO) is not None:
+                t.delete_inode(ROOT_INO)
+            t.create_inode(ROOT_INO, mode=stat.S_IFDIR | 0o755, uid=0, gid=0, times_ns=now)
+            t.update(ROOT_INO, nlink=2)
+            return "the root directory was missing and was recreated (empty)"
+        if kind == "unlink":
+            t.unlink(fix[1], fix[2])
+            return f"dangling entry {fix[2]!r} removed from directory {fix[1]}"
+        if kind == "hole":
+            inode = store.get_inode(fix[1])
+            t.set_blocks(fix[1], {fix[2]: None}, inode.size if inode else 0)
+            return (
+                f"block {fix[2]} of inode {fix[1]} lost its data (chunk damaged or missing): "
+                "it now reads as zeros; earlier versions may still hold it"
+            )
+        if kind == "nlink":
+            t.update(fix[1], nlink=fix[2])
+            return f"nlink of inode {fix[1]} set to {fix[2]}"
+        if kind == "delete":
+            t.delete_inode(fix[1])
+            return f"orphan inode {fix[1]} (nlink 0) deleted"
+        if kind == "lost+found":
+            t.link(self._lost_found(), str(fix[1]).encode(), fix[1])
+            return f"unreachable inode {fix[1]} linked as /lost+found/{fix[1]}"
+        raise ValueError(f"unknown fix {kind}")
+
+    def _lost_found(self) -> int:
+        """The /lost+found directory, created (in its own transaction) if absent."""
         store = self.store
         ino = store.lookup(ROOT_INO, b"lost+found")
         if ino is not None:
             return ino
         ino = store.alloc_ino()
         now = store.backend.clock_ns()
-        t.create_inode(ino, mode=stat.S_IFDIR | 0o700, uid=0, gid=0, times_ns=now)
-        t.update(ino, nlink=2)
-        t.link(ROOT_INO, b"lost+found", ino)
-        root = store.get_inode(ROOT_INO)
-        if root is not None:
-            t.update(ROOT_INO, nlink=root.nlink + 1)
+        with store.transaction() as t:
+            t.create_inode(ino, mode=stat.S_IFDIR | 0o700, uid=0, gid=0, times_ns=now)
+            t.update(ino, nlink=2)
+            t.link(ROOT_INO, b"lost+found", ino)
+            root = store.get_inode(ROOT_INO)
+            if root is not None:
+                t.update(ROOT_INO, nlink=root.nlink + 1)
         return ino

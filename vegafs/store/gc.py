@@ -39,7 +39,7 @@ from vegafs.store.records import (
     read_record_at,
     segment_name,
 )
-from vegafs.store.state import State, pack
+from vegafs.store.state import State, pack, repair_state
 
 if TYPE_CHECKING:
     from vegafs.store.store import Store
@@ -159,17 +159,15 @@ def _gc_locked(
     for st in snaps.values():
         live.update(st.chunk_refs())
     missing = [h for h in live if h not in store._chunks]
-    if missing and salvage is not None:
-        for label, st in [("the head", head), *((f"snapshot at logseq {at}", st) for at, st in snaps.items())]:
-            st = st.copy() if st is not head else st
-            for inode in st.inodes.values():
-                for index in [i for i, h in inode.blocks.items() if h not in store._chunks]:
-                    del inode.blocks[index]
-                    salvage.append(f"block {index} of inode {inode.ino} in {label} lost (chunk gone)")
-            if st is not head:
-                snaps[int(label.rsplit(" ", 1)[1])] = st
-        live = {h for h in live if h in store._chunks}
-    elif missing:
+    if salvage is not None:
+        now = backend.clock_ns()
+        salvage.extend(f"head: {m}" for m in repair_state(head, store._chunks.__contains__, now))
+        for at in list(snaps):
+            snaps[at] = snaps[at].copy()
+            changes = repair_state(snaps[at], store._chunks.__contains__, now)
+            salvage.extend(f"snapshot at logseq {at}: {m}" for m in changes)
+        live = {h for st in (head, *snaps.values()) for h in st.chunk_refs()}
+    if missing and salvage is None:
         raise StoreError(
             STORE_IO_ERROR,
             f"gc refused: {len(missing)} referenced chunk(s) are missing (run `vegafs fsck --repair`)",

@@ -254,6 +254,56 @@ class State:
         return inode  # type: ignore[return-value]
 
 
+def repair_state(state: State, has_chunk: Callable[[bytes], bool], now_ns: int) -> list[str]:
+    """Make a salvaged state self-consistent in place; return what was changed, in words.
+
+    Used by repair for states that cannot be fixed by logged transactions
+    (snapshots, which are history): the result is written as a STATE record.
+    """
+    done: list[str] = []
+    inodes, dirs = state.inodes, state.dirs
+    root = inodes.get(ROOT_INO)
+    if root is None or not stat.S_ISDIR(root.mode):
+        inodes[ROOT_INO] = Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, now_ns, now_ns, now_ns, None)
+        dirs[ROOT_INO] = {}
+        done.append("the root directory was missing and was recreated (empty)")
+    for ino in [d for d in dirs if d not in inodes or not stat.S_ISDIR(inodes[d].mode)]:
+        del dirs[ino]
+        done.append(f"entry table of non-directory {ino} dropped")
+    for ino, inode in inodes.items():
+        if stat.S_ISDIR(inode.mode) and ino not in dirs:
+            dirs[ino] = {}
+            done.append(f"directory {ino} had no entry table: now empty")
+        lost = [i for i, h in inode.blocks.items() if not has_chunk(h)]
+        for index in lost:
+            del inode.blocks[index]
+            done.append(f"block {index} of inode {ino} lost its data (reads as zeros)")
+    refs: dict[int, int] = {}
+    for parent, entries in dirs.items():
+        for name in [n for n, i in entries.items() if i not in inodes]:
+            done.append(f"dangling entry {name!r} removed from directory {parent}")
+            del entries[name]
+        for ino in entries.values():
+            refs[ino] = refs.get(ino, 0) + 1
+    reachable, todo = {ROOT_INO}, [ROOT_INO]
+    while todo:
+        for ino in dirs.get(todo.pop(), {}).values():
+            if ino not in reachable:
+                reachable.add(ino)
+                todo.append(ino)
+    for ino in [i for i in inodes if i not in reachable]:
+        if inodes[ino].nlink == 0:
+            continue  # open and unlinked when the state was taken: legitimate
+        dirs[ROOT_INO][f"lost+found.{ino}".encode()] = ino
+        refs[ino] = refs.get(ino, 0) + 1
+        done.append(f"unreachable inode {ino} linked as /lost+found.{ino}")
+    for ino, inode in inodes.items():
+        if not stat.S_ISDIR(inode.mode) and inode.nlink != refs.get(ino, 0):
+            done.append(f"nlink of inode {ino} set to {refs.get(ino, 0)}")
+            inode.nlink = refs.get(ino, 0)
+    return done
+
+
 def _drop_blocks_beyond(inode: Inode) -> None:
     """Blocks wholly past EOF do not exist: a file never references data it cannot show."""
     nblocks = -(-inode.size // BLOCK_SIZE)

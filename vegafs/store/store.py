@@ -430,16 +430,38 @@ class Store:
             self._write_checkpoint()
 
     def _read_manifest(self) -> dict[str, Any]:
+        """MANIFEST, verified (its check value and segment names).
+
+        In repair mode a damaged or absent MANIFEST is rebuilt from the
+        segment files instead of refused.
+        """
         raw = self._io(self.backend.get_object, MANIFEST_KEY)
-        if raw is None:
-            raise StoreError(STORE_IO_ERROR, f"store {self.location} has no MANIFEST")
-        try:
-            manifest = json.loads(raw)
-            int(manifest["generation"])
-            list(manifest["segments"])
-        except (ValueError, KeyError, TypeError):
-            raise StoreError(STORE_IO_ERROR, f"store {self.location}: MANIFEST is damaged") from None
-        return manifest
+        manifest = _parse_manifest(raw)
+        if manifest is not None:
+            return manifest
+        what = "has no MANIFEST" if raw is None else "has a damaged MANIFEST"
+        if self.damage is None:
+            raise StoreError(STORE_IO_ERROR, f"store {self.location} {what} (run `vegafs fsck --repair`)")
+        return self._rebuild_manifest(what)
+
+    def _rebuild_manifest(self, what: str) -> dict[str, Any]:
+        """Repair: the oldest generation present is a complete log (gc deletes it only last)."""
+        found: dict[int, list[tuple[int, str]]] = {}
+        for name in self._io(self.backend.list_segments):
+            parsed = parse_segment_name(name)
+            if parsed is not None:
+                found.setdefault(parsed[0], []).append((parsed[1], name))
+        if not found:
+            raise StoreError(STORE_IO_ERROR, f"store {self.location} {what} and no segments")
+        gen = min(found)
+        segments = [name for _seq, name in sorted(found[gen])]
+        self._damage(
+            f"store {what}; rebuilt it from the segment files (generation {gen}, "
+            f"{len(segments)} segments)"
+        )
+        if not self.read_only:
+            self._io(self.backend.put_object, MANIFEST_KEY, _manifest_bytes(gen, segments))
+        return {"generation": gen, "segments": segments}
 
     def _io(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a backend call, turning an OSError into STORE_IO_ERROR with its errno."""
@@ -467,7 +489,7 @@ class Store:
         missing = [s for s in segments if s not in present]
         if missing:
             self._damage(f"segment(s) {', '.join(missing)} are missing from {self.location}")
-        if not self.read_only:
+        if not self.read_only and salvage is None:
             for name in sorted(present - set(segments)):
                 if parse_segment_name(name) is not None:
                     self._io(self.backend.delete_segment, name)  # leftover of gc or a roll
@@ -570,7 +592,19 @@ class Store:
             self.damaged_regions.append(region)
 
     def _replay(self, rtype: int, flags: int, logseq: int, loc: int, payload: bytes, *extra: int) -> None:
-        """Apply one published record to memory (records are trusted: the chain verified them)."""
+        """Apply one published record to memory (records are trusted: the chain verified them).
+
+        A record that verifies but does not decode (written by a broken
+        writer) is damage like any other, never a crash.
+        """
+        try:
+            self._replay_record(rtype, flags, logseq, loc, payload, *extra)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            self._damage(f"logseq {logseq}: {_type_name(rtype)} record does not decode ({e})")
+
+    def _replay_record(
+        self, rtype: int, flags: int, logseq: int, loc: int, payload: bytes, *extra: int
+    ) -> None:
         self._head_logseq = logseq
         self._records += 1
         self._since_checkpoint += 1
@@ -655,7 +689,9 @@ class Store:
         if raw is None:
             return None
         try:
-            cp = unpack(raw)
+            if len(raw) < HASH_SIZE or blake3.blake3(raw[HASH_SIZE:]).digest() != raw[:HASH_SIZE]:
+                return None
+            cp = unpack(raw[HASH_SIZE:])
             if cp["format"] != FORMAT_VERSION or cp["generation"] != gen:  # type: ignore[index]
                 return None
             seg_idx, offset, chain = cp["seg_idx"], cp["offset"], cp["hash"]  # type: ignore[index]
@@ -723,7 +759,8 @@ class Store:
                 "head_base": list(self._head_base) if self._head_base else None,
             }
             with contextlib.suppress(OSError):
-                self.backend.put_object(CHECKPOINT_KEY, pack(cp))
+                body = pack(cp)
+                self.backend.put_object(CHECKPOINT_KEY, blake3.blake3(body).digest() + body)
                 self._since_checkpoint = 0
             faultpoints.hit("checkpoint.after_write")
 
@@ -1245,5 +1282,31 @@ def _parse_format(raw: bytes | None, location: str) -> str:
     return str(info.get("compression", "none"))
 
 
+def _manifest_check(generation: int, segments: list[str]) -> str:
+    return blake3.blake3(json.dumps([generation, segments]).encode()).hexdigest()[:16]
+
+
 def _manifest_bytes(generation: int, segments: list[str]) -> bytes:
-    return json.dumps({"generation": generation, "segments": segments}).encode() + b"\n"
+    body = {"generation": generation, "segments": segments,
+            "check": _manifest_check(generation, segments)}
+    return json.dumps(body).encode() + b"\n"
+
+
+def _parse_manifest(raw: bytes | None) -> dict[str, Any] | None:
+    """The MANIFEST if it is intact (check value, names of this generation), else None."""
+    if raw is None:
+        return None
+    try:
+        manifest = json.loads(raw)
+        gen = manifest["generation"]
+        segments = manifest["segments"]
+        if not isinstance(gen, int) or not isinstance(segments, list) or not segments:
+            return None
+        if manifest.get("check") != _manifest_check(gen, segments):
+            return None
+        for seq, name in enumerate(segments):
+            if not isinstance(name, str) or parse_segment_name(name) != (gen, seq):
+                return None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return {"generation": gen, "segments": segments}
