@@ -60,8 +60,13 @@ def non_matching_hooks(count: int) -> str:
 
 
 def vegafs(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vegafs", *args], capture_output=True,
-                          text=True, check=False, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "vegafs", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
 
 
 @contextlib.contextmanager
@@ -74,9 +79,23 @@ def mount(base: Path, name: str, hook_source: str | None) -> Iterator[Path]:
         (hooks / "bench.vega").write_text(hook_source)
     log = open(base / f"{name}.log", "wb")  # noqa: SIM115 - closed in finally
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vegafs", "mount", str(mnt), "--store", str(store),
-         "--hooks", str(hooks), "--foreground"],
-        cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        [
+            sys.executable,
+            "-m",
+            "vegafs",
+            "mount",
+            str(mnt),
+            "--store",
+            str(store),
+            "--hooks",
+            str(hooks),
+            "--foreground",
+        ],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
     try:
         deadline = time.monotonic() + 60
         while not os.path.ismount(mnt):
@@ -205,8 +224,11 @@ def main() -> int:
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="bench-hooks-") as tmp:
         base = Path(tmp)
-        with mount(base, "none", None) as none, mount(base, "allow", ALLOW_ALL) as allow, \
-                mount(base, "many", non_matching_hooks(1000)) as many:
+        with (
+            mount(base, "none", None) as none,
+            mount(base, "allow", ALLOW_ALL) as allow,
+            mount(base, "many", non_matching_hooks(1000)) as many,
+        ):
             w_none, w_allow = seq_write(none, size), seq_write(allow, size)
             r_none, r_allow = seq_read(none, size), seq_read(allow, size)
             # metadata: interleave two rounds each, keep the best of each
@@ -226,10 +248,12 @@ def main() -> int:
         ]
         overhead, latency = per_run_overhead(base, rounds=15 if args.quick else 60)
     print_table(f"hooks (seq {size // MiB} MiB, {files} files x 4 metadata ops)", rows)
-    print(f"per-run overhead (fs layer, 4 KiB write+read, median): {overhead:.1f} us "
-          f"(target <= 20 us); hook run itself (VM, p50): {latency:.1f} us in-process, "
-          f"{latency_mount if latency_mount is not None else float('nan'):.1f} us on the mount",
-          flush=True)
+    print(
+        f"per-run overhead (fs layer, 4 KiB write+read, median): {overhead:.1f} us "
+        f"(target <= 20 us); hook run itself (VM, p50): {latency:.1f} us in-process, "
+        f"{latency_mount if latency_mount is not None else float('nan'):.1f} us on the mount",
+        flush=True,
+    )
     return 0
 
 

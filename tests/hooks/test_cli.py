@@ -24,11 +24,14 @@ def test_check_accepts_every_example(capsys: pytest.CaptureFixture[str]) -> None
     assert "line_count (after close /notes/**/*.md)" in out
 
 
-def test_check_reports_every_error_with_positions(tmp_path: Path,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_reports_every_error_with_positions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.vega"
-    bad.write_text('hook a on write "/x/**" {\n    fn run(ev) { return deny(EPREM, "x"); }\n}\n'
-                   'hook b on nosuchevent "/**" { fn run(ev) { return allow(); } }\n')
+    bad.write_text(
+        'hook a on write "/x/**" {\n    fn run(ev) { return deny(EPREM, "x"); }\n}\n'
+        'hook b on nosuchevent "/**" { fn run(ev) { return allow(); } }\n'
+    )
     assert main(["hooks", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.vega:2:" in err and "EPREM" in err
@@ -47,20 +50,52 @@ def _store_with_file(tmp_path: Path, name: bytes, data: bytes) -> Path:
     return store_dir
 
 
-def test_hooks_test_is_a_read_only_dry_run(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_hooks_test_is_a_read_only_dry_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store_dir = _store_with_file(tmp_path, b"db.env", b"HOST=x\nPASSWORD=y\n")
-    assert main(["hooks", "test", str(EXAMPLES / "redact_env.vega"), "--event", "read",
-                 "--path", "/db.env", "--store", str(store_dir)]) == 0
+    assert (
+        main(
+            [
+                "hooks",
+                "test",
+                str(EXAMPLES / "redact_env.vega"),
+                "--event",
+                "read",
+                "--path",
+                "/db.env",
+                "--store",
+                str(store_dir),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "redact_env (on read /db.env): transform" in out
     assert "HOST=***" in out and "PASSWORD=***" in out
     writer = tmp_path / "writer.vega"
-    writer.write_text('hook w on read "/**" { capabilities [fs::write]\n'
-                      'fn run(ev) { let r = write("/new", "x");\n'
-                      '  if r.success { return allow(); } return deny(EROFS, r.error); } }\n')
-    assert main(["hooks", "test", str(writer), "--event", "read", "--path", "/db.env",
-                 "--store", str(store_dir), "--json"]) == 0
+    writer.write_text(
+        'hook w on read "/**" { capabilities [fs::write]\n'
+        'fn run(ev) { let r = write("/new", "x");\n'
+        "  if r.success { return allow(); } return deny(EROFS, r.error); } }\n"
+    )
+    assert (
+        main(
+            [
+                "hooks",
+                "test",
+                str(writer),
+                "--event",
+                "read",
+                "--path",
+                "/db.env",
+                "--store",
+                str(store_dir),
+                "--json",
+            ]
+        )
+        == 0
+    )
     (result,) = json.loads(capsys.readouterr().out)
     assert result["decision"] == "deny" and "read-only" in result["message"]
     store = Store.open(store_dir, read_only=True)
@@ -70,8 +105,9 @@ def test_hooks_test_is_a_read_only_dry_run(tmp_path: Path,
         store.close()
 
 
-def test_hooks_list_without_a_mount_shows_compile_state(tmp_path: Path,
-                                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_hooks_list_without_a_mount_shows_compile_state(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "ok.vega").write_text('hook fine on read "/**" { fn run(ev) { return allow(); } }')
@@ -81,20 +117,48 @@ def test_hooks_list_without_a_mount_shows_compile_state(tmp_path: Path,
     assert "no mount" in out and "fine" in out and "refused" in out and "broken.vega:1:" in out
 
 
-def test_trace_prints_filters_and_queries(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_trace_prints_filters_and_queries(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tracer = Tracer(trace_path(tmp_path), otlp=False)
     for n, hook in enumerate(["a", "b", "a"]):
-        tracer.record({"trace_id": f"{n:032x}", "hook": hook, "version": "v", "file": "f.vega",
-                       "phase": "on", "event": "write", "path": f"/p{n}", "decision": "deny",
-                       "errno": "EPERM", "message": "no", "status": "denied", "steps": 1,
-                       "bytes": 2, "latency_us": 3.0, "ts_ns": 1})
+        tracer.record(
+            {
+                "trace_id": f"{n:032x}",
+                "hook": hook,
+                "version": "v",
+                "file": "f.vega",
+                "phase": "on",
+                "event": "write",
+                "path": f"/p{n}",
+                "decision": "deny",
+                "errno": "EPERM",
+                "message": "no",
+                "status": "denied",
+                "steps": 1,
+                "bytes": 2,
+                "latency_us": 3.0,
+                "ts_ns": 1,
+            }
+        )
     tracer.close()
     assert main(["trace", "--store", str(tmp_path), "--hook", "a"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 2 and all("a@v on write" in line and "deny EPERM" in line for line in lines)
+    assert len(lines) == 2 and all(
+        "a@v on write" in line and "deny EPERM" in line for line in lines
+    )
     assert main(["trace", "--store", str(tmp_path), "--json", "-n", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["path"] == "/p2"
-    assert main(["trace", "--store", str(tmp_path), "--sql",
-                 "SELECT hook, count(*) FROM spans GROUP BY hook ORDER BY hook"]) == 0
+    assert (
+        main(
+            [
+                "trace",
+                "--store",
+                str(tmp_path),
+                "--sql",
+                "SELECT hook, count(*) FROM spans GROUP BY hook ORDER BY hook",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.splitlines()[1:] == ["a\t2", "b\t1"]

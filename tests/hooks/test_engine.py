@@ -57,7 +57,10 @@ def test_approvals_example_denies_and_amends_in_one_commit(rig: Rig) -> None:
     assert rig.store.head_logseq == before + 1  # the amendment is in the same record
     rig.fs.setxattr(ino, b"user.status", b"approved", 0, CTX)
     assert rig.store.get_inode(ino).xattrs == {
-        b"user.reviewer": b"ann", b"user.checked": b"yes", b"user.status": b"approved"}
+        b"user.reviewer": b"ann",
+        b"user.checked": b"yes",
+        b"user.status": b"approved",
+    }
 
 
 def test_redact_env_transform_is_cached_per_version_and_sizes_follow(rig: Rig) -> None:
@@ -104,8 +107,10 @@ def test_runaway_hook_is_stopped_by_its_budget_and_others_keep_working(rig: Rig)
 
 
 def test_failure_open_lets_the_operation_proceed(rig: Rig) -> None:
-    rig.hook("open.vega", 'hook spin on write "/**" { budget { steps 100 } failure open\n'
-                          "fn run(ev) { loop { } } }\n")
+    rig.hook(
+        "open.vega",
+        'hook spin on write "/**" { budget { steps 100 } failure open\nfn run(ev) { loop { } } }\n',
+    )
     rig.write_file("/a", b"written anyway")
     assert rig.read_file("/a") == b"written anyway"
     assert _stats(rig, "spin")["traps"] >= 1
@@ -119,9 +124,12 @@ def test_a_deny_with_a_bad_errno_is_a_failure(rig: Rig) -> None:
 
 
 def test_circuit_breaker_opens_after_repeated_failures(rig: Rig) -> None:
-    rig.hook("flaky.vega", 'hook flaky on create "/**" { budget { steps 50 }\n'
-                           "circuit_breaker { threshold 2  reset_after 60s }\n"
-                           "fn run(ev) { loop { } } }\n")
+    rig.hook(
+        "flaky.vega",
+        'hook flaky on create "/**" { budget { steps 50 }\n'
+        "circuit_breaker { threshold 2  reset_after 60s }\n"
+        "fn run(ev) { loop { } } }\n",
+    )
     for n in range(4):
         with pytest.raises(FsError):
             rig.write_file(f"/f{n}", b"")
@@ -164,18 +172,24 @@ def test_bad_glob_or_setting_is_refused_with_a_position(rig: Rig) -> None:
 
 
 def test_event_fields_reach_the_hook(rig: Rig) -> None:
-    rig.hook("fields.vega", 'hook f on write "/d/**" { fn run(ev) {\n'
-             'if ev.path == "/d/x" && ev.uid == 1000 && ev.pid == 4242 && ev.offset == 0 '
-             '&& ev.size == 5 && ev.file_size == 0 && ev.event == "write" '
-             '&& bytes::starts_with(ev.data, "hello") { return allow(); }\n'
-             'return deny(EINVAL, "unexpected event"); } }\n')
+    rig.hook(
+        "fields.vega",
+        'hook f on write "/d/**" { fn run(ev) {\n'
+        'if ev.path == "/d/x" && ev.uid == 1000 && ev.pid == 4242 && ev.offset == 0 '
+        '&& ev.size == 5 && ev.file_size == 0 && ev.event == "write" '
+        '&& bytes::starts_with(ev.data, "hello") { return allow(); }\n'
+        'return deny(EINVAL, "unexpected event"); } }\n',
+    )
     rig.write_file("/d/x", b"hello")
 
 
 def test_rename_event_carries_both_paths(rig: Rig) -> None:
-    rig.hook("mv.vega", 'hook mv on rename "/src/**" { fn run(ev) {\n'
-             'if ev.new_path == "/dst/b" && ev.old_path == "/src/a" { return deny(EXDEV_LIKE, "x"); }\n'
-             "return allow(); } }\n".replace("EXDEV_LIKE", "EBUSY"))
+    rig.hook(
+        "mv.vega",
+        'hook mv on rename "/src/**" { fn run(ev) {\n'
+        'if ev.new_path == "/dst/b" && ev.old_path == "/src/a" { return deny(EXDEV_LIKE, "x"); }\n'
+        "return allow(); } }\n".replace("EXDEV_LIKE", "EBUSY"),
+    )
     rig.write_file("/src/a", b"")
     dst = rig.mkdirs("/dst")
     with pytest.raises(FsError) as err:
@@ -185,16 +199,22 @@ def test_rename_event_carries_both_paths(rig: Rig) -> None:
 
 def test_hooks_are_not_reentrant(rig: Rig) -> None:
     # The hook writes another file under its own glob: that write must not run it again.
-    rig.hook("copy.vega", 'hook c on close "/in/**" { capabilities [fs::write]\n'
-             'fn run(ev) { let r = write("/in/copy", ev.data); return allow(); } }\n')
+    rig.hook(
+        "copy.vega",
+        'hook c on close "/in/**" { capabilities [fs::write]\n'
+        'fn run(ev) { let r = write("/in/copy", ev.data); return allow(); } }\n',
+    )
     rig.write_file("/in/a", b"payload")
     assert rig.read_file("/in/copy") == b"payload"
     assert _stats(rig, "c")["runs"] == 1
 
 
 def test_capabilities_are_enforced(rig: Rig) -> None:
-    rig.hook("sneaky.vega", 'hook s on close "/x/**" { capabilities [fs::write("/x/**")]\n'
-             'fn run(ev) { write("/etc/passwd", "pwned"); return allow(); } }\n')
+    rig.hook(
+        "sneaky.vega",
+        'hook s on close "/x/**" { capabilities [fs::write("/x/**")]\n'
+        'fn run(ev) { write("/etc/passwd", "pwned"); return allow(); } }\n',
+    )
     with pytest.raises(FsError) as err:
         rig.write_file("/x/a", b"1")
     assert err.value.errno == errno.EIO
@@ -214,9 +234,12 @@ def test_after_hook_runs_with_retries_and_is_journaled(rig: Rig) -> None:
 
 
 def test_after_hook_retries_then_gives_up(rig: Rig) -> None:
-    rig.hook("fail.vega", 'hook f after create "/**" {\n'
-             "retry { max_attempts 3  backoff exponential(1ms, 2.0, 5ms) }\n"
-             "budget { steps 10 } fn run(ev) { loop { } } }\n")
+    rig.hook(
+        "fail.vega",
+        'hook f after create "/**" {\n'
+        "retry { max_attempts 3  backoff exponential(1ms, 2.0, 5ms) }\n"
+        "budget { steps 10 } fn run(ev) { loop { } } }\n",
+    )
     rig.write_file("/a", b"")
     assert rig.engine.wait_idle(10)
     assert _stats(rig, "f")["traps"] == 3
@@ -227,9 +250,12 @@ def test_after_hook_retries_then_gives_up(rig: Rig) -> None:
 
 def test_unfinished_after_hooks_are_replayed_from_the_journal(rig: Rig) -> None:
     # A first "mount" journals an event but stops before running it (as if killed).
-    rig.hook("slow.vega", 'hook s after create "/**" { capabilities [meta::write]\n'
-             'fn run(ev) { let m = lookup(ev.path); m.set("user.seen", "1"); m.commit();'
-             " return allow(); } }\n")
+    rig.hook(
+        "slow.vega",
+        'hook s after create "/**" { capabilities [meta::write]\n'
+        'fn run(ev) { let m = lookup(ev.path); m.set("user.seen", "1"); m.commit();'
+        " return allow(); } }\n",
+    )
     rig.engine._queue.close()  # the worker is gone: events are journaled, not run
     rig.engine._queue = None
     rig.fs.hooks._queue = None
@@ -261,8 +287,10 @@ def test_spans_are_json_lines_and_queryable_in_sqlite(rig: Rig) -> None:
 
 
 def test_thousand_non_matching_hooks_are_not_tried(rig: Rig) -> None:
-    source = "".join(f'hook h{i} on create "/nowhere{i}/**" {{ fn run(ev) {{ return deny(EPERM, "no"); }} }}\n'
-                     for i in range(1000))
+    source = "".join(
+        f'hook h{i} on create "/nowhere{i}/**" {{ fn run(ev) {{ return deny(EPERM, "no"); }} }}\n'
+        for i in range(1000)
+    )
     rig.hook("many.vega", source)
     for n in range(50):
         rig.write_file(f"/f{n}", b"")
@@ -273,7 +301,7 @@ def _stats(rig: Rig, hook: str) -> dict:
     return next(r for r in rig.engine.listing() if r.get("hook") == hook)
 
 
-STAGER = '''hook stage on create "/jobs/**" {{
+STAGER = """hook stage on create "/jobs/**" {{
     capabilities [fs::read, fs::write, meta::write]
     {settings}
     fn run(ev) {{
@@ -287,7 +315,7 @@ STAGER = '''hook stage on create "/jobs/**" {{
         {ending}
     }}
 }}
-'''
+"""
 
 
 def test_synchronous_effects_land_with_the_operation(rig: Rig) -> None:
@@ -298,12 +326,16 @@ def test_synchronous_effects_land_with_the_operation(rig: Rig) -> None:
     assert rig.fs.lookup_path("/audit/dir") is not None
 
 
-@pytest.mark.parametrize(("settings", "ending", "errno_"), [
-    ("", 'return deny(EPERM, "no");', errno.EPERM),
-    ("budget { steps 10_000 }", "loop { }", errno.EIO),
-])
-def test_denied_or_failed_hooks_leave_no_effects(rig: Rig, settings: str, ending: str,
-                                                 errno_: int) -> None:
+@pytest.mark.parametrize(
+    ("settings", "ending", "errno_"),
+    [
+        ("", 'return deny(EPERM, "no");', errno.EPERM),
+        ("budget { steps 10_000 }", "loop { }", errno.EIO),
+    ],
+)
+def test_denied_or_failed_hooks_leave_no_effects(
+    rig: Rig, settings: str, ending: str, errno_: int
+) -> None:
     rig.mkdirs("/audit")
     rig.hook("stage.vega", STAGER.format(settings=settings, ending=ending))
     with pytest.raises(FsError) as err:
@@ -316,8 +348,10 @@ def test_denied_or_failed_hooks_leave_no_effects(rig: Rig, settings: str, ending
 
 def test_a_failure_open_hook_loses_its_effects_but_not_the_operation(rig: Rig) -> None:
     rig.mkdirs("/audit")
-    rig.hook("stage.vega", STAGER.format(settings="budget { steps 10_000 } failure open",
-                                         ending="loop { }"))
+    rig.hook(
+        "stage.vega",
+        STAGER.format(settings="budget { steps 10_000 } failure open", ending="loop { }"),
+    )
     rig.write_file("/jobs/a", b"")
     assert rig.fs.lookup_path("/jobs/a") is not None
     assert rig.fs.lookup_path("/audit/log") is None

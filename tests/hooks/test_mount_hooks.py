@@ -64,8 +64,14 @@ def _errno_of(fn: Callable[[], Any]) -> int | None:
 
 def test_issue_examples_on_a_mount(tmp_path: Path) -> None:
     hooks = tmp_path / "hooks"
-    _install(hooks, "logs_append_only.vega", "approvals.vega", "redact_env.vega",
-             "json_guard.vega", "runaway_demo.vega")
+    _install(
+        hooks,
+        "logs_append_only.vega",
+        "approvals.vega",
+        "redact_env.vega",
+        "json_guard.vega",
+        "runaway_demo.vega",
+    )
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     with mounted(store, mnt, "--hooks", str(hooks)):
         # logs_append_only: appends work, overwrites and unlinks are EPERM
@@ -91,8 +97,14 @@ def test_issue_examples_on_a_mount(tmp_path: Path) -> None:
         os.setxattr(doc, "user.reviewer", b"ann")
         os.setxattr(doc, "user.status", b"approved")
         assert os.getxattr(doc, "user.checked") == b"yes"
-        assert subprocess.run(["getfattr", "-n", "user.status", "--only-values", str(doc)],
-                              capture_output=True, check=True).stdout == b"approved"
+        assert (
+            subprocess.run(
+                ["getfattr", "-n", "user.status", "--only-values", str(doc)],
+                capture_output=True,
+                check=True,
+            ).stdout
+            == b"approved"
+        )
 
         # redact_env: readers see masked values, stat agrees, stored bytes unchanged
         env = mnt / "prod.env"
@@ -155,8 +167,11 @@ def test_hot_reload_refusal_and_removal(tmp_path: Path) -> None:
     with mounted(store, mnt, "--hooks", str(hooks)):
         (mnt / "free").write_text("x")
         guard = hooks / "guard.vega"
-        _replace(guard, 'hook guard on create "/locked/**" {\n'
-                        '    fn run(ev) { return deny(EACCES, "locked v1"); }\n}\n')
+        _replace(
+            guard,
+            'hook guard on create "/locked/**" {\n'
+            '    fn run(ev) { return deny(EACCES, "locked v1"); }\n}\n',
+        )
         (mnt / "locked").mkdir()
         names = iter(range(1_000_000))
 
@@ -165,10 +180,19 @@ def test_hot_reload_refusal_and_removal(tmp_path: Path) -> None:
 
         _until(lambda: create() == errno.EACCES, "the new hook to take effect")
         # a broken version is refused; version 1 keeps guarding
-        _replace(guard, 'hook guard on create "/locked/**" {\n    fn run(ev) { return allow( }\n}\n')
-        rows = _until(lambda: [json.loads(line) for line in run_vegafs(
-            "hooks", "list", "--store", str(store), "--json", check=True).stdout.splitlines()
-            if json.loads(line)["state"] == "refused"], "the refusal to show")
+        _replace(
+            guard, 'hook guard on create "/locked/**" {\n    fn run(ev) { return allow( }\n}\n'
+        )
+        rows = _until(
+            lambda: [
+                json.loads(line)
+                for line in run_vegafs(
+                    "hooks", "list", "--store", str(store), "--json", check=True
+                ).stdout.splitlines()
+                if json.loads(line)["state"] == "refused"
+            ],
+            "the refusal to show",
+        )
         assert "guard.vega:2:" in rows[0]["error"]
         assert create() == errno.EACCES
         text = run_vegafs("hooks", "list", "--store", str(store), check=True).stdout
@@ -185,7 +209,8 @@ def test_failure_policies_on_a_mount(tmp_path: Path) -> None:
         'hook closed_spin on write "/closed/**" { budget { steps 5_000 }\n'
         "    fn run(ev) { loop { } } }\n"
         'hook open_spin on write "/open/**" { budget { steps 5_000 } failure open\n'
-        "    fn run(ev) { loop { } } }\n")
+        "    fn run(ev) { loop { } } }\n"
+    )
     with mounted(tmp_path / "store", tmp_path / "mnt", "--hooks", str(hooks)):
         mnt = tmp_path / "mnt"
         (mnt / "closed").mkdir()
@@ -201,26 +226,38 @@ def test_after_hook_survives_kill_9_and_runs_on_next_mount(tmp_path: Path) -> No
     stamp = hooks / "stamp.vega"
     # Version 1 always fails and backs off for a long time: the job is still
     # pending (journaled, published) when the daemon is killed.
-    stamp.write_text('hook stamp after close "/inbox/**" {\n'
-                     "    retry { max_attempts 5  backoff exponential(30s, 2.0, 60s) }\n"
-                     "    budget { steps 100 }\n"
-                     "    fn run(ev) { loop { } }\n}\n")
+    stamp.write_text(
+        'hook stamp after close "/inbox/**" {\n'
+        "    retry { max_attempts 5  backoff exponential(30s, 2.0, 60s) }\n"
+        "    budget { steps 100 }\n"
+        "    fn run(ev) { loop { } }\n}\n"
+    )
     store, mnt = tmp_path / "store", tmp_path / "mnt"
     with mounted(store, mnt, "--hooks", str(hooks)) as proc:
         (mnt / "inbox").mkdir()
         (mnt / "inbox" / "msg").write_text("hello")
-        _until(lambda: b'"hook":"stamp"' in (store / "traces" / "hooks.jsonl").read_bytes(),
-               "the first attempt")
+        _until(
+            lambda: b'"hook":"stamp"' in (store / "traces" / "hooks.jsonl").read_bytes(),
+            "the first attempt",
+        )
         run_vegafs("sync", str(mnt), check=True)
         proc.kill()
         proc.wait()
     # Version 2 works; the next mount replays the unfinished job.
-    _replace(stamp, 'hook stamp after close "/inbox/**" { capabilities [meta::write]\n'
-                    "    fn run(ev) { let m = lookup(ev.path); m.set(\"user.stamped\", \"yes\");\n"
-                    "        m.commit(); return allow(); }\n}\n")
+    _replace(
+        stamp,
+        'hook stamp after close "/inbox/**" { capabilities [meta::write]\n'
+        '    fn run(ev) { let m = lookup(ev.path); m.set("user.stamped", "yes");\n'
+        "        m.commit(); return allow(); }\n}\n",
+    )
     with mounted(store, mnt, "--hooks", str(hooks)):
-        assert _until(lambda: os.getxattr(mnt / "inbox" / "msg", "user.stamped"),
-                      "the replayed after-hook") == b"yes"
+        assert (
+            _until(
+                lambda: os.getxattr(mnt / "inbox" / "msg", "user.stamped"),
+                "the replayed after-hook",
+            )
+            == b"yes"
+        )
 
 
 def test_hooks_test_dry_run_against_a_snapshot(tmp_path: Path) -> None:
@@ -233,11 +270,33 @@ def test_hooks_test_dry_run_against_a_snapshot(tmp_path: Path) -> None:
         (mnt / "a.env").write_text("TOKEN=changed\nMORE=1\n")
         run_vegafs("sync", str(mnt), check=True)
         example = EXAMPLES / "redact_env.vega"
-        head = run_vegafs("hooks", "test", str(example), "--event", "read", "--path", "/a.env",
-                          "--store", str(store), check=True).stdout
+        head = run_vegafs(
+            "hooks",
+            "test",
+            str(example),
+            "--event",
+            "read",
+            "--path",
+            "/a.env",
+            "--store",
+            str(store),
+            check=True,
+        ).stdout
         assert "redact_env (on read /a.env): transform" in head and "MORE=***" in head
-        old = run_vegafs("hooks", "test", str(example), "--event", "read", "--path", "/a.env",
-                         "--store", str(store), "--at", "before", check=True).stdout
+        old = run_vegafs(
+            "hooks",
+            "test",
+            str(example),
+            "--event",
+            "read",
+            "--path",
+            "/a.env",
+            "--store",
+            str(store),
+            "--at",
+            "before",
+            check=True,
+        ).stdout
         assert "TOKEN=***" in old and "MORE" not in old
         # the dry run is read-only: the file is unchanged
         assert (mnt / "a.env").read_text() == "TOKEN=changed\nMORE=1\n"

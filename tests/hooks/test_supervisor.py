@@ -50,7 +50,9 @@ def _queue(run, **kwargs):  # type: ignore[no-untyped-def]
         finished.append((job.job_id, status, job.attempt))
 
     def breaker_for(job: Job) -> CircuitBreaker:
-        return breakers.setdefault(job.hook, CircuitBreaker(BreakerPolicy(threshold=2, reset_after_s=60)))
+        return breakers.setdefault(
+            job.hook, CircuitBreaker(BreakerPolicy(threshold=2, reset_after_s=60))
+        )
 
     return AfterQueue(run, on_finished, breaker_for, **kwargs), finished, breakers
 
@@ -89,7 +91,12 @@ def test_exhausted_retries_open_the_circuit_and_later_jobs_fail_fast() -> None:
     finally:
         queue.close()
     assert runs == ["j0", "j1"]
-    assert [status for _, status, _ in finished] == ["failed", "failed", "circuit_open", "circuit_open"]
+    assert [status for _, status, _ in finished] == [
+        "failed",
+        "failed",
+        "circuit_open",
+        "circuit_open",
+    ]
     assert breakers["h"].state == "open"
 
 

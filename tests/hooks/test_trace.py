@@ -15,10 +15,26 @@ from vegafs.hooks.trace import Tracer, read_spans, sqlite_db, trace_path
 
 
 def _span(n: int) -> dict:
-    return {"trace_id": "ab" * 16, "span_id": "cd" * 8, "ts_ns": 1_000_000 + n, "hook": f"h{n}",
-            "version": "0123456789abcdef", "file": "f.vega", "phase": "on", "event": "write",
-            "path": f"/p{n}", "decision": "allow", "errno": None, "message": "", "status": "ok",
-            "steps": n, "bytes": 3, "latency_us": 4.5, "attempt": 1, "retries": 0}
+    return {
+        "trace_id": "ab" * 16,
+        "span_id": "cd" * 8,
+        "ts_ns": 1_000_000 + n,
+        "hook": f"h{n}",
+        "version": "0123456789abcdef",
+        "file": "f.vega",
+        "phase": "on",
+        "event": "write",
+        "path": f"/p{n}",
+        "decision": "allow",
+        "errno": None,
+        "message": "",
+        "status": "ok",
+        "steps": n,
+        "bytes": 3,
+        "latency_us": 4.5,
+        "attempt": 1,
+        "retries": 0,
+    }
 
 
 def test_json_lines_round_trip_and_partial_last_line(tmp_path: Path) -> None:
@@ -44,7 +60,9 @@ def test_sqlite_is_derived_incrementally_and_rebuilt(tmp_path: Path) -> None:
     tracer.close()
     db = sqlite_db(tmp_path)
     assert db.execute("SELECT hook, steps FROM spans ORDER BY steps").fetchall() == [
-        ("h1", 1), ("h2", 2)]
+        ("h1", 1),
+        ("h2", 2),
+    ]
     db.close()
     (tmp_path / "traces" / "hooks.sqlite").unlink()
     db = sqlite_db(tmp_path)
@@ -83,8 +101,9 @@ def collector() -> Iterator[str]:
         thread.join()
 
 
-def test_spans_are_exported_over_otlp_http(tmp_path: Path, collector: str,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spans_are_exported_over_otlp_http(
+    tmp_path: Path, collector: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
     tracer = Tracer(trace_path(tmp_path))  # OTLP on because the variable is set
     span = _span(7)
@@ -101,6 +120,11 @@ def test_span_lines_are_valid_json_for_any_text() -> None:
     from vegafs.hooks.trace import format_row, row_of
 
     span = _span(3)
-    span.update(hook='we"ird', path="/b\u00e9\n/\udcff", message="tab\there", errno="EPERM",
-                events=["one", "two"])
+    span.update(
+        hook='we"ird',
+        path="/b\u00e9\n/\udcff",
+        message="tab\there",
+        errno="EPERM",
+        events=["one", "two"],
+    )
     assert json.loads(format_row(row_of(span))) == span

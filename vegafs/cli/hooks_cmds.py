@@ -12,8 +12,18 @@ from typing import Any
 from vegafs.cli import control
 from vegafs.cli.errors import CliError
 
-EVENT_CHOICES = ("read", "write", "truncate", "close", "commit", "create", "mkdir", "unlink",
-                 "rmdir", "rename")
+EVENT_CHOICES = (
+    "read",
+    "write",
+    "truncate",
+    "close",
+    "commit",
+    "create",
+    "mkdir",
+    "unlink",
+    "rmdir",
+    "rename",
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,11 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("list", help="hooks of a live mount: state, runs, denies, traps, latency")
     p.add_argument("--store", metavar="PATH", help="the store (default: the embedded default)")
-    p.add_argument("--hooks", metavar="DIR",
-                   help="without a running mount: list this directory (default <store>/hooks)")
+    p.add_argument(
+        "--hooks",
+        metavar="DIR",
+        help="without a running mount: list this directory (default <store>/hooks)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--at", metavar="SNAPSHOT",
-                   help="instead: the hook versions that were active at SNAPSHOT (from the log)")
+    p.add_argument(
+        "--at",
+        metavar="SNAPSHOT",
+        help="instead: the hook versions that were active at SNAPSHOT (from the log)",
+    )
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("test", help="dry-run a hook file against the store (read-only)")
@@ -139,20 +155,61 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("no hooks")
         return
-    header = ("FILE", "HOOK", "WHEN", "EVENT", "GLOB", "VERSION", "STATE", "RUNS", "DENIES",
-              "TRAPS", "P50_US", "P99_US")
+    header = (
+        "FILE",
+        "HOOK",
+        "WHEN",
+        "EVENT",
+        "GLOB",
+        "VERSION",
+        "STATE",
+        "RUNS",
+        "DENIES",
+        "TRAPS",
+        "P50_US",
+        "P99_US",
+    )
     table = [header]
     errors = []
     for r in rows:
         if r.get("hook") is None:
-            table.append((r["file"], "-", "-", "-", "-", str(r.get("version") or "-"),
-                          "refused", "-", "-", "-", "-", "-"))
-            errors.append(f"{r['file']}: refused (active version: "
-                          f"{r.get('active_version') or 'none'}):\n{r.get('error')}")
+            table.append(
+                (
+                    r["file"],
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    str(r.get("version") or "-"),
+                    "refused",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                    "-",
+                )
+            )
+            errors.append(
+                f"{r['file']}: refused (active version: "
+                f"{r.get('active_version') or 'none'}):\n{r.get('error')}"
+            )
             continue
-        table.append((r["file"], r["hook"], r["when"], r["event"], r["glob"], r["version"],
-                      r["state"], str(r["runs"]), str(r["denies"]), str(r["traps"]),
-                      _num(r["p50_us"]), _num(r["p99_us"])))
+        table.append(
+            (
+                r["file"],
+                r["hook"],
+                r["when"],
+                r["event"],
+                r["glob"],
+                r["version"],
+                r["state"],
+                str(r["runs"]),
+                str(r["denies"]),
+                str(r["traps"]),
+                _num(r["p50_us"]),
+                _num(r["p99_us"]),
+            )
+        )
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
@@ -191,8 +248,17 @@ def cmd_test(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps([{**r.__dict__, "output": None if r.output is None
-                           else r.output.decode("utf-8", "replace")} for r in results]))
+        print(
+            json.dumps(
+                [
+                    {
+                        **r.__dict__,
+                        "output": None if r.output is None else r.output.decode("utf-8", "replace"),
+                    }
+                    for r in results
+                ]
+            )
+        )
         return 0
     if not results:
         print(f"no hook in {args.file} matches {args.event} {args.path}")

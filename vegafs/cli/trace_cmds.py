@@ -21,11 +21,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--hook", metavar="NAME", help="only spans of this hook")
     p.add_argument("--json", action="store_true", help="print spans as JSON lines")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new spans")
-    p.add_argument("-n", "--last", type=int, default=50, metavar="N",
-                   help="start with the last N spans (default 50; 0 = all)")
-    p.add_argument("--sql", metavar="QUERY",
-                   help="run an SQL query on table spans (SQLite) instead, e.g. "
-                        "\"SELECT hook, count(*) FROM spans GROUP BY hook\"")
+    p.add_argument(
+        "-n",
+        "--last",
+        type=int,
+        default=50,
+        metavar="N",
+        help="start with the last N spans (default 50; 0 = all)",
+    )
+    p.add_argument(
+        "--sql",
+        metavar="QUERY",
+        help="run an SQL query on table spans (SQLite) instead, e.g. "
+        '"SELECT hook, count(*) FROM spans GROUP BY hook"',
+    )
     p.set_defaults(func=cmd_trace)
 
 
@@ -34,10 +43,12 @@ def _format(span: dict[str, Any]) -> str:
     decision = span.get("decision", "?")
     if span.get("errno"):
         decision += f" {span['errno']}"
-    text = (f"{when} {span.get('trace_id', '')[:8]} {span.get('hook')}@{span.get('version')} "
-            f"{span.get('phase')} {span.get('event')} {span.get('path')} -> {decision} "
-            f"[{span.get('status')}] steps={span.get('steps')} bytes={span.get('bytes')} "
-            f"{span.get('latency_us')}us")
+    text = (
+        f"{when} {span.get('trace_id', '')[:8]} {span.get('hook')}@{span.get('version')} "
+        f"{span.get('phase')} {span.get('event')} {span.get('path')} -> {decision} "
+        f"[{span.get('status')}] steps={span.get('steps')} bytes={span.get('bytes')} "
+        f"{span.get('latency_us')}us"
+    )
     if span.get("attempt", 1) > 1:
         text += f" attempt={span['attempt']}"
     if span.get("message"):

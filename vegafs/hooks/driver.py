@@ -150,8 +150,15 @@ class FsDriver:
     def stat(self, path: str) -> StatInfo:
         def run() -> StatInfo:
             attr = self._fs.getattr(self._ino(path))
-            kind = ("dir" if stat.S_ISDIR(attr.mode) else "file" if stat.S_ISREG(attr.mode)
-                    else "symlink" if stat.S_ISLNK(attr.mode) else "other")
+            kind = (
+                "dir"
+                if stat.S_ISDIR(attr.mode)
+                else "file"
+                if stat.S_ISREG(attr.mode)
+                else "symlink"
+                if stat.S_ISLNK(attr.mode)
+                else "other"
+            )
             return StatInfo(kind, attr.size, attr.mtime_ns, attr.mode & 0o7777)
 
         return self._do(run)
@@ -370,8 +377,9 @@ class StagingDriver(FsDriver):
 class _StagedHandle:
     """A handler over an in-memory copy; closing a writable one stages its content."""
 
-    def __init__(self, driver: StagingDriver, path: str, data: bytearray, pos: int, *,
-                 writable: bool) -> None:
+    def __init__(
+        self, driver: StagingDriver, path: str, data: bytearray, pos: int, *, writable: bool
+    ) -> None:
         self._driver = driver
         self._path = path
         self._data = data
@@ -429,5 +437,6 @@ def land(fs: HookedFileSystem, effects: list[Effect]) -> None:
             elif kind == "remove":
                 driver.remove(effect[1])
         except VfsError as exc:
-            logging.getLogger(__name__).warning("hooks: staged %s of %s failed: %s",
-                                                effect[0], effect[1], exc)
+            logging.getLogger(__name__).warning(
+                "hooks: staged %s of %s failed: %s", effect[0], effect[1], exc
+            )

@@ -79,8 +79,7 @@ class ViewDriver:
         return ino
 
     def capabilities(self) -> DriverCaps:
-        return DriverCaps(write=False, atomic_write=False, rename=False, remove=False,
-                          sync=False)
+        return DriverCaps(write=False, atomic_write=False, rename=False, remove=False, sync=False)
 
     def open(self, path: str, flags: OpenFlags) -> _ViewHandle:
         if flags.write:
@@ -99,7 +98,9 @@ class ViewDriver:
 
     def stat(self, path: str) -> StatInfo:
         inode = self._view.get_inode(self._ino(path))
-        kind = "dir" if stat.S_ISDIR(inode.mode) else "file" if stat.S_ISREG(inode.mode) else "other"
+        kind = (
+            "dir" if stat.S_ISDIR(inode.mode) else "file" if stat.S_ISREG(inode.mode) else "other"
+        )
         return StatInfo(kind, inode.size, inode.mtime_ns, inode.mode & 0o7777)
 
     def meta_read(self, path: str) -> dict[str, bytes]:
@@ -165,8 +166,16 @@ class _ViewHost:
         return fn()
 
 
-def dry_run(hook_file: str | os.PathLike[str], view: Any, event: str, path: str,
-            *, new_path: str | None = None, uid: int = 0, gid: int = 0) -> list[DryResult]:
+def dry_run(
+    hook_file: str | os.PathLike[str],
+    view: Any,
+    event: str,
+    path: str,
+    *,
+    new_path: str | None = None,
+    uid: int = 0,
+    gid: int = 0,
+) -> list[DryResult]:
     """Run every hook of ``hook_file`` that matches (``event``, ``path``) against
     ``view``; raises HookCompileError if the file does not compile."""
     source = Path(hook_file).read_bytes()
@@ -182,24 +191,36 @@ def dry_run(hook_file: str | os.PathLike[str], view: Any, event: str, path: str,
         if hook.event != event or not hook.glob.matches(path):
             continue
         ev = HookEvent(
-            event, path, uid=uid, gid=gid, size=size, file_size=size,
+            event,
+            path,
+            uid=uid,
+            gid=gid,
+            size=size,
+            file_size=size,
             old_path=path if event == "rename" else None,
             new_path=new_path if event == "rename" else None,
             load_data=(lambda i=ino: content(view, i)) if is_file else None,
             meta=PendingMeta(path, {os.fsdecode(k): v for k, v in inode.xattrs.items()}, {})
-            if inode is not None and event == "commit" else None,
+            if inode is not None and event == "commit"
+            else None,
         )
         run = engine.run_once(hook, ev)
         output = bytes(ev.output.buffer) if ev.output is not None and ev.output.written else None
         denied = run.decision is not None and not run.decision.allowed
         if run.failed:
-            decision, code = ("allow (failure open)", None) if hook.settings.failure_open \
+            decision, code = (
+                ("allow (failure open)", None)
+                if hook.settings.failure_open
                 else ("deny (failure closed)", errno_name(errno.EIO))
+            )
         elif denied:
             assert run.decision is not None
             decision, code = "deny", errno_name(run.decision.errno)
         else:
             decision, code = ("transform" if output is not None else "allow"), None
-        results.append(DryResult(hook.name, hook.when, decision, code, run.message,
-                                 run.status, run.steps, output))
+        results.append(
+            DryResult(
+                hook.name, hook.when, decision, code, run.message, run.status, run.steps, output
+            )
+        )
     return results

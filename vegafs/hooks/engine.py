@@ -291,13 +291,21 @@ class HookEngine:
             hooks = self.compile(data, hf.name, version)
         except vega.HookCompileError as exc:
             hf.error, hf.refused_version = str(exc), version
-            log.error("hooks: %s refused (previous version %s stays active):\n%s",
-                      hf.name, hf.version or "none", exc)
+            log.error(
+                "hooks: %s refused (previous version %s stays active):\n%s",
+                hf.name,
+                hf.version or "none",
+                exc,
+            )
             return False
         hf.version, hf.hooks, hf.error, hf.refused_version = version, hooks, None, None
         self._record_version(hf.name, version, data)
-        log.info("hooks: %s version %s active (%s)", hf.name, version,
-                 ", ".join(h.name for h in hooks) or "no hooks")
+        log.info(
+            "hooks: %s version %s active (%s)",
+            hf.name,
+            version,
+            ", ".join(h.name for h in hooks) or "no hooks",
+        )
         return True
 
     def compile(self, data: bytes, filename: str, version: str) -> list[LoadedHook]:
@@ -322,8 +330,20 @@ class HookEngine:
                 continue
             key = f"{filename}:{decl.name}"
             stats = self._stats.setdefault(key, HookStats())
-            hooks.append(LoadedHook(filename, decl.name, decl.when, decl.event, glob, settings,
-                                    version, decl, stats, CircuitBreaker(settings.breaker)))
+            hooks.append(
+                LoadedHook(
+                    filename,
+                    decl.name,
+                    decl.when,
+                    decl.event,
+                    glob,
+                    settings,
+                    version,
+                    decl,
+                    stats,
+                    CircuitBreaker(settings.breaker),
+                )
+            )
         if problems:
             raise vega.HookCompileError(problems)
         return hooks
@@ -392,12 +412,6 @@ class HookEngine:
     def has_after(self, event: str) -> bool:
         return not self.suppressed and self._set.after.has_event(event)
 
-    @property
-    def active(self) -> bool:
-        """Is any hook loaded at all? (Callers skip all hook work when not.)"""
-        self.maybe_reload()
-        return bool(len(self._set.on) or len(self._set.after))
-
     # ------------------------------------------------------------------ running
 
     def _caps(self, hook: LoadedHook, path: str) -> Capabilities:
@@ -418,10 +432,22 @@ class HookEngine:
             cache[path] = caps
         return caps
 
-    def _runtime(self, hook: LoadedHook, ev: HookEvent, events: list[dict[str, Any]], *,
-                 from_worker: bool, driver: Driver | None = None) -> Runtime:
-        rt = Runtime(hook.settings.budget, self._caps(hook, ev.path), trace=events.append,
-                     stdout=_discard_text, stderr=_discard_text)
+    def _runtime(
+        self,
+        hook: LoadedHook,
+        ev: HookEvent,
+        events: list[dict[str, Any]],
+        *,
+        from_worker: bool,
+        driver: Driver | None = None,
+    ) -> Runtime:
+        rt = Runtime(
+            hook.settings.budget,
+            self._caps(hook, ev.path),
+            trace=events.append,
+            stdout=_discard_text,
+            stderr=_discard_text,
+        )
         if driver is not None:
             rt.namespace.attach("/", driver, "vegafs://")
             return rt
@@ -432,8 +458,9 @@ class HookEngine:
             rt.namespace.attach("/", driver, "vegafs://")
         return rt
 
-    def run_on(self, hooks: Sequence[LoadedHook], ev: HookEvent,
-               trace_id: str | None = None) -> Verdict:
+    def run_on(
+        self, hooks: Sequence[LoadedHook], ev: HookEvent, trace_id: str | None = None
+    ) -> Verdict:
         """Run the synchronous ``hooks`` for ``ev`` in order; the first denial wins."""
         verdict = Verdict()
         trace_id = trace_id or new_trace_id()
@@ -448,16 +475,28 @@ class HookEngine:
             if driver is not None and not run.failed:
                 verdict.effects += driver.effects  # a failed run's effects are dropped
             if run.failed:
-                run.decision = None if hook.settings.failure_open else Decision(
-                    False, ERRNOS["EIO"], run.message)
-            if (run.decision is None or run.decision.allowed) and ev.output is not None \
-                    and ev.output.written:
+                run.decision = (
+                    None
+                    if hook.settings.failure_open
+                    else Decision(False, ERRNOS["EIO"], run.message)
+                )
+            if (
+                (run.decision is None or run.decision.allowed)
+                and ev.output is not None
+                and ev.output.written
+            ):
                 verdict.output = bytes(ev.output.buffer)
                 run.out_bytes = len(verdict.output)
             self._span(hook, ev, trace_id, run)
             if run.decision is not None and not run.decision.allowed:
-                log.info("hooks: %s denied %s %s: %s %s", hook.key, ev.event, ev.path,
-                         errno_name(run.decision.errno), run.decision.message)
+                log.info(
+                    "hooks: %s denied %s %s: %s %s",
+                    hook.key,
+                    ev.event,
+                    ev.path,
+                    errno_name(run.decision.errno),
+                    run.decision.message,
+                )
                 verdict.allowed = False
                 verdict.errno, verdict.message = run.decision.errno, run.decision.message
                 verdict.effects = []  # a denied operation takes its hooks' effects with it
@@ -471,12 +510,17 @@ class HookEngine:
             ev.output = Output()
         return self._invoke(hook, ev, from_worker=False)
 
-    def _invoke(self, hook: LoadedHook, ev: HookEvent, *, from_worker: bool,
-                driver: Driver | None = None) -> _Run:
+    def _invoke(
+        self, hook: LoadedHook, ev: HookEvent, *, from_worker: bool, driver: Driver | None = None
+    ) -> _Run:
         """Run ``hook.run(ev)`` once, account it, and say what happened."""
         if not hook.breaker.allow():
-            return _Run(None, "circuit_open", "circuit_open",
-                        f"circuit open after {hook.breaker.failures} consecutive failures")
+            return _Run(
+                None,
+                "circuit_open",
+                "circuit_open",
+                f"circuit open after {hook.breaker.failures} consecutive failures",
+            )
         t0 = time.perf_counter()
         run = _Run(None, "ok")
         rt = self._runtime(hook, ev, run.events, from_worker=from_worker, driver=driver)
@@ -490,8 +534,10 @@ class HookEngine:
                 run.decision = outcome.value
             else:
                 run.status = run.kind = "error"
-                run.message = (f"run() returned a {type(outcome.value).__name__}, expected "
-                               "allow() or deny(ERRNO, message)")
+                run.message = (
+                    f"run() returned a {type(outcome.value).__name__}, expected "
+                    "allow() or deny(ERRNO, message)"
+                )
         except Exception as exc:  # the VM never lets one through; still, never crash an op
             run.status = run.kind = "error"
             run.message = f"internal error: {type(exc).__name__}: {exc}"
@@ -519,28 +565,52 @@ class HookEngine:
                 stats.errors += 1
         return run
 
-    def _span(self, hook: LoadedHook, ev: HookEvent, trace_id: str, run: _Run, *,
-              attempt: int = 1, phase: str = "on") -> None:
+    def _span(
+        self,
+        hook: LoadedHook,
+        ev: HookEvent,
+        trace_id: str,
+        run: _Run,
+        *,
+        attempt: int = 1,
+        phase: str = "on",
+    ) -> None:
         if self.tracer is None:
             return
         denied = run.decision is not None and not run.decision.allowed
         decision = "deny" if denied else ("transform" if run.out_bytes else "allow")
         # A row in trace.COLUMNS order (span_id is drawn when it is written).
-        self.tracer.record_row((
-            trace_id, None, time.time_ns(), hook.name, hook.version, hook.file, phase,
-            ev.event, ev.path, decision,
-            errno_name(run.decision.errno) if denied and run.decision else None,
-            run.message, run.status, run.steps, run.out_bytes or ev.size,
-            round(run.latency_us, 2), attempt, attempt - 1,
-            [e.get("msg", e.get("event")) for e in run.events] if run.events else None,
-        ))
+        self.tracer.record_row(
+            (
+                trace_id,
+                None,
+                time.time_ns(),
+                hook.name,
+                hook.version,
+                hook.file,
+                phase,
+                ev.event,
+                ev.path,
+                decision,
+                errno_name(run.decision.errno) if denied and run.decision else None,
+                run.message,
+                run.status,
+                run.steps,
+                run.out_bytes or ev.size,
+                round(run.latency_us, 2),
+                attempt,
+                attempt - 1,
+                [e.get("msg", e.get("event")) for e in run.events] if run.events else None,
+            )
+        )
 
     # ------------------------------------------------------------------ after-hooks
 
     def publish_after(self, fields: dict[str, Any], trace_id: str | None = None) -> int:
         """Journal and queue the after-hooks matching ``fields`` (an event's plain
-        data, see HookEvent.describe); returns how many were queued. Called on
-        the filesystem thread, after the operation succeeded."""
+        data: event, path, uid, gid, pid and the event's numbers); returns how
+        many were queued. Called on the filesystem thread, after the operation
+        succeeded."""
         if self.suppressed or self._queue is None:
             return 0
         event, path = fields["event"], fields["path"]
@@ -559,16 +629,27 @@ class HookEngine:
         self._journal(jobs)
         for job in jobs:
             if not self._queue.submit(job):
-                log.warning("hooks: after-queue full; %s for %s stays journaled for the next mount",
-                            job.hook.key, path)
+                log.warning(
+                    "hooks: after-queue full; %s for %s stays journaled for the next mount",
+                    job.hook.key,
+                    path,
+                )
         return len(jobs)
 
     def _journal(self, jobs: list[Job]) -> None:
         if self.store is None:
             return
         payloads = [
-            json.dumps({"id": j.job_id, "file": j.hook.file, "hook": j.hook.name,
-                        "version": j.hook.version, "event": j.event, "trace_id": j.trace_id}).encode()
+            json.dumps(
+                {
+                    "id": j.job_id,
+                    "file": j.hook.file,
+                    "hook": j.hook.name,
+                    "version": j.hook.version,
+                    "event": j.event,
+                    "trace_id": j.trace_id,
+                }
+            ).encode()
             for j in jobs
         ]
         try:
@@ -596,12 +677,20 @@ class HookEngine:
                 continue
             hook = by_key.get(f"{entry.get('file')}:{entry.get('hook')}")
             if hook is None:
-                log.warning("hooks: journaled %s/%s has no active hook; marking it done",
-                            entry.get("file"), entry.get("hook"))
+                log.warning(
+                    "hooks: journaled %s/%s has no active hook; marking it done",
+                    entry.get("file"),
+                    entry.get("hook"),
+                )
                 self._mark_done(entry.get("id", ""))
                 continue
-            job = Job(entry["id"], hook, entry["event"], hook.settings.retry,
-                      trace_id=entry.get("trace_id") or new_trace_id())
+            job = Job(
+                entry["id"],
+                hook,
+                entry["event"],
+                hook.settings.retry,
+                trace_id=entry.get("trace_id") or new_trace_id(),
+            )
             if self._queue.submit(job):
                 count += 1
         if count:
@@ -615,9 +704,15 @@ class HookEngine:
         hook: LoadedHook = job.hook
         fields = job.event
         ev = HookEvent(
-            fields["event"], fields["path"], uid=fields.get("uid", 0), gid=fields.get("gid", 0),
-            pid=fields.get("pid", 0), offset=fields.get("offset", 0), size=fields.get("size", 0),
-            file_size=fields.get("file_size", 0), old_path=fields.get("old_path"),
+            fields["event"],
+            fields["path"],
+            uid=fields.get("uid", 0),
+            gid=fields.get("gid", 0),
+            pid=fields.get("pid", 0),
+            offset=fields.get("offset", 0),
+            size=fields.get("size", 0),
+            file_size=fields.get("file_size", 0),
+            old_path=fields.get("old_path"),
             new_path=fields.get("new_path"),
         )
         run = self._invoke(hook, ev, from_worker=True)
@@ -634,10 +729,19 @@ class HookEngine:
                 hook.state = "stopped"
             elif strategy == "escalate":
                 hook.state = "escalated"
-                log.error("hooks: %s escalated after %d attempts: %s", hook.key, job.attempt,
-                          job.last_error)
-            log.warning("hooks: after-hook %s gave up on %s after %d attempts: %s",
-                        hook.key, job.event.get("path"), job.attempt, job.last_error)
+                log.error(
+                    "hooks: %s escalated after %d attempts: %s",
+                    hook.key,
+                    job.attempt,
+                    job.last_error,
+                )
+            log.warning(
+                "hooks: after-hook %s gave up on %s after %d attempts: %s",
+                hook.key,
+                job.event.get("path"),
+                job.attempt,
+                job.last_error,
+            )
         self._mark_done(job.job_id)
 
     def _mark_done(self, job_id: str) -> None:
@@ -679,24 +783,41 @@ class HookEngine:
                 if state == "active" and hook.breaker.state != "closed":
                     state = f"circuit-{hook.breaker.state}"
                 p50, p99 = hook.stats.percentile(0.5), hook.stats.percentile(0.99)
-                rows.append({
-                    "file": hf.name, "hook": hook.name, "when": hook.when, "event": hook.event,
-                    "glob": hook.glob.text, "version": hook.version, "state": state,
-                    "runs": hook.stats.runs, "denies": hook.stats.denies,
-                    "traps": hook.stats.traps, "errors": hook.stats.errors,
-                    "p50_us": None if p50 is None else round(p50, 1),
-                    "p99_us": None if p99 is None else round(p99, 1),
-                    "error": hf.error,
-                })
+                rows.append(
+                    {
+                        "file": hf.name,
+                        "hook": hook.name,
+                        "when": hook.when,
+                        "event": hook.event,
+                        "glob": hook.glob.text,
+                        "version": hook.version,
+                        "state": state,
+                        "runs": hook.stats.runs,
+                        "denies": hook.stats.denies,
+                        "traps": hook.stats.traps,
+                        "errors": hook.stats.errors,
+                        "p50_us": None if p50 is None else round(p50, 1),
+                        "p99_us": None if p99 is None else round(p99, 1),
+                        "error": hf.error,
+                    }
+                )
             if hf.error is not None:
-                rows.append({"file": hf.name, "hook": None, "state": "refused",
-                             "version": hf.refused_version, "error": hf.error,
-                             "active_version": hf.version})
+                rows.append(
+                    {
+                        "file": hf.name,
+                        "hook": None,
+                        "state": "refused",
+                        "version": hf.refused_version,
+                        "error": hf.error,
+                        "active_version": hf.version,
+                    }
+                )
         return rows
 
 
-def open_engine(store: Any, store_dir: str | os.PathLike[str],
-                hooks_dir: str | os.PathLike[str] | None) -> HookEngine:
+def open_engine(
+    store: Any, store_dir: str | os.PathLike[str], hooks_dir: str | os.PathLike[str] | None
+) -> HookEngine:
     """The engine of a mount: hooks from ``hooks_dir`` (default ``<store>/hooks``),
     spans to ``<store>/traces/hooks.jsonl`` (and OTLP when configured)."""
     from vegafs.hooks.trace import trace_path

@@ -76,8 +76,10 @@ def builtin_deny(rt: Runtime, errno: Any = None, message: Any = "") -> Decision:
     if errno is None:
         errno = ERRNOS["EPERM"]
     if not valid_errno(errno):
-        raise Trap("value", f"deny() needs an errno such as EPERM, got {errno!r} "
-                   f"(known: {', '.join(ERRNOS)})")
+        raise Trap(
+            "value",
+            f"deny() needs an errno such as EPERM, got {errno!r} (known: {', '.join(ERRNOS)})",
+        )
     message = unwrap(message)
     if type(message) is Slice:
         message = message.to_bytes().decode("utf-8", "replace")
@@ -112,13 +114,38 @@ class HookEvent(VegaObject):
     """One filesystem event as a hook sees it (see the module docstring)."""
 
     __slots__ = (
-        "event", "path", "uid", "gid", "pid", "offset", "size", "file_size",
-        "old_path", "new_path", "meta", "output", "owner", "_data", "_load_data",
+        "event",
+        "path",
+        "uid",
+        "gid",
+        "pid",
+        "offset",
+        "size",
+        "file_size",
+        "old_path",
+        "new_path",
+        "meta",
+        "output",
+        "owner",
+        "_data",
+        "_load_data",
     )
     type_name = "event"
     _PLAIN: ClassVar[frozenset[str]] = frozenset(
-        {"event", "path", "uid", "gid", "pid", "offset", "size", "file_size",
-         "old_path", "new_path", "meta", "output"}
+        {
+            "event",
+            "path",
+            "uid",
+            "gid",
+            "pid",
+            "offset",
+            "size",
+            "file_size",
+            "old_path",
+            "new_path",
+            "meta",
+            "output",
+        }
     )
 
     def __init__(
@@ -165,18 +192,6 @@ class HookEvent(VegaObject):
         """The run is over: every slice of ``ev.data`` becomes stale."""
         self.owner.invalidate("the hook run that received it ended")
 
-    def describe(self) -> dict[str, Any]:
-        """Plain data of the event (journal, traces, after-hook replay)."""
-        out: dict[str, Any] = {
-            "event": self.event, "path": self.path, "uid": self.uid, "gid": self.gid,
-            "pid": self.pid, "offset": self.offset, "size": self.size, "file_size": self.file_size,
-        }
-        if self.old_path is not None:
-            out["old_path"] = self.old_path
-        if self.new_path is not None:
-            out["new_path"] = self.new_path
-        return out
-
 
 def _text(value: Any, what: str) -> str:
     value = unwrap(value)
@@ -202,12 +217,17 @@ class PendingMeta(VegaObject):
     __slots__ = ("path", "_snapshot", "staged")
     type_name = "meta"
     _ARITY: ClassVar[dict[str, tuple[int, int]]] = {
-        "get": (1, 1), "set": (2, 2), "remove": (1, 1), "list": (0, 0), "commit": (0, 0),
+        "get": (1, 1),
+        "set": (2, 2),
+        "remove": (1, 1),
+        "list": (0, 0),
+        "commit": (0, 0),
         "refresh": (0, 0),
     }
 
-    def __init__(self, path: str, snapshot: dict[str, bytes],
-                 staged: dict[str, bytes | None]) -> None:
+    def __init__(
+        self, path: str, snapshot: dict[str, bytes], staged: dict[str, bytes | None]
+    ) -> None:
         self.path = path
         self._snapshot = snapshot
         self.staged: dict[str, bytes | None] = dict(staged)

@@ -182,8 +182,16 @@ class HookedFileSystem(FileSystem):
 
     # ------------------------------------------------------------------ dispatch
 
-    def _run(self, event: str, path: str | None, ctx: Ctx | None, trace_id: str, *,
-             hooks: Sequence[LoadedHook] | None = None, **fields: Any) -> Any:
+    def _run(
+        self,
+        event: str,
+        path: str | None,
+        ctx: Ctx | None,
+        trace_id: str,
+        *,
+        hooks: Sequence[LoadedHook] | None = None,
+        **fields: Any,
+    ) -> Any:
         """Run the synchronous hooks of ``event`` (``hooks`` if already matched);
         raise FsError on a denial."""
         if path is None:
@@ -200,15 +208,22 @@ class HookedFileSystem(FileSystem):
             raise FsError(verdict.errno, verdict.message)
         return verdict
 
-    def _publish(self, event: str, path: str | None, ctx: Ctx | None, trace_id: str,
-                 **fields: Any) -> None:
+    def _publish(
+        self, event: str, path: str | None, ctx: Ctx | None, trace_id: str, **fields: Any
+    ) -> None:
         if path is None or not self.hooks.has_after(event):
             return
         self._maybe_bind()
         ctx = ctx or ROOT_CTX
         self.hooks.publish_after(
-            {"event": event, "path": path, "uid": ctx.uid, "gid": ctx.gid, "pid": ctx.pid,
-             **fields},
+            {
+                "event": event,
+                "path": path,
+                "uid": ctx.uid,
+                "gid": ctx.gid,
+                "pid": ctx.pid,
+                **fields,
+            },
             trace_id,
         )
 
@@ -248,8 +263,9 @@ class HookedFileSystem(FileSystem):
         self._publish(event, path, ctx, trace_id)
         return attr
 
-    def _remove(self, event: str, parent: int, name: bytes, ctx: Ctx,
-                remove: Callable[[], None]) -> None:
+    def _remove(
+        self, event: str, parent: int, name: bytes, ctx: Ctx, remove: Callable[[], None]
+    ) -> None:
         ino = self.store.lookup(parent, name)
         if not self._wants(event):
             remove()
@@ -266,15 +282,26 @@ class HookedFileSystem(FileSystem):
             self._accepted.pop(ino, None)
 
     def unlink(self, parent: int, name: bytes, ctx: Ctx) -> None:
-        self._remove("unlink", parent, name, ctx, lambda: super(HookedFileSystem, self).unlink(
-            parent, name, ctx))
+        self._remove(
+            "unlink",
+            parent,
+            name,
+            ctx,
+            lambda: super(HookedFileSystem, self).unlink(parent, name, ctx),
+        )
 
     def rmdir(self, parent: int, name: bytes, ctx: Ctx) -> None:
-        self._remove("rmdir", parent, name, ctx, lambda: super(HookedFileSystem, self).rmdir(
-            parent, name, ctx))
+        self._remove(
+            "rmdir",
+            parent,
+            name,
+            ctx,
+            lambda: super(HookedFileSystem, self).rmdir(parent, name, ctx),
+        )
 
-    def rename(self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int,
-               ctx: Ctx) -> None:
+    def rename(
+        self, old_parent: int, old: bytes, new_parent: int, new: bytes, flags: int, ctx: Ctx
+    ) -> None:
         src = self.store.lookup(old_parent, old)
         dst = self.store.lookup(new_parent, new)
         if not self._wants("rename"):
@@ -283,12 +310,12 @@ class HookedFileSystem(FileSystem):
             old_path = self._child_path(old_parent, old)
             new_path = self._child_path(new_parent, new)
             trace_id = new_trace_id()
-            verdict = self._run("rename", old_path, ctx, trace_id, old_path=old_path,
-                                new_path=new_path)
+            verdict = self._run(
+                "rename", old_path, ctx, trace_id, old_path=old_path, new_path=new_path
+            )
             super().rename(old_parent, old, new_parent, new, flags, ctx)
             self.land(verdict)
-            self._publish("rename", old_path, ctx, trace_id, old_path=old_path,
-                          new_path=new_path)
+            self._publish("rename", old_path, ctx, trace_id, old_path=old_path, new_path=new_path)
         if src is not None:
             self._note(new_parent, new, src)
         if dst is not None and dst != src and flags & 2:  # RENAME_EXCHANGE
@@ -301,8 +328,7 @@ class HookedFileSystem(FileSystem):
         self._fh_ctx[fh] = ctx
         return fh
 
-    def create(self, parent: int, name: bytes, mode: int, flags: int,
-               ctx: Ctx) -> tuple[int, Attr]:
+    def create(self, parent: int, name: bytes, mode: int, flags: int, ctx: Ctx) -> tuple[int, Attr]:
         fh, attr = super().create(parent, name, mode, flags, ctx)
         self._fh_ctx[fh] = ctx
         return fh, attr
@@ -311,8 +337,9 @@ class HookedFileSystem(FileSystem):
         """Size including buffered writes (what readers see, before transforms)."""
         return self._size(self._inode(ino))
 
-    def write_buffered(self, fh: int, off: int, data: bytes | memoryview,
-                       ctx: Ctx | None = None) -> list[Any]:
+    def write_buffered(
+        self, fh: int, off: int, data: bytes | memoryview, ctx: Ctx | None = None
+    ) -> list[Any]:
         handle = self._handles.get(fh)
         if handle is not None and handle.ino < SNAP_BASE and self._wants("write"):
             path = self.path_of(handle.ino)
@@ -320,12 +347,21 @@ class HookedFileSystem(FileSystem):
             offset = file_size if handle.flags & os.O_APPEND else off
             ctx = ctx or self._fh_ctx.get(fh)
             trace_id = new_trace_id()
-            verdict = self._run("write", path, ctx, trace_id, offset=offset, size=len(data),
-                                data=data, file_size=file_size)
+            verdict = self._run(
+                "write",
+                path,
+                ctx,
+                trace_id,
+                offset=offset,
+                size=len(data),
+                data=data,
+                file_size=file_size,
+            )
             jobs = super().write_buffered(fh, off, data, ctx)
             self.land(verdict)
-            self._publish("write", path, ctx, trace_id, offset=offset, size=len(data),
-                          file_size=file_size)
+            self._publish(
+                "write", path, ctx, trace_id, offset=offset, size=len(data), file_size=file_size
+            )
             return jobs
         return super().write_buffered(fh, off, data, ctx)
 
@@ -336,12 +372,12 @@ class HookedFileSystem(FileSystem):
         path = self.path_of(ino)
         file_size = self._file_size(ino)
         trace_id = new_trace_id()
-        verdict = self._run("truncate", path, ctx, trace_id, offset=size, size=size,
-                            file_size=file_size)
+        verdict = self._run(
+            "truncate", path, ctx, trace_id, offset=size, size=size, file_size=file_size
+        )
         attr = super().setattr(ino, ctx, **changes)
         self.land(verdict)
-        self._publish("truncate", path, ctx, trace_id, offset=size, size=size,
-                      file_size=file_size)
+        self._publish("truncate", path, ctx, trace_id, offset=size, size=size, file_size=file_size)
         return attr
 
     def flush(self, fh: int) -> None:
@@ -369,8 +405,15 @@ class HookedFileSystem(FileSystem):
         size = self._file_size(ino)
         trace_id = new_trace_id()
         try:
-            verdict = self._run("close", path, ctx, trace_id, size=size, file_size=size,
-                                load_data=lambda: self.read_all(ino))
+            verdict = self._run(
+                "close",
+                path,
+                ctx,
+                trace_id,
+                size=size,
+                file_size=size,
+                load_data=lambda: self.read_all(ino),
+            )
         except FsError:
             if report:
                 raise
@@ -453,9 +496,17 @@ class HookedFileSystem(FileSystem):
             output = self._xform[key]
         else:
             try:
-                verdict = self._run("read", path, None, new_trace_id(), hooks=hooks, offset=0,
-                                    size=0,
-                                    file_size=attr.size, load_data=lambda: self.read_all(attr.ino))
+                verdict = self._run(
+                    "read",
+                    path,
+                    None,
+                    new_trace_id(),
+                    hooks=hooks,
+                    offset=0,
+                    size=0,
+                    file_size=attr.size,
+                    load_data=lambda: self.read_all(attr.ino),
+                )
             except FsError:
                 return  # a denial is for readers, not for stat
             output = verdict.output if verdict is not None else None
@@ -481,9 +532,17 @@ class HookedFileSystem(FileSystem):
         if cached is not None:
             return cached[off : off + size]
         file_size = self._file_size(ino)
-        verdict = self._run("read", path, self._fh_ctx.get(fh), new_trace_id(), hooks=hooks,
-                            offset=off, size=size, file_size=file_size,
-                            load_data=lambda: super(HookedFileSystem, self).read(fh, 0, file_size))
+        verdict = self._run(
+            "read",
+            path,
+            self._fh_ctx.get(fh),
+            new_trace_id(),
+            hooks=hooks,
+            offset=off,
+            size=size,
+            file_size=file_size,
+            load_data=lambda: super(HookedFileSystem, self).read(fh, 0, file_size),
+        )
         output = verdict.output if verdict is not None else None
         self._remember_xform(key, output)
         self.land(verdict)
@@ -494,15 +553,22 @@ class HookedFileSystem(FileSystem):
     # ------------------------------------------------------------------ commit (xattrs)
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, ctx: Ctx) -> None:
-        self._commit(ino, name, value, ctx,
-                     lambda: super(HookedFileSystem, self).setxattr(ino, name, value, flags, ctx))
+        self._commit(
+            ino,
+            name,
+            value,
+            ctx,
+            lambda: super(HookedFileSystem, self).setxattr(ino, name, value, flags, ctx),
+        )
 
     def removexattr(self, ino: int, name: bytes, ctx: Ctx) -> None:
-        self._commit(ino, name, None, ctx,
-                     lambda: super(HookedFileSystem, self).removexattr(ino, name, ctx))
+        self._commit(
+            ino, name, None, ctx, lambda: super(HookedFileSystem, self).removexattr(ino, name, ctx)
+        )
 
-    def _commit(self, ino: int, name: bytes, value: bytes | None, ctx: Ctx,
-                apply: Callable[[], None]) -> None:
+    def _commit(
+        self, ino: int, name: bytes, value: bytes | None, ctx: Ctx, apply: Callable[[], None]
+    ) -> None:
         if ino >= SNAP_BASE or not self._wants("commit"):
             apply()
             return
@@ -512,13 +578,15 @@ class HookedFileSystem(FileSystem):
             apply()
             return
         key = os.fsdecode(name)
-        meta = PendingMeta(path, {os.fsdecode(k): v for k, v in inode.xattrs.items()},
-                           {key: value})
+        meta = PendingMeta(path, {os.fsdecode(k): v for k, v in inode.xattrs.items()}, {key: value})
         trace_id = new_trace_id()
         verdict = self._run("commit", path, ctx, trace_id, meta=meta)
-        extra = {os.fsencode(k): v for k, v in meta.staged.items()
-                 if not (k == key and v == value)
-                 and not (v is None and k != key and os.fsencode(k) not in inode.xattrs)}
+        extra = {
+            os.fsencode(k): v
+            for k, v in meta.staged.items()
+            if not (k == key and v == value)
+            and not (v is None and k != key and os.fsencode(k) not in inode.xattrs)
+        }
         for extra_name in extra:
             if extra_name.startswith(b"vega.") or not extra_name.startswith(
                 (b"user.", b"trusted.", b"security.")
@@ -614,8 +682,10 @@ class _Recorder:
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._t, name)
         if name in ("set_xattr", "remove_xattr"):
+
             def record(ino: int, *args: Any) -> Any:
                 self._owner._ino = ino
                 return attr(ino, *args)
+
             return record
         return attr

@@ -83,7 +83,9 @@ class BreakerPolicy:
 class HookSettings:
     """Everything that governs one hook's runs (defaults documented in docs/hooks.md)."""
 
-    budget: Budget = field(default_factory=lambda: Budget(DEFAULT_STEPS, DEFAULT_TIME_S, DEFAULT_MEMORY))
+    budget: Budget = field(
+        default_factory=lambda: Budget(DEFAULT_STEPS, DEFAULT_TIME_S, DEFAULT_MEMORY)
+    )
     capabilities: tuple[str, ...] = ()
     failure_open: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
@@ -132,8 +134,13 @@ def _retry(data: Any) -> RetryPolicy:
     on = data.get("on", ())
     if not isinstance(on, list | tuple):
         raise SettingsError("retry on must be a list of failure kinds")
-    return RetryPolicy(policy.max_attempts, policy.base_s, policy.factor, policy.max_s,
-                       frozenset(str(kind) for kind in on))
+    return RetryPolicy(
+        policy.max_attempts,
+        policy.base_s,
+        policy.factor,
+        policy.max_s,
+        frozenset(str(kind) for kind in on),
+    )
 
 
 def _backoff_args(backoff: Any) -> list[Any]:

@@ -82,12 +82,46 @@ Row = tuple[Any, ...]
 
 def format_row(row: Row) -> str:
     """One JSON line (without the newline) for a span row."""
-    (trace_id, span_id, ts_ns, hook, version, file, phase, event, path, decision, errno_,
-     message, status, steps, nbytes, latency, attempt, retries, events) = row
+    (
+        trace_id,
+        span_id,
+        ts_ns,
+        hook,
+        version,
+        file,
+        phase,
+        event,
+        path,
+        decision,
+        errno_,
+        message,
+        status,
+        steps,
+        nbytes,
+        latency,
+        attempt,
+        retries,
+        events,
+    ) = row
     line = _TEMPLATE % (
-        trace_id, span_id or new_span_id(), ts_ns, _esc(hook), version, _esc(file), phase, event,
-        _esc(path), decision, "null" if errno_ is None else _esc(errno_), _esc(message or ""),
-        status, steps, nbytes, float(latency), attempt, retries,
+        trace_id,
+        span_id or new_span_id(),
+        ts_ns,
+        _esc(hook),
+        version,
+        _esc(file),
+        phase,
+        event,
+        _esc(path),
+        decision,
+        "null" if errno_ is None else _esc(errno_),
+        _esc(message or ""),
+        status,
+        steps,
+        nbytes,
+        float(latency),
+        attempt,
+        retries,
     )
     if events:
         line += ',"events":' + json.dumps(events)
@@ -96,8 +130,14 @@ def format_row(row: Row) -> str:
 
 def row_of(span: dict[str, Any]) -> Row:
     """A span dict as a row (missing fields are empty)."""
-    defaults: dict[str, Any] = {"ts_ns": 0, "steps": 0, "bytes": 0, "latency_us": 0.0,
-                                "attempt": 1, "retries": 0}
+    defaults: dict[str, Any] = {
+        "ts_ns": 0,
+        "steps": 0,
+        "bytes": 0,
+        "latency_us": 0.0,
+        "attempt": 1,
+        "retries": 0,
+    }
     values = [span.get(name, defaults.get(name, "")) for name in _NAMES]
     values[_NAMES.index("errno")] = span.get("errno")
     return (*values, span.get("events"))
@@ -230,7 +270,9 @@ class _OtlpForwarder:
         self._provider.shutdown()
 
 
-def read_spans(path: str | os.PathLike[str], offset: int = 0) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_spans(
+    path: str | os.PathLike[str], offset: int = 0
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (offset after the line, span) for each whole line from ``offset``.
 
     A partial last line (being written) is not yielded; a line that does not

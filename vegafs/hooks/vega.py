@@ -55,8 +55,14 @@ def builtin_revert(rt: Runtime, path: Any) -> Result:
 HOOK_BUILTINS: dict[str, Builtin] = {
     "allow": Builtin("allow", builtin_allow, 0, 0, doc="let the operation proceed"),
     "deny": Builtin("deny", builtin_deny, 1, 2, doc="fail the operation with an errno"),
-    "revert": Builtin("revert", builtin_revert, 1, 1, cap="fs::write",
-                      doc="restore the previous version of a file"),
+    "revert": Builtin(
+        "revert",
+        builtin_revert,
+        1,
+        1,
+        cap="fs::write",
+        doc="restore the previous version of a file",
+    ),
 }
 HOOK_CONSTANTS: dict[str, int] = dict(ERRNOS)
 
@@ -94,18 +100,28 @@ class HookDecl:
 
     def invoke(self, ev: Any, rt: Runtime) -> RunOutcome:
         """Run ``run(ev)`` on ``rt`` (the caller finishes the runtime)."""
-        return run_hook(self.program, self.hook, rt, ev, builtins=HOOK_BUILTINS,
-                        constants=HOOK_CONSTANTS, finish=False)
+        return run_hook(
+            self.program,
+            self.hook,
+            rt,
+            ev,
+            builtins=HOOK_BUILTINS,
+            constants=HOOK_CONSTANTS,
+            finish=False,
+        )
 
 
 def compile_hooks(text: str, filename: str) -> list[HookDecl]:
     """Compile a hook file; raises :class:`HookCompileError` with every problem."""
     try:
-        program = compile_source(text, filename, builtins=HOOK_BUILTINS,
-                                 constants=HOOK_CONSTANTS)
+        program = compile_source(text, filename, builtins=HOOK_BUILTINS, constants=HOOK_CONSTANTS)
     except VegaCompileError as exc:
         raise HookCompileError([exc.render()]) from None
     if not program.hooks:
-        raise HookCompileError([f"{filename}:1:1: a hook file must declare at least one hook "
-                                "(hook NAME on EVENT \"GLOB\" { fn run(ev) { ... } })"])
+        raise HookCompileError(
+            [
+                f"{filename}:1:1: a hook file must declare at least one hook "
+                '(hook NAME on EVENT "GLOB" { fn run(ev) { ... } })'
+            ]
+        )
     return [HookDecl(program, hook) for hook in program.hooks]
