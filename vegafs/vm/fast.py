@@ -87,8 +87,10 @@ from vegafs.vm.values import (
 GEN_FILENAME = "<vega-fast>"
 #: |x| < 2**BIG_INT_BITS  <=>  x.bit_length() <= BIG_INT_BITS (the interpreter's rule).
 _BIG = 1 << BIG_INT_BITS
+_NBIG = -_BIG
 #: Operands below this magnitude cannot make a product above the big-int threshold.
 _HALF = 1 << (BIG_INT_BITS // 2)
+_NHALF = -_HALF
 _DONE = object()
 #: Placeholder for "the result slot" in instruction templates (never in a repr()).
 _SLOT = "\0"
@@ -113,6 +115,7 @@ class _Entry:
     expr: str
     kind: str = ""
     const: int | None = None  # the value, for small int constants
+    pc: int = -1  # a fused comparison: the pc its evaluation (and any trap) belongs to
 
 
 @dataclass
@@ -238,12 +241,19 @@ class _FnGen:
         if len(self.src) == emitted_before:
             self.line(ind, "pass", -1)
 
+    def feeds_branch(self, pc: int) -> bool:
+        """Is the instruction after `pc` a conditional jump consuming its result (and not
+        a join point)? Then the comparison is fused into the `if` (no slot store)."""
+        nxt = pc + 1
+        return (nxt < len(self.code) and nxt not in self.targets
+                and self.code[nxt][0] in (_OPS["JUMP_IF_FALSE"], _OPS["JUMP_IF_TRUE"]))
+
     def branch(self, pc: int, target: int, end: int, ind: int, loop: _Loop | None,
-               cond: str) -> int:
-        """A forward conditional jump at `pc` to `target`, taken when `cond` is true
-        (the Python condition text). Returns the pc to continue at."""
+               taken: str, stay: str, at: int) -> int:
+        """A forward conditional jump at `pc` to `target`, taken when the Python
+        condition `taken` holds (`stay` is its negation). Returns the pc to go on at."""
         if loop is not None and target in loop.exits:
-            self.line(ind, f"if {cond}:", pc)
+            self.line(ind, f"if {taken}:", at)
             self.line(ind + 1, "break", pc)
             return pc + 1
         if not pc < target <= end:
@@ -252,7 +262,7 @@ class _FnGen:
         has_else = (last_op == _OPS["JUMP"] and target - 1 > pc and target < last_arg <= end
                     and not (loop is not None and last_arg in loop.exits)
                     and self.depths[target - 1] is not None)
-        self.line(ind, f"if not ({cond}):", pc)
+        self.line(ind, f"if {stay}:", at)
         if has_else:
             self.region(pc + 1, target - 1, ind + 1, loop, -1)
             self.line(ind, "else:", pc)
@@ -307,22 +317,30 @@ class _FnGen:
             b, a = self.pop(), self.pop()
             sym = _CMP_SYM[op]
             guard = _both_int(a, b)
-            if guard == "True":
-                self.result(ind, pc, [f"{_SLOT} = {a.expr} {sym} {b.expr}"], "bool")
+            expr = (f"{a.expr} {sym} {b.expr}" if guard == "True" else
+                    f"{a.expr} {sym} {b.expr} if {guard} else _order({op}, {a.expr}, {b.expr})")
+            if self.feeds_branch(pc):
+                self.push(_Entry(f"({expr})", "bool", pc=pc))
             else:
-                self.result(ind, pc, [f"{_SLOT} = {a.expr} {sym} {b.expr} if {guard} else "
-                                      f"_order({op}, {a.expr}, {b.expr})"], "bool")
+                self.result(ind, pc, [f"{_SLOT} = {expr}"], "bool")
         elif op in (o["EQ"], o["NE"]):
             b, a = self.pop(), self.pop()
             neg = "" if op == o["EQ"] else "not "
             sym = "==" if op == o["EQ"] else "!="
+            slow = f"{neg}values_equal(unwrap_eq({a.expr}), unwrap_eq({b.expr}))"
             if a.kind and a.kind == b.kind and a.kind in ("int", "str"):
-                self.result(ind, pc, [f"{_SLOT} = {a.expr} {sym} {b.expr}"], "bool")
+                expr = f"{a.expr} {sym} {b.expr}"
+            elif "None" in (a.expr, b.expr):  # x == nil: identity unless x is a Result
+                x = a.expr if b.expr == "None" else b.expr
+                isnt = "is" if op == o["EQ"] else "is not"
+                expr = f"{x} {isnt} None if type({x}) is not Result else {slow}"
             else:
-                self.result(ind, pc, [
-                    f"{_SLOT} = {a.expr} {sym} {b.expr} if (type({a.expr}) is int or type({a.expr}) "
-                    f"is str) and type({b.expr}) is type({a.expr}) else {neg}values_equal("
-                    f"unwrap_eq({a.expr}), unwrap_eq({b.expr}))"], "bool")
+                expr = (f"{a.expr} {sym} {b.expr} if (type({a.expr}) is int or type({a.expr}) "
+                        f"is str) and type({b.expr}) is type({a.expr}) else {slow}")
+            if self.feeds_branch(pc):
+                self.push(_Entry(f"({expr})", "bool", pc=pc))
+            else:
+                self.result(ind, pc, [f"{_SLOT} = {expr}"], "bool")
         elif op == o["NEG"]:
             a = self.pop()
             self.result(ind, pc, [f"{_SLOT} = -{a.expr} if type({a.expr}) is int or type({a.expr}) is "
@@ -340,8 +358,10 @@ class _FnGen:
             if c.kind != "bool":
                 self.line(ind, f"if type({c.expr}) is not bool: _truth({c.expr}, 'a condition')",
                           pc)
-            cond = f"not {c.expr}" if op == o["JUMP_IF_FALSE"] else c.expr
-            return self.branch(pc, arg, end, ind, loop, cond)
+            at = c.pc if c.pc >= 0 else pc  # where a trap in the condition is reported
+            if op == o["JUMP_IF_FALSE"]:
+                return self.branch(pc, arg, end, ind, loop, f"not {c.expr}", c.expr, at)
+            return self.branch(pc, arg, end, ind, loop, c.expr, f"not {c.expr}", at)
         elif op == o["JUMP"]:
             self.materialize(ind, pc)
             if loop is not None and arg in loop.exits:
@@ -378,8 +398,9 @@ class _FnGen:
         elif op == o["RETURN"]:
             v = self.pop()
             self.materialize(ind, pc)
-            self.line(ind, f"if type({v.expr}) is Slice or type({v.expr}) is Result:", pc)
-            self.line(ind + 1, f"_ret_check({v.expr}, _d)", pc)
+            if not v.kind and v.expr != "None":
+                self.line(ind, f"if type({v.expr}) is Slice or type({v.expr}) is Result:", pc)
+                self.line(ind + 1, f"_ret_check({v.expr}, _d)", pc)
             self.line(ind, f"return {v.expr}", pc)
         elif op == o["CALL"]:
             self.call(ind, pc, arg)
@@ -440,15 +461,34 @@ class _FnGen:
 
     def arith(self, ind: int, pc: int, op: int, a: _Entry, b: _Entry) -> None:
         sym = _ARITH_SYM[op]
+        slow = f"{_SLOT} = _arith(rt, {op}, {a.expr}, {b.expr})"
+        if op == _OPS["ADD"] and "str" in (a.kind, b.kind):
+            guard = " and ".join(f"type({e.expr}) is str" for e in (a, b) if e.kind != "str")
+            self.result(ind, pc, [
+                f"if {guard or 'True'}:",
+                f"    m.charge_memory(49 + len({a.expr}) + len({b.expr}))",
+                f"    {_SLOT} = {a.expr} + {b.expr}",
+                "else:",
+                "    " + slow])
+            return
         if op in (_OPS["ADD"], _OPS["SUB"]):
             guard = _both_int(a, b)
             fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}",
-                    f"if not -_BIG < {_SLOT} < _BIG: _charge_int(rt, {_SLOT})"]
+                    f"if not _NBIG < {_SLOT} < _BIG: _charge_int(rt, {_SLOT})"]
+            if op == _OPS["ADD"] and guard != "True" and not (a.kind or b.kind):
+                # str + str is common enough (string building) for its own fast path
+                self.result(ind, pc, [
+                    f"if {guard}:", *("    " + f for f in fast),
+                    f"elif type({a.expr}) is str and type({b.expr}) is str:",
+                    f"    m.charge_memory(49 + len({a.expr}) + len({b.expr}))",
+                    f"    {_SLOT} = {a.expr} + {b.expr}",
+                    "else:",
+                    "    " + slow])
+                return
         else:
             guard = _both_small_int(a, b) + (
                 f" and {b.expr}" if op != _OPS["MUL"] and not _nonzero_const(b) else "")
             fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
-        slow = f"{_SLOT} = _arith(rt, {op}, {a.expr}, {b.expr})"
         if guard == "True":
             self.result(ind, pc, fast, "int")
         else:
@@ -513,7 +553,7 @@ def _both_small_int(a: _Entry, b: _Entry) -> str:
             continue  # small constants are known to be in range
         if e.kind != "int":
             parts.append(f"type({e.expr}) is int")
-        parts.append(f"-_HALF < {e.expr} < _HALF")
+        parts.append(f"_NHALF < {e.expr} < _HALF")
     return " and ".join(parts) if parts else "True"
 
 
@@ -600,7 +640,7 @@ _HELPERS: dict[str, Any] = {
     "call_method": call_method, "check_storable": check_storable, "Slice": Slice,
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
     "_no_builtin": _no_builtin, "_build_map": _build_map, "_set_attr": _set_attr,
-    "_BIG": _BIG, "_HALF": _HALF, "_DONE": _DONE,
+    "_BIG": _BIG, "_NBIG": _NBIG, "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE,
 }
 
 
@@ -621,7 +661,6 @@ class FastProgram:
 
 
 _CACHE: dict[int, tuple[weakref.ref[Program], tuple[str, ...], FastProgram | None]] = {}
-_ids = itertools.count()
 
 
 def _link(program: Program, extra: Mapping[str, Builtin]) -> list[Builtin | None]:
@@ -640,13 +679,15 @@ def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None
     """Lower every function of `program`; None if any function has a shape this tier
     does not lower (the caller then uses the interpreter). Cached per program."""
     extra = dict(builtins or {})
-    key = (id(program))
+    key = id(program)
     hit = _CACHE.get(key)
     ident = tuple(sorted((k, id(v)) for k, v in extra.items()))  # type: ignore[misc]
     if hit is not None and hit[0]() is program and hit[1] == ident:
         return hit[2]
     fast = _compile(program, extra)
-    _CACHE[key] = (weakref.ref(program, lambda _r, k=key: _CACHE.pop(k, None)), ident, fast)
+    for k in [k for k, (ref, _, _) in _CACHE.items() if ref() is None]:
+        del _CACHE[k]  # programs that are gone (their ids may be reused)
+    _CACHE[key] = (weakref.ref(program), ident, fast)
     return fast
 
 
@@ -727,8 +768,8 @@ def run_fast(program: Program, rt: Runtime, fn_index: int, args: list[Any], *,
             raise Trap("arity", f"{fn.name}() takes {fn.nparams} arguments, got {len(args)}")
         functions = fast.factory(rt, load_name, **fast.bound, **_HELPERS)
         value = functions[fn_index](*args, 1)
-    except Trap as trap:
-        trap = _positioned(trap, trap.__traceback__, fast)
+    except Trap as exc:
+        trap = _positioned(exc, exc.__traceback__, fast)
     except Condition as cond:
         trap = _positioned(Trap("value", f"condition {cond.name} was not caught"),
                            cond.__traceback__, fast)
