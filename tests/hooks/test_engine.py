@@ -355,3 +355,21 @@ def test_a_failure_open_hook_loses_its_effects_but_not_the_operation(rig: Rig) -
     rig.write_file("/jobs/a", b"")
     assert rig.fs.lookup_path("/jobs/a") is not None
     assert rig.fs.lookup_path("/audit/log") is None
+
+
+def test_transforms_are_kept_in_the_store_for_the_next_mount(rig: Rig) -> None:
+    rig.example("redact_env.vega")
+    rig.write_file("/a.env", b"K=secret\n")
+    shown = rig.read_file("/a.env")
+    assert shown.startswith(b"K=***")
+    engine2 = HookEngine(rig.hooks_dir, store=rig.store, tracer=Tracer(None))
+    engine2.reload()
+    fs2 = HookedFileSystem(rig.store, engine2)
+    try:
+        ino = fs2.lookup_path("/a.env")
+        fh = fs2.open(ino, os.O_RDONLY, CTX)
+        assert fs2.read(fh, 0, 4096) == shown
+        fs2.release(fh)
+        assert next(r for r in engine2.listing() if r.get("hook") == "redact_env")["runs"] == 0
+    finally:
+        engine2.close()

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import stat
@@ -46,17 +47,22 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import blake3
+
 from vegafs.fs import ROOT_CTX, SNAP_BASE, Attr, Ctx, FileSystem, FsError
 from vegafs.hooks.driver import Effect, FsDriver, StagingDriver, land
 from vegafs.hooks.engine import HookEngine, LoadedHook
 from vegafs.hooks.events import HookEvent, PendingMeta
 from vegafs.hooks.trace import new_trace_id
-from vegafs.store import ROOT_INO, Store
+from vegafs.store import ROOT_INO, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 #: Bytes of transformed content kept in memory (LRU over whole files).
 XFORM_CACHE_BYTES = 64 << 20
+#: Transforms up to this size are also kept in the store (one chunk each).
+XFORM_STORE_MAX = 16 << 20
+XFORM_KIND = "hooks.xform"
 _MAX_DEPTH = 4096
 _DATA_EVENTS = ("read", "write", "truncate", "close")
 _SEARCH_LIMIT = 200_000
@@ -74,6 +80,11 @@ class HookedFileSystem(FileSystem):
         self._xform_bytes = 0
         self._amend: dict[bytes, bytes | None] | None = None
         self._accepted: dict[int, tuple[int, dict[int, bytes]]] = {}  # see revert()
+        self._stored_xforms: dict[str, bytes] = {}  # see _store_xform()
+        for _, payload in store.annotations(XFORM_KIND):
+            with contextlib.suppress(ValueError, KeyError, TypeError):
+                record = json.loads(payload)
+                self._stored_xforms[record["key"]] = bytes.fromhex(record["chunk"])
         self._lock = threading.RLock()
         self._trio_token: Any = None
         self._bind_tried = False
@@ -467,6 +478,55 @@ class HookedFileSystem(FileSystem):
             return None
         return (ino, inode.version, inode.size, tuple((h.key, h.version) for h in hooks))
 
+    def _content_id(self, ino: int) -> str:
+        """A name for the committed content of ``ino`` (its size and block hashes)."""
+        inode = self._inode(ino)
+        digest = blake3.blake3(inode.size.to_bytes(8, "little"))
+        for index in sorted(inode.blocks):
+            digest.update(index.to_bytes(8, "little") + inode.blocks[index])
+        return digest.hexdigest()
+
+    @staticmethod
+    def _stored_key(path: str, content_id: str, hooks: Sequence[LoadedHook]) -> str:
+        return "\0".join([path, content_id, *(f"{h.key}@{h.version}" for h in hooks)])
+
+    def _lookup_xform(
+        self, ino: int, path: str, hooks: Sequence[LoadedHook], key: tuple[Any, ...] | None
+    ) -> bytes | None:
+        """A cached transform: from memory, else from the store (a transform
+        computed by an earlier mount for the same path, content and hooks)."""
+        if key is None:
+            return None
+        cached = self._xform.get(key)
+        if cached is not None or key in self._xform or not self._stored_xforms:
+            return cached
+        chunk = self._stored_xforms.get(self._stored_key(path, self._content_id(ino), hooks))
+        if chunk is None:
+            return None
+        try:
+            output = self.store.read_chunk(chunk)
+        except StoreError:
+            return None
+        self._remember_xform(key, output)
+        return output
+
+    def _store_xform(self, ino: int, path: str, hooks: Sequence[LoadedHook], output: bytes) -> None:
+        """Keep a transform in the store: one chunk, one ``hooks.xform`` record."""
+        if len(output) > XFORM_STORE_MAX:
+            return
+        stored_key = self._stored_key(path, self._content_id(ino), hooks)
+        if stored_key in self._stored_xforms:
+            return
+        try:
+            chunk = self.store.put_chunk(output)
+            record = json.dumps({"key": stored_key, "chunk": chunk.hex()}).encode()
+            with super()._txn() as t:
+                t.annotate(XFORM_KIND, record)
+        except (StoreError, FsError):
+            log.warning("hooks: could not keep the transform of %s in the store", path)
+            return
+        self._stored_xforms[stored_key] = chunk
+
     def _remember_xform(self, key: tuple[Any, ...] | None, output: bytes | None) -> None:
         if key is None:
             return
@@ -492,9 +552,8 @@ class HookedFileSystem(FileSystem):
         if not hooks:
             return
         key = self._xform_key(attr.ino, hooks)
-        if key is not None and key in self._xform:
-            output = self._xform[key]
-        else:
+        output = self._lookup_xform(attr.ino, path, hooks, key)
+        if output is None and (key is None or key not in self._xform):
             try:
                 verdict = self._run(
                     "read",
@@ -511,6 +570,8 @@ class HookedFileSystem(FileSystem):
                 return  # a denial is for readers, not for stat
             output = verdict.output if verdict is not None else None
             self._remember_xform(key, output)
+            if key is not None and output is not None:
+                self._store_xform(attr.ino, path, hooks, output)
             self.land(verdict)
         if output is not None:
             attr.size = len(output)
@@ -528,7 +589,7 @@ class HookedFileSystem(FileSystem):
         if not hooks:
             return super().read(fh, off, size)
         key = self._xform_key(ino, hooks)
-        cached = self._xform.get(key) if key is not None else None
+        cached = self._lookup_xform(ino, path, hooks, key)
         if cached is not None:
             return cached[off : off + size]
         file_size = self._file_size(ino)
@@ -545,6 +606,8 @@ class HookedFileSystem(FileSystem):
         )
         output = verdict.output if verdict is not None else None
         self._remember_xform(key, output)
+        if key is not None and output is not None:
+            self._store_xform(ino, path, hooks, output)
         self.land(verdict)
         if output is not None:
             return output[off : off + size]
