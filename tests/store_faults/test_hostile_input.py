@@ -29,6 +29,7 @@ import os
 import random
 import shutil
 import tempfile
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,6 +120,15 @@ def _damage(path: Path, how: str, rng: random.Random) -> str:
     return f"{how} ({target.name})"
 
 
+def _at(exc: BaseException) -> str:
+    """Where in vegafs an exception came from (file:line of the deepest vegafs frame)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/vegafs/" in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f"at {f.filename.rsplit('/vegafs/', 1)[1]}:{f.lineno} ({f.name})"
+
+
 def _exercise(path: Path, what: str) -> tuple[Store | None, bool]:
     """Open, fsck and read everything; only StoreError may come out. (store, fsck clean)."""
     try:
@@ -177,7 +187,7 @@ def _case(path: Path, how: str, rng: random.Random, case: int, model: MState, ac
     try:
         store, clean = _exercise(path, what)
     except Exception as exc:  # the point: nothing but StoreError may escape
-        raise AssertionError(f"{what}: open/fsck/read raised {exc!r}") from exc
+        raise AssertionError(f"{what}: open/fsck/read raised {exc!r} {_at(exc)}") from exc
     if store is not None:
         if how.startswith("checkpoint") or how == "append_garbage":
             problems = differences(store, model)
@@ -198,7 +208,7 @@ def _case(path: Path, how: str, rng: random.Random, case: int, model: MState, ac
     except StoreError:
         return detected, repaired, refused + 1
     except Exception as exc:
-        raise AssertionError(f"{what}: repair raised {exc!r}") from exc
+        raise AssertionError(f"{what}: repair raised {exc!r} {_at(exc)}") from exc
     after, clean = _exercise(path, what + " (after repair)")
     assert after is not None and clean, f"{what}: the repaired store is still not clean"
     after.close()
