@@ -509,50 +509,6 @@ def test_readdir_while_the_directory_changes(workdir: Path) -> None:
     assert stable <= set(seen), f"missed {len(stable - set(seen))} entries"
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("vmount", [("-o", "allow_other")], indirect=True)
-def test_setgid_directory_and_sticky_bit(vmount: Mount) -> None:
-    """Other users (hence allow_other) against the sticky bit; setgid inheritance."""
-    workdir = vmount.mnt
-    shared = workdir / "shared"
-    shared.mkdir()
-    os.chown(shared, 0, 4242)
-    os.chmod(shared, 0o2775)
-    (shared / "f").write_bytes(b"")
-    (shared / "sub").mkdir()
-    assert (shared / "f").stat().st_gid == 4242
-    sub = (shared / "sub").stat()
-    assert sub.st_gid == 4242 and sub.st_mode & stat.S_ISGID
-    tmp = workdir / "tmp"
-    tmp.mkdir()
-    os.chmod(tmp, 0o1777)
-    (tmp / "roots").write_bytes(b"owned by root")
-    # The child works through a directory fd: the test's temp path above the
-    # mount is private to root, only the sticky directory itself is open to all.
-    with opened(tmp, os.O_RDONLY | os.O_DIRECTORY) as dfd:
-        pid = os.fork()
-        if pid == 0:  # child: an ordinary user may not remove root's file from a sticky dir
-            code = 99
-            try:
-                os.setgid(1001)
-                os.setuid(1001)
-                try:
-                    os.unlink("roots", dir_fd=dfd)
-                    code = 2
-                except PermissionError:
-                    code = 3
-                    os.close(os.open("mine", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=dfd))
-                    os.unlink("mine", dir_fd=dfd)  # but may remove its own
-                    code = 0
-            finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
-    assert code != 2, "an ordinary user removed root's file from a sticky directory"
-    assert code == 0, "an ordinary user could not create and remove a file in a 1777 directory"
-    assert (tmp / "roots").exists()
-
-
 # Read-only facts the filesystem exposes. They are readable by name but not
 # listed, so that `rsync -X` / `cp --preserve=xattr` off the mount do not try
 # to copy them (and fail on the way back in).
