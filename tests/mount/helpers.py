@@ -243,6 +243,23 @@ def run(cmd: list[str], cwd: str | os.PathLike[str] | None = None, timeout: floa
     return proc.stdout
 
 
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "Vega Tester",
+    "GIT_AUTHOR_EMAIL": "vega@example.invalid",
+    "GIT_COMMITTER_NAME": "Vega Tester",
+    "GIT_COMMITTER_EMAIL": "vega@example.invalid",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_OPTIONAL_LOCKS": "0",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in ``repo`` with a fixed identity and no user or system config (HOME = its parent)."""
+    env_args = [f"{k}={v}" for k, v in GIT_ENV.items()]
+    return run(["env", f"HOME={repo.parent}", *env_args, "git", "-c", f"safe.directory={repo}",
+                "-C", str(repo), *args])
+
+
 @contextlib.contextmanager
 def opened(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> Iterator[int]:
     """``os.open`` as a context manager, so an assertion never leaks a descriptor on the mount."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.helpers import make_sample_tree, manifest, run
+from tests.mount.helpers import git, make_sample_tree, manifest, run
 from tests.mountutil import needs_fuse
 
 pytestmark = [pytest.mark.mount, needs_fuse]
@@ -76,20 +76,6 @@ def test_rsync_ahax_round_trip(workdir: Path, tmp_path: Path) -> None:
     assert manifest(dest, xattrs=True) == manifest(src, xattrs=True)
 
 
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "Vega Tester",
-    "GIT_AUTHOR_EMAIL": "vega@example.invalid",
-    "GIT_COMMITTER_NAME": "Vega Tester",
-    "GIT_COMMITTER_EMAIL": "vega@example.invalid",
-    "GIT_CONFIG_NOSYSTEM": "1",
-}
-
-
-def _git(repo: Path, *args: str) -> str:
-    env_args = [f"{k}={v}" for k, v in GIT_ENV.items()]
-    return run(["env", f"HOME={repo.parent}", *env_args, "git", "-C", str(repo), *args])
-
-
 def _worktree(root: Path) -> dict[str, tuple[object, ...]]:
     """A checkout's files, without .git (whose layout differs between a repo and its clone)."""
     return {
@@ -103,33 +89,33 @@ def _worktree(root: Path) -> dict[str, tuple[object, ...]]:
 def test_git_repository_lifecycle(workdir: Path, tmp_path: Path) -> None:
     repo = workdir / "repo"
     repo.mkdir()
-    _git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main")
     for n in range(12):
         pkg = repo / f"pkg{n % 3}"
         pkg.mkdir(exist_ok=True)
         (pkg / f"mod{n}.py").write_text("".join(f"def f{n}_{i}():\n    return {i}\n" for i in range(200)))
         (repo / "CHANGELOG").write_text("".join(f"change {i}\n" for i in range(n + 1)))
-        _git(repo, "add", "-A")
-        _git(repo, "commit", "-q", "-m", f"commit {n}")
-    _git(repo, "mv", "pkg0", "renamed")
-    _git(repo, "commit", "-q", "-m", "rename a package")
-    _git(repo, "checkout", "-q", "-b", "side", "HEAD~3")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", f"commit {n}")
+    git(repo, "mv", "pkg0", "renamed")
+    git(repo, "commit", "-q", "-m", "rename a package")
+    git(repo, "checkout", "-q", "-b", "side", "HEAD~3")
     (repo / "side.txt").write_text("side branch\n")
-    _git(repo, "add", "side.txt")
-    _git(repo, "commit", "-q", "-m", "side work")
-    _git(repo, "checkout", "-q", "main")
-    _git(repo, "merge", "-q", "--no-edit", "side")
-    log = _git(repo, "log", "--oneline").splitlines()
+    git(repo, "add", "side.txt")
+    git(repo, "commit", "-q", "-m", "side work")
+    git(repo, "checkout", "-q", "main")
+    git(repo, "merge", "-q", "--no-edit", "side")
+    log = git(repo, "log", "--oneline").splitlines()
     assert len(log) == 15, log
     assert "Merge branch 'side'" in log[0]
-    _git(repo, "gc", "-q", "--aggressive", "--prune=now")
-    _git(repo, "fsck", "--full", "--strict")
-    assert _git(repo, "status", "--porcelain") == ""
+    git(repo, "gc", "-q", "--aggressive", "--prune=now")
+    git(repo, "fsck", "--full", "--strict")
+    assert git(repo, "status", "--porcelain") == ""
     assert list((repo / ".git" / "objects" / "pack").glob("*.pack")), "gc wrote no pack"
     # a clone off the mount has the same history and the same files
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)])
-    assert _git(clone, "rev-parse", "HEAD") == _git(repo, "rev-parse", "HEAD")
+    assert git(clone, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD")
     assert _worktree(clone) == _worktree(repo)
 
 
