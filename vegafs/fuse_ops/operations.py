@@ -83,6 +83,8 @@ class VegaOperations(pyfuse3.Operations):
         self._cached_version: dict[int, int] = {}
         # Where each handle's next sequential read would start.
         self._read_pos: dict[int, int] = {}
+        # Chunks being fetched by a worker thread, and the event set when done.
+        self._fetching: dict[bytes, trio.Event] = {}
 
     # ---------------------------------------------------------------- helpers
 
@@ -285,21 +287,47 @@ class VegaOperations(pyfuse3.Operations):
 
     @errno_guard
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        # A sequential reader gets the next READ_AHEAD bytes fetched in the
-        # same worker-thread trip: one thread hop per MiB instead of per
-        # 128 KiB request (the kernel's readahead requests are 128 KiB).
-        ahead = READ_AHEAD if self._read_pos.get(fh) == off else 0
+        needed = self.fs.missing_chunks(fh, off, size)
+        if needed:
+            # A sequential reader gets the next READ_AHEAD bytes fetched in
+            # the same worker-thread trip: one hop per MiB, not per 128 KiB
+            # request (the kernel's readahead requests are 128 KiB).
+            if self._read_pos.get(fh) == off:
+                needed = self.fs.missing_chunks(fh, off, size + READ_AHEAD)
+            await self.fetch(needed)
         self._read_pos[fh] = off + size
-        missing = self.fs.missing_chunks(fh, off, size + ahead)
-        if missing:
-            await trio.to_thread.run_sync(self.fs.fetch_chunks, missing)
         return self.fs.read(fh, off, size)
+
+    async def fetch(self, hashes: list[bytes]) -> None:
+        """Load chunks into the fs cache in a worker thread, each at most once.
+
+        The kernel sends readahead requests concurrently; a chunk another
+        request is already fetching is waited for, not fetched again. A
+        failed fetch is not raised here: the read then fails inline with
+        the store's errno.
+        """
+        mine = [h for h in dict.fromkeys(hashes) if h not in self._fetching]
+        others = {id(e): e for h in hashes if (e := self._fetching.get(h)) is not None}
+        if mine:
+            done = trio.Event()
+            for h in mine:
+                self._fetching[h] = done
+            try:
+                await trio.to_thread.run_sync(self.fs.fetch_chunks, mine)
+            except FsError:
+                pass
+            finally:
+                for h in mine:
+                    del self._fetching[h]
+                done.set()
+        for event in others.values():
+            await event.wait()
 
     @errno_guard
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         missing = self.fs.missing_for_write(fh, off, len(buf))
         if missing:
-            await trio.to_thread.run_sync(self.fs.fetch_chunks, missing)
+            await self.fetch(missing)
         await self.store_jobs(self.fs.write_buffered(fh, off, buf))
         return len(buf)
 
