@@ -70,10 +70,15 @@ def _campaign(tmp_path: Path, rounds: int) -> None:
           f"recovered_in_flight_publish={in_flight} failures=0 seed={master}")
 
 
+ROUNDS = int(os.environ.get("VEGAFS_STRESS_ROUNDS", "10"))
+
+
+@pytest.mark.timeout(max(300, ROUNDS * 6))  # a round takes ~1 s, several on a busy machine
 def test_kill9_rounds(tmp_path: Path) -> None:
-    _campaign(tmp_path, int(os.environ.get("VEGAFS_STRESS_ROUNDS", "10")))
+    _campaign(tmp_path, ROUNDS)
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_kill9_full_campaign(tmp_path: Path) -> None:
     _campaign(tmp_path, 200)
