@@ -284,6 +284,8 @@ class _WindowReader:
             if seg != self.seg or rel < 0 or rel + RECORD_HEADER.size > len(self.buf):
                 self.seg, self.start, rel = seg, offset, 0
                 self.buf = self.store.backend.read(name, offset, self.WINDOW)
+                if len(self.buf) < RECORD_HEADER.size:
+                    raise OSError(5, f"segment {name}: record at offset {offset} is cut short")
             magic, _rtype, _flags, _logseq, length = RECORD_HEADER.unpack_from(self.buf, rel)
             if magic != RECORD_MAGIC:
                 raise OSError(5, f"segment {name}: no record at offset {offset}")
@@ -1112,14 +1114,33 @@ class Store:
             for i in range(lo, hi):
                 rtype, obj = reader.read(meta.locs[i])
                 if rtype == TXN:
-                    for op in obj:
-                        state.apply(op, None)
+                    self._replay_ops_into(state, obj, meta.logseqs[i])
                 else:
                     state = self._state_at(obj[0]).copy()
         if len(self._views) >= _VIEW_CACHE:
             self._views.pop(next(iter(self._views)))
         self._views[logseq] = state
         return state
+
+    def _replay_ops_into(self, state: State, ops: list[list[Any]], logseq: int) -> None:
+        """Apply a logged TXN to a view's state; in repair mode skip what no longer applies."""
+        for op in ops:
+            try:
+                if self.damage is None:
+                    state.apply(op, None)
+                else:
+                    undo: Undo = []
+                    try:
+                        state.apply(op, undo, None)
+                    except TxnError:
+                        for fn in reversed(undo):
+                            fn()
+            except (KeyError, AttributeError, TypeError, ValueError, IndexError) as e:
+                raise StoreError(
+                    STORE_IO_ERROR,
+                    f"store {self.location}: the log does not replay at logseq {logseq} ({e!r}); "
+                    "run `vegafs fsck --repair`",
+                ) from e
 
     def _read_meta_typed(self, loc: int) -> tuple[int, Any]:
         return _WindowReader(self).read(loc)
