@@ -468,3 +468,24 @@ def test_chunk_results_from_before_a_gc_are_not_trusted(fs: FileSystem) -> None:
     fs.release(fh)
     assert read_all(fs, attr.ino) == data
     assert fs.store.fsck().ok
+
+
+def test_an_inode_unlinked_while_open_is_reclaimed_after_a_crash(store_dir: Path) -> None:
+    store = Store.open(store_dir, create=True)
+    fs = FileSystem(store)
+    fh, attr = fs.create(ROOT, b"tmp", 0o600, os.O_RDWR, ROOT_CTX)
+    fs.write(fh, 0, b"scratch")
+    fs.flush(fh)
+    fs.unlink(ROOT, b"tmp", ROOT_CTX)
+    store.publish()
+    store.close()  # the daemon died with the file still open: no release
+    store = Store.open(store_dir)
+    try:
+        assert store.get_inode(attr.ino).nlink == 0
+        fs = FileSystem(store)
+        assert fs.reclaim_orphans() == 1
+        assert store.get_inode(attr.ino) is None
+        assert fs.reclaim_orphans() == 0
+        assert store.fsck().ok
+    finally:
+        store.close()

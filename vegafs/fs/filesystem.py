@@ -47,6 +47,7 @@ XATTR_REPLACE = 2
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 VEGA_PREFIX = b"vega."
+ORPHAN_ANNOTATION = "fs.orphan"
 ALLOWED_XATTR_PREFIXES = (b"user.", b"trusted.", b"security.")
 
 
@@ -186,6 +187,24 @@ class FileSystem:
             with self._txn() as t:
                 t.delete_inode(ino)
 
+    def reclaim_orphans(self) -> int:
+        """Delete inodes unlinked while open whose last close never came (a crash).
+
+        Call once at mount, before serving: nothing can hold them open then.
+        Returns how many were deleted.
+        """
+        stale = set()
+        for _logseq, payload in self.store.annotations(ORPHAN_ANNOTATION):
+            ino = int.from_bytes(payload, "little")
+            inode = self.store.get_inode(ino)
+            if inode is not None and inode.nlink == 0 and ino not in self._orphans:
+                stale.add(ino)
+        if stale:
+            with self._txn() as t:
+                for ino in sorted(stale):
+                    t.delete_inode(ino)
+        return len(stale)
+
     def _drop_link(self, t: Any, inode: Any, now: int) -> None:
         """One name of ``inode`` went away inside transaction ``t``."""
         nlink = 0 if stat.S_ISDIR(inode.mode) else inode.nlink - 1
@@ -194,6 +213,9 @@ class FileSystem:
             return
         if self._open_count.get(inode.ino) or self._lookups.get(inode.ino):
             t.update(inode.ino, nlink=0, ctime_ns=now)
+            # Noted in the log so that a crash before the last close does not
+            # leak it: the next mount reclaims it (reclaim_orphans).
+            t.annotate(ORPHAN_ANNOTATION, inode.ino.to_bytes(8, "little"))
             self._orphans.add(inode.ino)
         else:
             t.delete_inode(inode.ino)

@@ -89,6 +89,9 @@ class Daemon:
         self._unmounted_by_kernel = False
 
     def mount(self) -> None:
+        reclaimed = self.fs.reclaim_orphans()
+        if reclaimed:
+            log.info("deleted %d file(s) unlinked while open before a crash", reclaimed)
         pyfuse3.init(self.ops, self.mountpoint, self.fuse_options)
         self._mounted = True
         log.info("mounted %s on %s (pid %d)", self.store_dir, self.mountpoint, os.getpid())
