@@ -489,3 +489,14 @@ def test_an_inode_unlinked_while_open_is_reclaimed_after_a_crash(store_dir: Path
         assert store.fsck().ok
     finally:
         store.close()
+
+
+def test_rewinddir_shows_the_current_state(fs: FileSystem) -> None:
+    make_file(fs, b"a")
+    fh = fs.opendir(ROOT)
+    assert [e.name for e in fs.readdir(fh, 0)][2:] == [b"a"]
+    make_file(fs, b"b")
+    assert [e.name for e in fs.readdir(fh, 3)] == []  # same listing: stable offsets
+    assert [e.name for e in fs.readdir(fh, 0)][2:] == [b"a", b"b"]  # rewound
+    fs.releasedir(fh)
+    assert errno_of(fs.opendir, fs.lookup(ROOT, b"a").ino) == errno.ENOTDIR

@@ -357,7 +357,13 @@ class FileSystem:
     # -------------------------------------------------------------- directories
 
     def opendir(self, ino: int) -> int:
-        """Open a directory; the listing is fixed now so offsets stay stable."""
+        """Open a directory. The listing is taken by the first readdir (offset
+        0) and kept for the handle, so offsets stay stable."""
+        if not stat.S_ISDIR(self.getattr(ino).mode):
+            raise FsError(errno.ENOTDIR)
+        return self._new_handle(Handle(ino, os.O_RDONLY, False, entries=[]))
+
+    def _listing(self, ino: int) -> list[tuple[bytes, int]]:
         if ino == SNAP_BASE:
             entries = []
             for snap in self.store.list_snapshots():
@@ -371,13 +377,13 @@ class FileSystem:
             if not stat.S_ISDIR(inode.mode):
                 raise FsError(errno.ENOTDIR)
             entries = [(name, child + base) for name, child in source.listdir(sino)]
-        return self._new_handle(Handle(ino, os.O_RDONLY, False, entries=entries))
+        return entries
 
     def readdir(self, fh: int, off: int) -> Iterator[DirEntry]:
         """Entries after offset ``off``: 1 is ``.``, 2 is ``..``, 3+i entry i.
 
-        An entry removed since opendir is skipped; one added since is not
-        shown until the directory is opened again (POSIX allows both). The
+        An entry removed since the listing was taken is skipped; one added
+        since shows up after a rewind (offset 0), as POSIX allows. The
         caller must call :meth:`lookup_done` for each entry it hands to the
         kernel with attributes (readdirplus), except ``.`` and ``..``.
         """
@@ -385,6 +391,8 @@ class FileSystem:
         if handle.entries is None:
             raise FsError(errno.ENOTDIR)
         ino = handle.ino
+        if off == 0:  # a new listing or rewinddir(): show the current state
+            handle.entries = self._listing(ino)
         if off < 1:
             yield DirEntry(b".", self.getattr(ino), 1)
         if off < 2:
