@@ -51,8 +51,15 @@ from vegafs.vm.values import (
 
 #: Deepest Vega call stack; deeper recursion traps "recursion".
 MAX_DEPTH = 1000
-#: Ints longer than this (bits) are charged to the memory budget when produced.
+#: Ints longer than this (bits) go through `_charge_int` when produced (charged
+#: to the memory budget, and refused beyond MAX_INT_BITS).
 BIG_INT_BITS = 4096
+#: The largest int a program may make. Arbitrary precision, but bounded: one
+#: multiplication or division of unbounded ints could run for minutes between
+#: two budget checks, and every int must stay printable (CPython refuses to
+#: convert ints over 4,300 digits to text; 8,192 bits are 2,467 digits).
+MAX_INT_BITS = 8192
+INT_TOO_LARGE = f"integer too large: a result needs more than {MAX_INT_BITS} bits"
 _KEY_TYPES = frozenset({str, int, bool, type(None), float})
 _DONE = object()
 
@@ -150,25 +157,34 @@ def _num(v: Any) -> bool:
 
 
 def _charge_int(rt: Runtime, value: int) -> int:
+    """Charge a big int result, or trap if it is over MAX_INT_BITS."""
     bits = value.bit_length()
+    if bits > MAX_INT_BITS:
+        raise Trap("value", INT_TOO_LARGE)
     if bits > BIG_INT_BITS:
         rt.meter.charge_memory(bits // 8)
     return value
 
 
 def _arith(rt: Runtime, op: int, a: Any, b: Any) -> Any:
-    """The general (slow) path of ADD/SUB/MUL/DIV/MOD; the loop inlines int+int."""
-    a = unwrap(a)
-    b = unwrap(b)
+    """The general path of ADD/SUB/MUL/DIV/MOD (the loop inlines int+int); shared
+    with the fast tier, so its order of checks is tuned: str + str first."""
     ta, tb = type(a), type(b)
+    if ta is Result or tb is Result:
+        a = unwrap(a)
+        b = unwrap(b)
+        ta, tb = type(a), type(b)
+    if ta is str and tb is str and op == ADD:
+        rt.meter.charge_memory(49 + len(a) + len(b))
+        return a + b
     if _num(a) and _num(b):
         if op == ADD:
             r = a + b
         elif op == SUB:
             r = a - b
         elif op == MUL:
-            if ta is int and tb is int and a.bit_length() + b.bit_length() > BIG_INT_BITS:
-                rt.meter.charge_memory((a.bit_length() + b.bit_length()) // 8)
+            if ta is int and tb is int and a.bit_length() + b.bit_length() > MAX_INT_BITS + 1:
+                raise Trap("value", INT_TOO_LARGE)  # refused before the work
             r = a * b
         elif op == DIV:
             if b == 0:
@@ -180,9 +196,6 @@ def _arith(rt: Runtime, op: int, a: Any, b: Any) -> Any:
             r = a % b
         return _charge_int(rt, r) if type(r) is int else r
     if op == ADD:
-        if ta is str and tb is str:
-            rt.meter.charge_memory(49 + len(a) + len(b))
-            return a + b
         if ta is list and tb is list:
             rt.meter.charge_memory(56 + 8 * (len(a) + len(b)))
             return a + b
