@@ -166,6 +166,23 @@ def _charge_int(rt: Runtime, value: int) -> int:
     return value
 
 
+def _numeric(op: int, a: Any, b: Any, ta: type, tb: type) -> Any:
+    """int/float arithmetic with Vega's rules (floor division of ints, /0 traps)."""
+    if op == ADD:
+        return a + b
+    if op == SUB:
+        return a - b
+    if op == MUL:
+        if ta is int and tb is int and a.bit_length() + b.bit_length() > MAX_INT_BITS + 1:
+            raise Trap("value", INT_TOO_LARGE)  # refused before the work
+        return a * b
+    if b == 0:
+        raise Trap("zero_division", "division by zero" if op == DIV else "modulo by zero")
+    if op == DIV:
+        return a // b if ta is int and tb is int else a / b
+    return a % b
+
+
 def _arith(rt: Runtime, op: int, a: Any, b: Any) -> Any:
     """The general path of ADD/SUB/MUL/DIV/MOD (the loop inlines int+int); shared
     with the fast tier, so its order of checks is tuned: str + str first."""
@@ -178,22 +195,10 @@ def _arith(rt: Runtime, op: int, a: Any, b: Any) -> Any:
         rt.meter.charge_memory(49 + len(a) + len(b))
         return a + b
     if _num(a) and _num(b):
-        if op == ADD:
-            r = a + b
-        elif op == SUB:
-            r = a - b
-        elif op == MUL:
-            if ta is int and tb is int and a.bit_length() + b.bit_length() > MAX_INT_BITS + 1:
-                raise Trap("value", INT_TOO_LARGE)  # refused before the work
-            r = a * b
-        elif op == DIV:
-            if b == 0:
-                raise Trap("zero_division", "division by zero")
-            r = a // b if ta is int and tb is int else a / b
-        else:
-            if b == 0:
-                raise Trap("zero_division", "modulo by zero")
-            r = a % b
+        try:
+            r = _numeric(op, a, b, ta, tb)
+        except OverflowError:  # a big int mixed with a float
+            raise Trap("value", "number too large for a float") from None
         return _charge_int(rt, r) if type(r) is int else r
     if op == ADD:
         if ta is list and tb is list:
@@ -210,7 +215,10 @@ def _arith(rt: Runtime, op: int, a: Any, b: Any) -> Any:
             rt.meter.charge_memory(49 + len(s) * max(n, 0))
             return s * n
         if ta is Duration and _num(b) or _num(a) and tb is Duration:
-            return a * b
+            try:
+                return a * b
+            except (OverflowError, ValueError):  # inf/nan or a huge factor
+                raise Trap("value", "duration out of range") from None
         if ta is Money and tb is int or ta is int and tb is Money:
             return a * b
     word = {ADD: "add", SUB: "subtract", MUL: "multiply", DIV: "divide",
