@@ -15,7 +15,9 @@ Three mounts of fresh stores, measured in one run, workload by workload:
 Workloads: sequential write and read of one file (1 MiB ``write``/``read``
 calls; the read is cold: kernel caches dropped, needs root, skipped
 otherwise), and metadata operations (create + close, stat, rename, unlink of
-N files). The per-run overhead is measured in-process on the filesystem layer
+N files). The per-run overhead is measured twice: end to end, as the extra
+time of a 4 KiB ``O_DIRECT`` pread (every one reaches the daemon, on both
+mounts) with the allow-all read hook; and in-process on the filesystem layer
 (no FUSE): the median time of a 4 KiB write plus read with the allow-all hooks
 minus the same without hooks, per hook run; the hooks' own run latency (VM
 only) is reported by ``vegafs hooks list`` and printed too.
@@ -150,7 +152,7 @@ def seq_read(mnt: Path, size: int) -> float:
 
 def metadata(mnt: Path, files: int) -> float:
     d = mnt / "meta"
-    d.mkdir()
+    d.mkdir(exist_ok=True)
     with timed() as t:
         for i in range(files):
             os.close(os.open(d / f"f{i}", os.O_WRONLY | os.O_CREAT, 0o644))
@@ -161,6 +163,24 @@ def metadata(mnt: Path, files: int) -> float:
         for i in range(files):
             os.unlink(d / f"g{i}")
     return 4 * files / t.seconds
+
+
+def small_reads_us(mnt: Path, count: int) -> float:
+    """Median microseconds of a 4 KiB O_DIRECT pread (every one reaches the daemon)."""
+    path = mnt / "small"
+    if not path.exists():
+        path.write_bytes(os.urandom(64 * 4096))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        batches = []
+        for _ in range(max(count // 100, 5)):
+            start = time.perf_counter()
+            for i in range(100):
+                os.pread(fd, 4096, (i % 64) * 4096)
+            batches.append((time.perf_counter() - start) / 100 * 1e6)
+    finally:
+        os.close(fd)
+    return statistics.median(batches)
 
 
 def hook_latency(mnt: Path, store: Path) -> float | None:
@@ -218,6 +238,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (CI smoke run)")
     parser.add_argument("--size", default=None, help="sequential file size (default 256MiB)")
     parser.add_argument("--files", type=int, default=None, help="metadata files (default 2000)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds, best kept")
     args = parser.parse_args()
     size = parse_size(args.size) if args.size else (32 * MiB if args.quick else 256 * MiB)
     files = args.files or (300 if args.quick else 2000)
@@ -229,17 +250,28 @@ def main() -> int:
             mount(base, "allow", ALLOW_ALL) as allow,
             mount(base, "many", non_matching_hooks(1000)) as many,
         ):
-            w_none, w_allow = seq_write(none, size), seq_write(allow, size)
-            r_none, r_allow = seq_read(none, size), seq_read(allow, size)
-            # metadata: interleave two rounds each, keep the best of each
-            m_none = max(metadata(none, files), 0.0)
-            m_many = metadata(many, files)
-            for target in (none, many):
-                for name in os.listdir(target):
-                    if name == "meta":
-                        os.rmdir(target / name)
-            m_none = max(m_none, metadata(none, files))
-            m_many = max(m_many, metadata(many, files))
+            # Interleaved rounds, best of each: on a shared machine the best run
+            # is the one least disturbed by other processes.
+            best: dict[str, float] = {}
+            small: dict[str, list[float]] = {"none": [], "allow": []}
+
+            def keep(name: str, value: float) -> None:
+                best[name] = max(best.get(name, 0.0), value)
+
+            for _ in range(args.rounds):
+                keep("w_none", seq_write(none, size))
+                keep("w_allow", seq_write(allow, size))
+                keep("r_none", seq_read(none, size))
+                keep("r_allow", seq_read(allow, size))
+                keep("m_none", metadata(none, files))
+                keep("m_many", metadata(many, files))
+                small["none"].append(small_reads_us(none, 2000))
+                small["allow"].append(small_reads_us(allow, 2000))
+            small_none, small_allow = min(small["none"]), min(small["allow"])
+            w_none, w_allow, r_none, r_allow = (
+                best[k] for k in ("w_none", "w_allow", "r_none", "r_allow")
+            )
+            m_none, m_many = best["m_none"], best["m_many"]
             latency_mount = hook_latency(allow, base / "allow.store")
         rows += [
             Row("seq write (allow-all hooks)", w_none, w_allow, "MiB/s", ">= 0.80x"),
@@ -248,6 +280,11 @@ def main() -> int:
         ]
         overhead, latency = per_run_overhead(base, rounds=15 if args.quick else 60)
     print_table(f"hooks (seq {size // MiB} MiB, {files} files x 4 metadata ops)", rows)
+    print(
+        f"per-run overhead through FUSE (4 KiB O_DIRECT pread, median): "
+        f"{small_allow - small_none:.1f} us ({small_none:.1f} -> {small_allow:.1f} us per read)",
+        flush=True,
+    )
     print(
         f"per-run overhead (fs layer, 4 KiB write+read, median): {overhead:.1f} us "
         f"(target <= 20 us); hook run itself (VM, p50): {latency:.1f} us in-process, "

@@ -120,6 +120,7 @@ class LoadedHook:
     breaker: CircuitBreaker
     state: str = "active"  # active | stopped | escalated
     caps_cache: dict[str, Capabilities] = field(default_factory=dict)
+    uses_vfs: bool = True  # False: the run needs no driver (see vega.VFS_BUILTINS)
 
     @property
     def key(self) -> str:
@@ -149,7 +150,7 @@ class Verdict:
     effects: list[tuple[Any, ...]] = field(default_factory=list)  # staged VFS effects
 
 
-@dataclass
+@dataclass(slots=True)
 class _Run:
     """One run of one hook: what it decided and how it went."""
 
@@ -342,6 +343,7 @@ class HookEngine:
                     decl,
                     stats,
                     CircuitBreaker(settings.breaker),
+                    uses_vfs=decl.uses_vfs,
                 )
             )
         if problems:
@@ -451,6 +453,8 @@ class HookEngine:
         if driver is not None:
             rt.namespace.attach("/", driver, "vegafs://")
             return rt
+        if not hook.uses_vfs:
+            return rt
         driver = self._drivers.get(from_worker)
         if driver is None and self.host is not None:
             driver = self._drivers[from_worker] = self.host.driver(from_worker=from_worker)
@@ -470,7 +474,7 @@ class HookEngine:
                 continue
             if ev.event == "read":
                 ev.output = Output()
-            driver = staging(verdict.effects) if staging is not None else None
+            driver = staging(verdict.effects) if staging is not None and hook.uses_vfs else None
             run = self._invoke(hook, ev, from_worker=False, driver=driver)
             if driver is not None and not run.failed:
                 verdict.effects += driver.effects  # a failed run's effects are dropped

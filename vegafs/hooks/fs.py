@@ -528,7 +528,7 @@ class HookedFileSystem(FileSystem):
         self._stored_xforms[stored_key] = chunk
 
     def _remember_xform(self, key: tuple[Any, ...] | None, output: bytes | None) -> None:
-        if key is None:
+        if key is None or (output is None and key in self._xform and self._xform[key] is None):
             return
         old = self._xform.pop(key, None)
         if old is not None:

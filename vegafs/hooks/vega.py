@@ -67,6 +67,29 @@ HOOK_BUILTINS: dict[str, Builtin] = {
 HOOK_CONSTANTS: dict[str, int] = dict(ERRNOS)
 
 
+#: Builtins that reach the VFS: a hook whose program names none of them gets no
+#: driver mounted (saves building one on every run of a pure-decision hook).
+VFS_BUILTINS = frozenset(
+    {
+        "open",
+        "read",
+        "write",
+        "list",
+        "stat",
+        "exists",
+        "mkdir",
+        "rename",
+        "remove",
+        "lookup",
+        "close",
+        "sync",
+        "mount",
+        "umount",
+        "revert",
+    }
+)
+
+
 @dataclass(frozen=True)
 class HookDecl:
     """One hook of a compiled file: its table entry and how to run it."""
@@ -93,6 +116,11 @@ class HookDecl:
     @property
     def settings(self) -> dict[str, object]:
         return self.hook.settings
+
+    @property
+    def uses_vfs(self) -> bool:
+        """Does the file's code call any VFS builtin (anywhere, conservatively)?"""
+        return not VFS_BUILTINS.isdisjoint(self.program.symbols)
 
     @property
     def position(self) -> str:
