@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vegafs.hooks.globs import Glob, GlobError, GlobIndex, compile_glob
 
@@ -95,3 +97,37 @@ def test_index_does_not_try_patterns_outside_the_path_prefix() -> None:
     assert tried == []
     assert len(index.match("write", "/dir7/file")) == 1
     assert tried == ["/dir7/**"]
+
+
+def _brute(pattern: str, path: str) -> bool:
+    """A second, independent matcher: segment by segment, recursive on '**'."""
+    import fnmatch
+
+    def match(pats: list[str], parts: list[str]) -> bool:
+        if not pats:
+            return not parts
+        head, rest = pats[0], pats[1:]
+        if head == "**":
+            lo = 1 if not rest else 0
+            return any(match(rest, parts[i:]) for i in range(lo, len(parts) + 1))
+        return bool(parts) and fnmatch.fnmatchcase(parts[0], head) and match(rest, parts[1:])
+
+    return match(pattern[1:].split("/"), path[1:].split("/") if path != "/" else [])
+
+
+SEGMENTS = st.sampled_from(["a", "b", "ab", "x.env", "y.md", "z"])
+PATTERN_SEGMENTS = st.sampled_from(["a", "b", "*", "**", "*.env", "?", "a*", "[ab]"])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    patterns=st.lists(st.lists(PATTERN_SEGMENTS, min_size=1, max_size=4), min_size=1, max_size=8),
+    paths=st.lists(st.lists(SEGMENTS, min_size=1, max_size=5), min_size=1, max_size=8),
+)
+def test_index_agrees_with_brute_force(patterns: list[list[str]], paths: list[list[str]]) -> None:
+    items = [_item(f"h{i}", "read", "/" + "/".join(p)) for i, p in enumerate(patterns)]
+    index = GlobIndex(items)
+    for parts in paths:
+        path = "/" + "/".join(parts)
+        expected = [i.name for i in items if _brute(i.glob.text, path)]
+        assert [i.name for i in index.match("read", path)] == expected, path
