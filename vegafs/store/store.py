@@ -983,22 +983,40 @@ class Store:
             return logseq
 
     def _roll(self) -> None:
-        """Seal the active segment (it ends with a PUBLISH) and start the next one."""
+        """Start the next segment, then seal the full one (which ends with a PUBLISH).
+
+        Order: create the new segment, name it in MANIFEST, switch, seal the
+        old one. A failure before the switch (ENOSPC...) changes nothing: the
+        partial new segment is removed and the roll is retried at the next
+        publish. Sealing comes last so that a sealed segment is never written
+        again (an object store uploads it once, at seal).
+        """
         tail = self._tail
         old = self._segments[tail.seg_idx]
-        faultpoints.hit("segment.before_seal")
-        self._io(self.backend.seal, old)
         new = segment_name(self._generation, tail.seg_idx + 1)
         header = SegmentHeader(self._generation, tail.seg_idx + 1, self._head_logseq + 1, tail.last_hash)
-        with contextlib.suppress(StoreError):
-            self._io(self.backend.delete_segment, new)
-        self._io(self.backend.create_segment, new, header.encode())
-        faultpoints.hit("segment.after_create")
         segments = [*self._segments, new]
-        self._io(self.backend.put_object, MANIFEST_KEY, _manifest_bytes(self._generation, segments))
+        try:
+            self.backend.delete_segment(new)
+            self.backend.create_segment(new, header.encode())
+            faultpoints.hit("segment.after_create")
+            self.backend.put_object(MANIFEST_KEY, _manifest_bytes(self._generation, segments))
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.backend.delete_segment(new)
+            return
         faultpoints.hit("segment.after_manifest")
         self._segments = segments
         self._tail = _Tail(tail.seg_idx + 1, SEGMENT_HEADER.size, tail.last_hash)
+        faultpoints.hit("segment.before_seal")
+        try:
+            self.backend.seal(old)
+        except OSError as e:
+            self._failed = (
+                f"store {self.location} stopped accepting writes: sealing segment {old} failed "
+                f"({e.strerror or e}); reopen it to recover at the last publish"
+            )
+            raise StoreError(STORE_IO_ERROR, self._failed, e.errno) from e
 
     # ------------------------------------------------------- snapshots, views
 
