@@ -63,6 +63,8 @@ XFORM_CACHE_BYTES = 64 << 20
 #: Transforms up to this size are also kept in the store (one chunk each).
 XFORM_STORE_MAX = 16 << 20
 XFORM_KIND = "hooks.xform"
+#: Largest file whose whole content a read or close hook gets as ``ev.data``.
+MAX_EVENT_DATA = 256 << 20
 _MAX_DEPTH = 4096
 _DATA_EVENTS = ("read", "write", "truncate", "close")
 _SEARCH_LIMIT = 200_000
@@ -423,7 +425,7 @@ class HookedFileSystem(FileSystem):
                 trace_id,
                 size=size,
                 file_size=size,
-                load_data=lambda: self.read_all(ino),
+                load_data=lambda: self._event_data(ino, size),
             )
         except FsError:
             if report:
@@ -434,6 +436,13 @@ class HookedFileSystem(FileSystem):
             self._accepted[ino] = (inode.size, dict(inode.blocks))
             self.land(verdict)
         self._publish("close", path, ctx, trace_id, size=size, file_size=size)
+
+    def _event_data(self, ino: int, size: int) -> bytes | None:
+        """``ev.data`` of a read/close event: the whole file, or nil past the cap
+        (a hook must not make the daemon load a huge file into memory)."""
+        if size > MAX_EVENT_DATA:
+            return None
+        return self.read_all(ino)
 
     def read_all(self, ino: int) -> bytes:
         """The current content of file ``ino`` (committed or buffered)."""
@@ -564,7 +573,7 @@ class HookedFileSystem(FileSystem):
                     offset=0,
                     size=0,
                     file_size=attr.size,
-                    load_data=lambda: self.read_all(attr.ino),
+                    load_data=lambda: self._event_data(attr.ino, attr.size),
                 )
             except FsError:
                 return  # a denial is for readers, not for stat
@@ -602,7 +611,7 @@ class HookedFileSystem(FileSystem):
             offset=off,
             size=size,
             file_size=file_size,
-            load_data=lambda: super(HookedFileSystem, self).read(fh, 0, file_size),
+            load_data=lambda: self._event_data(ino, file_size),
         )
         output = verdict.output if verdict is not None else None
         self._remember_xform(key, output)
