@@ -129,10 +129,14 @@ def test_trap_inside_a_builtin_reports_the_call_site_and_stack() -> None:
     assert [fn for fn, _ in ref.trap[3]] == ["<main>", "f"] or len(ref.trap[3]) == 2
 
 
-def test_big_int_growth_is_charged_identically() -> None:
-    program = compiled("let x = 3; let i = 0; while i < 40 { x = x * x; i = i + 1; }")
-    ref = assert_same(program, Budget(steps=None, time_s=None, memory_bytes=1 << 20))
-    assert ref.trap is not None and ref.trap[0] == "budget_memory"
+def test_big_int_growth_is_charged_and_bounded_identically() -> None:
+    squaring = compiled("let x = 3; let i = 0; while i < 40 { x = x * x; i = i + 1; }")
+    ref = assert_same(squaring, Budget(steps=None, time_s=None, memory_bytes=1 << 20))
+    assert ref.trap is not None and ref.trap[0] == "value"  # past the int size bound
+    doubling = compiled("let x = 1; let i = 0; while i < 9000 { x = x + x; i = i + 1; }")
+    ref = assert_same(doubling, Budget(steps=None, time_s=None, memory_bytes=1 << 20))
+    assert ref.trap is not None and ref.trap[0] in ("budget_memory", "value")
+    assert ref.memory > 100_000  # ints over 4096 bits were charged on both tiers
 
 
 def test_slices_keep_their_rules_on_the_fast_tier() -> None:

@@ -100,7 +100,6 @@ _ARITH_SYM = {_OPS["ADD"]: "+", _OPS["SUB"]: "-", _OPS["MUL"]: "*", _OPS["DIV"]:
               _OPS["MOD"]: "%"}
 _CMP_SYM = {_OPS["LT"]: "<", _OPS["LE"]: "<=", _OPS["GT"]: ">", _OPS["GE"]: ">="}
 _DECLINED = {_OPS[n] for n in ("TRY_BEGIN", "TRY_END", "MATCH_COND", "COND_PAYLOAD", "RERAISE")}
-_CALLS = {_OPS["CALL"], _OPS["CALL_BUILTIN"], _OPS["CALL_METHOD"]}
 
 
 class _Unstructured(Exception):
@@ -129,7 +128,7 @@ class _FnGen:
     """Generates the Python source of one Vega function."""
 
     def __init__(self, index: int, fn: Function, program: Program, lines: list[tuple[int, int]],
-                 names: _Names) -> None:
+                 names: _Names, local_kinds: dict[int, str]) -> None:
         self.index = index
         self.fn = fn
         self.program = program
@@ -138,7 +137,10 @@ class _FnGen:
         self.out = lines  # (fn index, pc) for each generated line, shared by the module
         self.src: list[str] = []
         self.names = names
+        self.local_kinds = local_kinds  # slot -> kind every store to it is known to have
+        self.stores: dict[int, set[str]] = {}  # slot -> kinds stored (for the inference)
         self.stack: list[_Entry | None] = []  # None: materialised in s<k>
+        self.skip_next = False
         self.loop_last: dict[int, int] = {}
         self.targets: set[int] = set()
         for pc, (op, arg) in enumerate(self.code):
@@ -182,7 +184,19 @@ class _FnGen:
             self.stack[k] = None
 
     def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "") -> None:
-        """Emit lines computing the new top of stack into its slot and push it."""
+        """Emit lines computing the new top of stack into its slot and push it — or,
+        when the next instruction just stores it in a local, straight into that local
+        (and that STORE_LOCAL is skipped)."""
+        nxt = pc + 1
+        if (nxt < len(self.code) and self.code[nxt][0] == _OPS["STORE_LOCAL"]
+                and nxt not in self.targets):
+            local = self.code[nxt][1]
+            self.materialize(ind, pc, only_local=local)
+            self.stores.setdefault(local, set()).add(kind)
+            for text in expr_lines:
+                self.line(ind, text.replace(_SLOT, f"l{local}"), pc)
+            self.skip_next = True
+            return
         k = len(self.stack)
         for text in expr_lines:
             self.line(ind, text.replace(_SLOT, f"s{k}"), pc)
@@ -236,6 +250,9 @@ class _FnGen:
                     self.reset(pc)
                 continue
             pc = self.instruction(pc, end, ind, loop)
+            if self.skip_next:  # the result went straight into a local
+                self.skip_next = False
+                pc += 1
         if end <= len(self.code) and self.stack:
             self.materialize(ind, end - 1)
         if len(self.src) == emitted_before:
@@ -287,9 +304,10 @@ class _FnGen:
         o = _OPS
         n = self.names
         if op == o["LOAD_LOCAL"]:
-            self.push(_Entry(f"l{arg}"))
+            self.push(_Entry(f"l{arg}", self.local_kinds.get(arg, "")))
         elif op == o["STORE_LOCAL"]:
             v = self.pop()
+            self.stores.setdefault(arg, set()).add(v.kind)
             self.materialize(ind, pc, only_local=arg)
             self.line(ind, f"l{arg} = {v.expr}", pc)
         elif op == o["CONST"]:
@@ -460,8 +478,15 @@ class _FnGen:
         return pc + 1
 
     def arith(self, ind: int, pc: int, op: int, a: _Entry, b: _Entry) -> None:
+        """ADD/SUB/MUL/DIV/MOD. The fast path covers exactly the cases where the
+        interpreter's ``_arith`` would do plain int arithmetic with no memory charge
+        (or the charge check is kept); everything else calls ``_arith`` itself. Two
+        ints give an int on either path, so the result kind is "int" then."""
         sym = _ARITH_SYM[op]
         slow = f"{_SLOT} = _arith(rt, {op}, {a.expr}, {b.expr})"
+        ints = a.kind == "int" and b.kind == "int"
+        types = [f"type({e.expr}) is int" for e in (a, b) if e.kind != "int"]
+        big_check = f"if not _NBIG < {_SLOT} < _BIG: _charge_int(rt, {_SLOT})"
         if op == _OPS["ADD"] and "str" in (a.kind, b.kind):
             guard = " and ".join(f"type({e.expr}) is str" for e in (a, b) if e.kind != "str")
             self.result(ind, pc, [
@@ -471,29 +496,34 @@ class _FnGen:
                 "else:",
                 "    " + slow])
             return
+        fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
         if op in (_OPS["ADD"], _OPS["SUB"]):
-            guard = _both_int(a, b)
-            fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}",
-                    f"if not _NBIG < {_SLOT} < _BIG: _charge_int(rt, {_SLOT})"]
-            if op == _OPS["ADD"] and guard != "True" and not (a.kind or b.kind):
+            fast.append(big_check)
+            guard = types
+            if op == _OPS["ADD"] and types and not (a.kind or b.kind):
                 # str + str is common enough (string building) for its own fast path
                 self.result(ind, pc, [
-                    f"if {guard}:", *("    " + f for f in fast),
+                    f"if {' and '.join(types)}:", *("    " + f for f in fast),
                     f"elif type({a.expr}) is str and type({b.expr}) is str:",
                     f"    m.charge_memory(49 + len({a.expr}) + len({b.expr}))",
                     f"    {_SLOT} = {a.expr} + {b.expr}",
                     "else:",
                     "    " + slow])
                 return
+        elif op == _OPS["MUL"]:
+            # the interpreter charges *before* multiplying big operands: keep those slow
+            guard = types + [f"_NHALF < {e.expr} < _HALF" for e in (a, b) if e.const is None]
         else:
-            guard = _both_small_int(a, b) + (
-                f" and {b.expr}" if op != _OPS["MUL"] and not _nonzero_const(b) else "")
-            fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
-        if guard == "True":
-            self.result(ind, pc, fast, "int")
+            guard = types + ([] if b.const else [b.expr])  # a zero divisor traps in _arith
+            bound = a if op == _OPS["DIV"] else b  # |a // b| <= |a|, |a % b| < |b|
+            if bound.const is None:
+                fast.append(big_check)
+        kind = "int" if ints else ""
+        if not guard:
+            self.result(ind, pc, fast, kind)
         else:
-            self.result(ind, pc, [f"if {guard}:", *("    " + f for f in fast), "else:",
-                                  "    " + slow])
+            self.result(ind, pc, [f"if {' and '.join(guard)}:", *("    " + f for f in fast),
+                                  "else:", "    " + slow], kind)
 
     def _args(self, n: int, ind: int, pc: int) -> list[str]:
         args = [self.pop() for _ in range(n)][::-1]
@@ -544,21 +574,6 @@ class _FnGen:
 def _both_int(a: _Entry, b: _Entry) -> str:
     parts = [f"type({e.expr}) is int" for e in (a, b) if e.kind != "int"]
     return " and ".join(parts) if parts else "True"
-
-
-def _both_small_int(a: _Entry, b: _Entry) -> str:
-    parts = []
-    for e in (a, b):
-        if e.const is not None:
-            continue  # small constants are known to be in range
-        if e.kind != "int":
-            parts.append(f"type({e.expr}) is int")
-        parts.append(f"_NHALF < {e.expr} < _HALF")
-    return " and ".join(parts) if parts else "True"
-
-
-def _nonzero_const(e: _Entry) -> bool:
-    return e.const is not None and e.const != 0
 
 
 class _Names:
@@ -691,6 +706,26 @@ def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None
     return fast
 
 
+def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int, int]],
+           names: _Names) -> list[str]:
+    """Generate one function, after inferring which locals always hold ints.
+
+    Optimistic fixpoint: assume every non-parameter local is an int, generate, and
+    demote any local that some store gives a value not known to be an int (or that
+    is never stored); repeat until nothing changes. Sound because two ints make an
+    int on every path of the arithmetic (fast or ``_arith``), and a local is only
+    read after a ``let`` stored it (the checker's scoping)."""
+    kinds = {i: "int" for i in range(fn.nparams, fn.nlocals)}
+    while True:
+        gen = _FnGen(index, fn, program, [], names, kinds)
+        gen.generate()
+        kept = {i: "int" for i in kinds if gen.stores.get(i, {""}) == {"int"}}
+        if kept == kinds:
+            break
+        kinds = kept
+    return _FnGen(index, fn, program, line_map, names, kinds).generate()
+
+
 def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | None:
     if any(not fn.depths for fn in program.functions):
         verify(program)
@@ -699,7 +734,7 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
     body: list[str] = []
     try:
         for index, fn in enumerate(program.functions):
-            body.extend(_FnGen(index, fn, program, line_map, names).generate())
+            body.extend(_lower(index, fn, program, line_map, names))
     except _Unstructured:
         return None
     header = ["def _factory(rt, _load_name, " + "".join(f"{k}, " for k in names.values)
