@@ -147,7 +147,7 @@ class _FnCompiler:
                 self.patch_all(ctx.breaks)
             case ast.For(pos, _, iterable, body):
                 self.expr(iterable)
-                self.emit(Op.GET_ITER, 0, pos)
+                self.emit(Op.GET_ITER, 0, iterable.pos)  # a bad iterable is reported there
                 top = self.emit(Op.FOR_ITER, 0, pos)
                 self.emit(Op.STORE_LOCAL, self.res.slots[id(s)], pos)
                 ctx = self.loop_body(top, body, pos)
