@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import time
 
 import pytest
 
@@ -373,3 +374,24 @@ def test_transforms_are_kept_in_the_store_for_the_next_mount(rig: Rig) -> None:
         assert next(r for r in engine2.listing() if r.get("hook") == "redact_env")["runs"] == 0
     finally:
         engine2.close()
+
+
+def test_a_running_after_hook_does_not_switch_off_synchronous_hooks(rig: Rig) -> None:
+    rig.hook(
+        "both.vega",
+        'hook busy after create "/slow/**" { budget { steps 100_000_000  time 1s }\n'
+        "    fn run(ev) { loop { } } }\n"
+        'hook guard on create "/guarded/**" { fn run(ev) { return deny(EACCES, "no"); } }\n',
+    )
+    rig.write_file("/slow/a", b"")
+    queue = rig.engine._queue
+    assert queue is not None
+    deadline = time.monotonic() + 10
+    while not queue._running and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert queue._running, "the after-hook never started"
+    with pytest.raises(FsError) as err:
+        rig.write_file("/guarded/b", b"")
+    assert err.value.errno == errno.EACCES
+    assert queue._running  # still busy: the denial happened while it ran
+    assert rig.engine.wait_idle(10)

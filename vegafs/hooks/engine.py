@@ -195,7 +195,7 @@ class HookEngine:
         self.store = store
         self.tracer = tracer
         self.host: Host | None = None
-        self.suppressed = 0
+        self._tls = threading.local()  # per-thread suppression depth (see suppressed)
         self._clock = clock
         self._files: dict[str, HookFile] = {}
         self._set = _HookSet(GlobIndex(), GlobIndex())
@@ -215,6 +215,14 @@ class HookEngine:
                     self._active_recorded[record["file"]] = record["hash"]
                     if "source" in record:
                         self._recorded.add(record["hash"])
+
+    @property
+    def suppressed(self) -> int:
+        """How deep this thread is inside hook code or a hook's own VFS call; no
+        hooks fire while it is positive. Per thread: an after-hook running on
+        the worker must not switch off the synchronous hooks of the operations
+        the filesystem thread serves meanwhile."""
+        return getattr(self._tls, "depth", 0)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -528,7 +536,7 @@ class HookEngine:
         t0 = time.perf_counter()
         run = _Run(None, "ok")
         rt = self._runtime(hook, ev, run.events, from_worker=from_worker, driver=driver)
-        self.suppressed += 1
+        self._tls.depth = self.suppressed + 1
         try:
             outcome = hook.decl.invoke(ev, rt)
             if outcome.trap is not None:
@@ -547,7 +555,7 @@ class HookEngine:
             run.message = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("hooks: %s raised", hook.key)
         finally:
-            self.suppressed -= 1
+            self._tls.depth -= 1
             ev.end()
             rt.finish()
         run.steps = rt.meter.steps_used
@@ -769,11 +777,11 @@ class HookEngine:
     @contextlib.contextmanager
     def suppress(self) -> Iterator[None]:
         """No hooks fire inside this block (a hook's own VFS effects)."""
-        self.suppressed += 1
+        self._tls.depth = self.suppressed + 1
         try:
             yield
         finally:
-            self.suppressed -= 1
+            self._tls.depth -= 1
 
     # ------------------------------------------------------------------ reporting
 
