@@ -193,7 +193,13 @@ class Tracer:
     def flush(self) -> None:
         """Write queued spans to the file and hand them to OTLP; never raises."""
         with self._lock:
-            pending, self._pending = self._pending, deque()
+            # popleft, not a swap of the deque: a span recorded by another thread
+            # while we take the batch is either in it or left for the next flush.
+            pending: list[Row] = []
+            take = self._pending.popleft
+            with contextlib.suppress(IndexError):
+                while True:
+                    pending.append(take())
             if not pending:
                 return
             try:
