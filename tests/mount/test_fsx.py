@@ -2,12 +2,14 @@
 
 Like Apple's/the Linux kernel's ``fsx``: a seeded stream of write, read,
 truncate (up and down), append, reads through ``mmap``, writes through a
-shared ``mmap`` + ``msync``, fsync and close/reopen runs on a file on the
-mount, while an in-memory model of what the file must contain is kept in
+shared ``mmap`` + ``msync``, reads through a second long-lived read-only
+descriptor, fsync and close/reopen runs on a file on the mount, while an in-memory model of what the file must contain is kept in
 step. Offsets are mostly small but sometimes just below/above 4 GiB and far
 out, so holes and large offsets are exercised; after every operation the size
 is checked, and every read is compared with the model. At the end the mount
-is remounted and the whole file re-verified (content, holes, size).
+is remounted and the whole file re-verified (content, holes, size); then a
+few more operations, an fsync and a kill -9 of the daemon, and the whole
+file is verified once more. Both with and without ``--writeback-cache``.
 
 Quick run: 2,000 operations. Full run: ``VEGAFS_FSX_OPS=100000``. The seed is
 printed; rerun a failure with ``VEGAFS_FSX_SEED=<seed>``.
@@ -90,10 +92,17 @@ class Fsx:
         self.rng = rng
         self.model = SparseModel()
         self.fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+        self.ro = os.open(path, os.O_RDONLY)  # a second, long-lived reader of the same file
         self.log: list[str] = []
+
+    def open(self) -> None:
+        """Open both descriptors again (after a remount)."""
+        self.fd = os.open(self.path, os.O_RDWR)
+        self.ro = os.open(self.path, os.O_RDONLY)
 
     def close(self) -> None:
         os.close(self.fd)
+        os.close(self.ro)
 
     def _offset(self) -> int:
         """Mostly near the data; sometimes around 4 GiB or far beyond; sometimes at EOF."""
@@ -138,6 +147,20 @@ class Fsx:
         got = os.pread(self.fd, length, offset)
         want = self.model.read(offset, length)
         assert got == want, f"read {offset}+{length}: {_first_diff(got, want)}"
+
+    def op_read_other_fd(self) -> None:
+        """Read through the read-only descriptor, opened before the writes it must see."""
+        offset = self.rng.randrange(0, self.model.size + 1)
+        length = self.rng.randrange(1, MAX_IO)
+        self.log.append(f"read ro-fd {offset} {length}")
+        got = os.pread(self.ro, length, offset)
+        want = self.model.read(offset, length)
+        assert got == want, f"read (ro fd) {offset}+{length}: {_first_diff(got, want)}"
+
+    def op_reopen_other_fd(self) -> None:
+        self.log.append("reopen ro-fd")
+        os.close(self.ro)
+        self.ro = os.open(self.path, os.O_RDONLY)
 
     def op_truncate(self) -> None:
         r = self.rng.random()
@@ -195,7 +218,9 @@ class Fsx:
 
     OPS = (
         ("op_write", 30),
-        ("op_read", 25),
+        ("op_read", 20),
+        ("op_read_other_fd", 8),
+        ("op_reopen_other_fd", 2),
         ("op_truncate", 10),
         ("op_append", 8),
         ("op_mmap_read", 8),
@@ -256,7 +281,7 @@ def test_fsx_random_operations_against_a_model(vmount: Mount) -> None:
     vmount.remount()
     fsx.verify_whole_file(path)
     # and an fsync makes a version durable against a crash of the daemon
-    fsx.fd = os.open(path, os.O_RDWR)
+    fsx.open()
     try:
         _run(fsx, 200, seed)
         os.fsync(fsx.fd)
