@@ -114,8 +114,8 @@ def small_segments_and_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store_module, "CHECKPOINT_INTERVAL", 20)
 
 
-def _counts(tmp_path: Path) -> Counter[str]:
-    path = tmp_path / "dry"
+def _counts(where: Path) -> Counter[str]:
+    path = where / "dry"
     base = new_store(path)
     run = _play(path, FaultPlan(None))
     run.backend.abandon()
@@ -136,14 +136,14 @@ IDS = [f"{k}-{m}-{errno.errorcode[e]}" for k, m, e in CASES]
 
 
 @pytest.mark.parametrize(("kind", "mode", "err"), CASES, ids=IDS)
-def test_nth_call_fails(tmp_path: Path, kind: str, mode: str, err: int) -> None:
+def test_nth_call_fails(shm_path: Path, kind: str, mode: str, err: int) -> None:
     """The Nth call fails, the process dies on the spot; reopen and compare."""
-    count = _counts(tmp_path)[kind]
+    count = _counts(shm_path)[kind]
     assert count > 0, f"the workload makes no {kind} call: the test would prove nothing"
     surfaced = absorbed = 0
     for nth in _which(count):
         plan = FaultPlan(kind, nth, err, mode)
-        path = tmp_path / f"n{nth}"
+        path = shm_path / f"n{nth}"
         base: MState = new_store(path)
         run = _play(path, plan)
         run.backend.abandon()
@@ -172,7 +172,7 @@ def _state_before(step: int) -> MState:
 
 
 @pytest.mark.parametrize(("kind", "mode", "err"), CASES, ids=IDS)
-def test_store_survives_a_failed_call(tmp_path: Path, kind: str, mode: str, err: int) -> None:
+def test_store_survives_a_failed_call(shm_path: Path, kind: str, mode: str, err: int) -> None:
     """The Nth call fails and the process carries on: the failed step left no trace.
 
     After the error the head must be exactly the state before the failed step
@@ -181,12 +181,12 @@ def test_store_survives_a_failed_call(tmp_path: Path, kind: str, mode: str, err:
     (sticky failure, e.g. after a failed fsync), or it publishes — and then a
     reopen must show exactly that head.
     """
-    count = _counts(tmp_path)[kind]
+    count = _counts(shm_path)[kind]
     gone = set(range(2, SCENARIO.max_ino))
     carried_on = sticky = 0
     for nth in _which(count)[::3]:
         plan = FaultPlan(kind, nth, err, mode)
-        path = tmp_path / f"c{nth}"
+        path = shm_path / f"c{nth}"
         base = new_store(path)
         run = _play(path, plan)
         what = f"{plan.describe()} ({run.backend.fired}), then carry on"

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,23 +56,10 @@ def _run(path: Path, scenario: Scenario, plan: FaultPlan) -> tuple[FaultyBackend
     return backend, last_done
 
 
-@pytest.fixture
-def shm_path() -> Iterator[Path]:
-    """A directory in RAM when there is one: these are process crashes, not power cuts, so
-    fsync buys nothing here and only makes hundreds of runs slow."""
-    base = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-    path = Path(tempfile.mkdtemp(prefix="vegafs-crash-", dir=base))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 @pytest.mark.parametrize("seed", SEEDS)
 def test_crash_at_every_call(shm_path: Path, seed: int) -> None:
-    tmp_path = shm_path
     scenario = Scenario.generate(seed, 30, BLOCK_SIZE, publish_every=3, admin_weight=3.0)
-    dry = tmp_path / "dry"
+    dry = shm_path / "dry"
     new_store(dry)
     backend, _ = _run(dry, scenario, FaultPlan(None))
     total = backend.counts["any"]
@@ -86,7 +71,7 @@ def test_crash_at_every_call(shm_path: Path, seed: int) -> None:
     for nth in range(1, total + 1):
         for mode in ("crash", "crash_after"):
             plan = FaultPlan("any", nth, mode=mode)
-            path = tmp_path / f"{mode}{nth}"
+            path = shm_path / f"{mode}{nth}"
             base = new_store(path)
             backend, last_done = _run(path, scenario, plan)
             assert backend.fired, f"{plan.describe()} never fired"

@@ -50,16 +50,16 @@ def _crash(path: Path, seed: int, point: str, nth: int) -> Child:
 
 @pytest.mark.parametrize("nth", [1, 3])
 @pytest.mark.parametrize("point", [n for n in faultpoints.NAMES if n != RECOVERY])
-def test_crash_at_fault_point(tmp_path: Path, point: str, nth: int) -> None:
-    path = tmp_path / "store"
+def test_crash_at_fault_point(shm_path: Path, point: str, nth: int) -> None:
+    path = shm_path / "store"
     base = new_store(path)
     child = _crash(path, SEED + nth, point, nth)
     scenario = _scenario(SEED + nth)
     recover_and_check(path, scenario, child.last_done, base, f"crash at {point} #{nth}")
 
 
-def test_crash_during_recovery(tmp_path: Path) -> None:
-    path = tmp_path / "store"
+def test_crash_during_recovery(shm_path: Path) -> None:
+    path = shm_path / "store"
     base = new_store(path)
     first = _crash(path, SEED, "publish.before_write", 4)  # leaves an unpublished tail
     with Child(path, SEED, *CHILD_ARGS, "--open-only", "--crash-at", RECOVERY) as child:

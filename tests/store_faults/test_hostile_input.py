@@ -28,13 +28,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.store_faults.conftest import ram_dir
 from tests.store_faults.model import (
     DURABLE,
     MState,
@@ -55,8 +55,7 @@ DAMAGE = ["flip", "flip", "flip", "truncate", "delete_segment", "append_garbage"
 @pytest.fixture(scope="module")
 def pristine() -> Iterator[tuple[Path, MState]]:
     """A closed store with history, several segments and a checkpoint, and its model."""
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    root = Path(tempfile.mkdtemp(prefix="vegafs-hostile-", dir=base))
+    root = ram_dir("vegafs-hostile-")
     saved = store_module.SEGMENT_TARGET, store_module.CHECKPOINT_INTERVAL
     store_module.SEGMENT_TARGET, store_module.CHECKPOINT_INTERVAL = 32 * 1024, 40
     try:

@@ -25,13 +25,12 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
-from pathlib import Path
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tests.store_faults.conftest import ram_dir
 from tests.store_faults.model import (
     S_IFDIR,
     S_IFLNK,
@@ -71,7 +70,7 @@ class Aborted(Exception):
 class StoreVsModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.dir = Path(tempfile.mkdtemp(prefix="vegafs-model-"))
+        self.dir = ram_dir("vegafs-model-")
         self.path = self.dir / "store"
         self.store = self._open(create=True)
         self.state: MState = root_state(self.store)
