@@ -73,12 +73,17 @@ def vmount(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Mount]:
 
 @pytest.fixture(scope="module")
 def shared_mount(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mount]:
-    """One mount for a whole module (see ``workdir``)."""
+    """One mount for a whole module (see ``workdir``).
+
+    At the end of the module it also checks that no test killed the daemon
+    (``workdir`` counts the restarts): the daemon never dies of a request.
+    """
     base = tmp_path_factory.mktemp("shared")
     m = Mount(store=base / "store", mnt=base / "mnt")
     m.start()
     try:
         yield m
+        assert m.restarts == 0, f"the daemon died {m.restarts} time(s) during this module:\n{m.log()[-3000:]}"
     finally:
         m.stop()
     assert_store_clean(m.store)

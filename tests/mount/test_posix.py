@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.helpers import Mount, opened, run
+from tests.mount.helpers import opened, run
 from tests.mountutil import needs_fuse
 
 pytestmark = [pytest.mark.mount, needs_fuse]
@@ -540,10 +540,3 @@ def test_vega_xattrs_are_read_only_facts(workdir: Path) -> None:
     assert os.getxattr(workdir / "same", "vega.hash") == after["vega.hash"]
     out = run(["getfattr", "--only-values", "-n", "vega.hash", str(path)])
     assert out.encode() == after["vega.hash"]
-
-
-@pytest.mark.timeout(60)
-def test_daemon_survived(shared_mount: Mount) -> None:
-    """No test above killed the daemon: it never dies of a request."""
-    assert shared_mount.restarts == 0, shared_mount.log()[-3000:]
-    assert shared_mount.alive(), shared_mount.log()[-3000:]
