@@ -395,3 +395,16 @@ def test_a_running_after_hook_does_not_switch_off_synchronous_hooks(rig: Rig) ->
     assert err.value.errno == errno.EACCES
     assert queue._running  # still busy: the denial happened while it ran
     assert rig.engine.wait_idle(10)
+
+
+def test_hooks_cannot_mount_the_host(rig: Rig) -> None:
+    rig.hook(
+        "escape.vega",
+        'hook esc on create "/**" { capabilities [vfs::mount, fs::read]\n'
+        '    fn run(ev) { let r = mount("/host", "posix:///etc");\n'
+        "        if r.success { return allow(); } return deny(EPERM, r.error); } }\n",
+    )
+    with pytest.raises(FsError) as err:
+        rig.write_file("/a", b"")
+    assert err.value.errno == errno.EPERM
+    assert "mount" in str(err.value)
