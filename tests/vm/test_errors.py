@@ -107,3 +107,22 @@ def test_absurd_nesting_is_a_compile_error_not_a_crash(source: str) -> None:
 def test_reasonable_nesting_compiles() -> None:
     compile_source("let x = " + "+".join(["1"] * 300) + ";\n" + "if true { " * 100 + "}" * 100,
                    "ok.vega")
+
+
+def test_every_missing_semicolon_is_reported_then_the_first_other_error() -> None:
+    text = _compile_error("let x = 1\nlet y = 2\nprint(x + y)\nlet z = (1 + ;\nlet w = ;\n")
+    assert [line for line in text.splitlines() if line.startswith("e.vega")] == [
+        "e.vega:1:10: syntax error: missing ';' after a statement (unexpected 'let')",
+        "e.vega:2:10: syntax error: missing ';' after a statement (unexpected 'print')",
+        "e.vega:3:13: syntax error: missing ';' after a statement (unexpected 'let')",
+        "e.vega:4:14: syntax error: missing expression (unexpected ';')",
+    ]
+
+
+def test_every_malformed_literal_is_reported() -> None:
+    text = _compile_error('let s = "a\\qb";\nlet n = 5qq;\n1 = 2;\nlet ok = 1;\n')
+    assert [line for line in text.splitlines() if line.startswith("e.vega")] == [
+        "e.vega:1:11: unknown escape '\\q'",
+        "e.vega:2:9: unknown unit 'qq' in '5qq'",
+        "e.vega:3:1: cannot assign to this expression",
+    ]

@@ -119,11 +119,28 @@ def decode_string(token: Token) -> str:
 @v_args(inline=True)
 class _Builder(Transformer_NonRecursive):
     """Tree -> ast nodes, bottom up. Non-recursive (lark's iterative transformer),
-    so a deeply nested expression cannot exhaust Python's stack here."""
+    so a deeply nested expression cannot exhaust Python's stack here. A bad
+    literal or assignment target is recorded in ``problems`` (all of them are
+    reported) and replaced by a placeholder so the walk goes on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.problems: list[_ParseProblem] = []
+
+    def _string(self, tok: Token) -> str:
+        try:
+            return decode_string(tok)
+        except _ParseProblem as problem:
+            self.problems.append(problem)
+            return ""
 
     # ---- literals
     def number(self, tok: Token) -> ast.Literal:
-        return decode_number(str(tok), _pos(tok))
+        try:
+            return decode_number(str(tok), _pos(tok))
+        except _ParseProblem as problem:
+            self.problems.append(problem)
+            return ast.Literal(_pos(tok), "nil", None)
 
     def money(self, tok: Token) -> ast.Literal:
         text = str(tok)[1:].replace("_", "")
@@ -134,7 +151,7 @@ class _Builder(Transformer_NonRecursive):
         return ast.Literal(_pos(tok), "money", text)
 
     def string(self, tok: Token) -> ast.Literal:
-        return ast.Literal(_pos(tok), "str", decode_string(tok))
+        return ast.Literal(_pos(tok), "str", self._string(tok))
 
     # true/false/nil have no token child, so their rules get the position via meta.
     @v_args(meta=True)
@@ -218,10 +235,13 @@ class _Builder(Transformer_NonRecursive):
     @v_args(meta=True)
     def assign_stmt(self, meta, children) -> ast.Assign:
         target, value = children
+        pos = Pos(meta.line, meta.column)
         if not isinstance(target, ast.Name | ast.Index | ast.Attr):
-            raise _ParseProblem(Pos(meta.line, meta.column), "cannot assign to this expression",
-                                "expected a variable, an index (a[i]) or a field (a.b) before '='")
-        return ast.Assign(Pos(meta.line, meta.column), target, value)
+            self.problems.append(_ParseProblem(
+                pos, "cannot assign to this expression",
+                "expected a variable, an index (a[i]) or a field (a.b) before '='"))
+            return ast.ExprStmt(pos, value)
+        return ast.Assign(pos, target, value)
 
     @v_args(meta=True)
     def expr_stmt(self, meta, children) -> ast.ExprStmt:
@@ -296,7 +316,7 @@ class _Builder(Transformer_NonRecursive):
 
     def scap(self, mod: Token, name: Token, glob: Token | None = None) -> ast.SettingCap:
         return ast.SettingCap(_pos(mod), str(mod), str(name),
-                              None if glob is None else decode_string(glob))
+                              None if glob is None else self._string(glob))
 
     def sname(self, tok: Token) -> ast.SettingName:
         return ast.SettingName(_pos(tok), str(tok))
@@ -310,7 +330,7 @@ class _Builder(Transformer_NonRecursive):
         settings = tuple(i for i in items if isinstance(i, ast.Setting))
         fns = tuple(i for i in items if isinstance(i, ast.FnDef))
         return ast.HookDef(Pos(meta.line, meta.column), str(name), str(when), str(event),
-                           decode_string(glob), settings, fns)
+                           self._string(glob), settings, fns)
 
     def start(self, *items) -> list:
         return list(items)
@@ -330,8 +350,12 @@ def _lark() -> Lark:
 _MISSING_SEMI = "missing ';' after a statement"
 _EXAMPLES: dict[str, list[str]] = {
     _MISSING_SEMI: [
-        "let x = 1\nlet y = 2;", "x = 1\ny = 2;", "f()\ng();", "return 1\n}",
-        "fn f() { return 1 }",
+        "let x = 1\nlet y = 2;", "x = 1\ny = 2;", "f()\ng();", "f(1)\ng();", "x.m()\ng();",
+        "x.m(1)\ng();", "let x = a\ng();", "let x = a[1]\ng();", 'let x = "s"\ng();',
+        "let x = (1)\ng();", "let x = [1]\ng();", "let x = {}\ng();", "let x = a.b\ng();",
+        "let x = a::b()\ng();", "let x = a::b(1)\ng();", "let x = -a\ng();",
+        "let x = 1 + 2\ng();", "let x = a == b\ng();", "let x = a && b\ng();",
+        "return 1\n}", "return\n}", "break\n}", "continue\n}", "fn f() { return 1 }",
     ],
     "missing '{' to open a block": ["if x y = 1; }", "while x y = 1; }", "fn f() return 1; }"],
     "unclosed block: missing '}'": ["fn f() {", "if x {", "loop { x = 1;"],
@@ -458,23 +482,84 @@ def too_deep(filename: str, text: str) -> VegaCompileError:
                     "split deeply nested expressions or blocks into smaller pieces")], text)
 
 
+#: Stop collecting syntax errors after this many (the rest are usually echoes).
+MAX_SYNTAX_ERRORS = 20
+
+
+class _Recovery:
+    """lark ``on_error`` callback: record a diagnostic, and go on where that is sound.
+
+    A missing ';' is inserted (the statement is then complete and the token
+    that revealed it is parsed again), so every forgotten ';' of a file is
+    reported in one go. Any other syntax error stops the parse: skipping tokens
+    inside a broken expression produces echo errors on the following lines,
+    and a wrong error costs the user more than a missing one.
+    """
+
+    def __init__(self, text: str, filename: str) -> None:
+        self.text = text
+        self.filename = filename
+        self.diags: list[Diagnostic] = []
+        self._lines: set[int] = set()
+
+    def record(self, exc: UnexpectedInput) -> Diagnostic | None:
+        diag = _syntax_diagnostic(exc, self.text, self.filename)
+        if diag.pos.line in self._lines:
+            return None
+        self._lines.add(diag.pos.line)
+        self.diags.append(diag)
+        return diag
+
+    def __call__(self, exc: UnexpectedInput) -> bool:
+        diag = self.record(exc)
+        if len(self.diags) >= MAX_SYNTAX_ERRORS:
+            return False
+        if diag is not None and _MISSING_SEMI in diag.message and isinstance(exc, UnexpectedToken):
+            parser = exc.interactive_parser
+            # The contextual lexer typed a keyword it did not expect as a NAME: give
+            # it back its keyword type before feeding it again after the ';'.
+            tok = exc.token
+            retyped = Token.new_borrow_pos(_keywords().get(str(tok), tok.type), str(tok), tok)
+            try:
+                parser.feed_token(Token(_keywords()[";"], ";"))
+                parser.feed_token(retyped)
+            except UnexpectedInput:
+                return False  # the insertion did not fit: report what we have
+            return True
+        return False
+
+
+@cache
+def _keywords() -> dict[str, str]:
+    """Literal text -> terminal name for every fixed-string terminal (';', 'let'...)."""
+    return {t.pattern.value: t.name for t in _lark().terminals if t.pattern.type == "str"}
+
+
 def parse(text: str, filename: str = "<input>") -> ast.Module:
-    """Parse a whole file into an ``ast.Module``; raise ``VegaCompileError`` on a syntax error."""
+    """Parse a whole file into an ``ast.Module``; raise ``VegaCompileError`` with
+    every syntax error found (see _Recovery) and every malformed literal."""
+    recovery = _Recovery(text, filename)
     try:
-        items = _Builder().transform(_lark().parse(text))
-    except UnexpectedInput as exc:
-        raise VegaCompileError([_syntax_diagnostic(exc, text, filename)], text) from None
+        tree = _lark().parse(text, on_error=recovery)
+    except UnexpectedInput as exc:  # recovery gave up (end of file, or too many errors)
+        if not any(d.pos == _syntax_diagnostic(exc, text, filename).pos for d in recovery.diags):
+            recovery.record(exc)
+    except RecursionError:
+        raise too_deep(filename, text) from None
+    if recovery.diags:
+        raise VegaCompileError(recovery.diags, text)
+    builder = _Builder()
+    try:
+        items = builder.transform(tree)
     except VisitError as exc:
-        problem = exc.orig_exc
-        if isinstance(problem, _ParseProblem):
-            raise VegaCompileError(
-                [Diagnostic(filename, problem.pos, problem.message, problem.note)], text
-            ) from None
-        if isinstance(problem, RecursionError):
+        if isinstance(exc.orig_exc, RecursionError):
             raise too_deep(filename, text) from None
         raise
     except RecursionError:
         raise too_deep(filename, text) from None
+    if builder.problems:
+        raise VegaCompileError(
+            [Diagnostic(filename, p.pos, p.message, p.note) for p in builder.problems], text)
     module = ast.Module(filename)
     for item in items:
         if isinstance(item, ast.FnDef):
