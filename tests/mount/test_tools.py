@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.helpers import git, make_sample_tree, manifest, run
+from tests.mount.helpers import Mount, git, make_sample_tree, manifest, run
 from tests.mountutil import needs_fuse
 
 pytestmark = [pytest.mark.mount, needs_fuse]
@@ -74,6 +74,20 @@ def test_rsync_ahax_round_trip(workdir: Path, tmp_path: Path) -> None:
     os.utime(src / "sub/deeper", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
     run(["rsync", "-aHAX", "--delete", f"{src}/", f"{dest}/"])
     assert manifest(dest, xattrs=True) == manifest(src, xattrs=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_real_tree_usr_include(vmount: Mount, tmp_path: Path) -> None:
+    """A real tree (/usr/include: ~9k entries, ~120 MiB) by tar onto the mount, back, and after a remount."""
+    archive = tmp_path / "include.tar"
+    run(["tar", "--format=posix", "-C", "/usr", "-cf", str(archive), "include"])
+    run(["tar", "-C", str(vmount.mnt), "-xpf", str(archive)])
+    want = manifest("/usr/include")
+    assert manifest(vmount.mnt / "include") == want
+    run(["diff", "-r", "--no-dereference", "/usr/include", str(vmount.mnt / "include")])
+    vmount.remount()
+    assert manifest(vmount.mnt / "include") == want
 
 
 def _worktree(root: Path) -> dict[str, tuple[object, ...]]:
