@@ -154,7 +154,7 @@ class Fsck:
                     self.log_problem(f"segment {name} offset {rec.offset}: logseq {rec.logseq}, expected {expect}")
                 chain, expect = rec.hash, rec.logseq + 1
                 if rec.rtype == CHUNK and not rec.damaged:
-                    self._check_chunk_data(name, rec.offset, rec.flags, rec.payload)
+                    self._check_chunk_data(name, rec.offset, rec.flags, rec.payload, rec.body_hash)
                     self._log_chunks.setdefault(rec.payload[:HASH_SIZE], idx << 40 | rec.offset)
                 if self.progress:
                     self.progress("log", min(done + rec.end, total), total)
@@ -175,12 +175,16 @@ class Fsck:
         except (StoreError, OSError):
             return -1
 
-    def _check_chunk_data(self, seg: str, offset: int, flags: int, payload: bytes) -> None:
+    def _check_chunk_data(
+        self, seg: str, offset: int, flags: int, payload: bytes, body_hash: bytes | None
+    ) -> None:
         h, data = payload[:HASH_SIZE], payload[HASH_SIZE:]
         try:
             if flags & FLAG_ZSTD:
                 data = zstandard.ZstdDecompressor().decompress(data, max_output_size=BLOCK_SIZE)
-            good = blake3.blake3(data).digest() == h
+                good = blake3.blake3(data).digest() == h
+            else:  # the scan hashed the stored data already
+                good = (body_hash or blake3.blake3(data).digest()) == h
         except zstandard.ZstdError:
             good = False
         if not good:

@@ -108,7 +108,9 @@ class SegmentHeader:
         return cls(gen, seq, first, prev)
 
 
-def _chain_hash(prev_hash: bytes, header: bytes, rtype: int, payload: bytes) -> bytes:
+def _chain_hash(
+    prev_hash: bytes, header: bytes, rtype: int, payload: bytes
+) -> tuple[bytes, bytes | None]:
     """The record hash. For CHUNK the stored data enters through its own BLAKE3.
 
     ``BLAKE3(prev_hash || header || payload)`` for every type but CHUNK, whose
@@ -116,15 +118,20 @@ def _chain_hash(prev_hash: bytes, header: bytes, rtype: int, payload: bytes) -> 
     ``BLAKE3(prev_hash || header || content_hash || BLAKE3(stored_data))``. For
     an uncompressed chunk ``BLAKE3(stored_data)`` *is* the content hash, so the
     writer hashes each byte of fresh data once, not twice.
+
+    Returns the record hash and, for CHUNK, BLAKE3(stored_data) (which fsck
+    compares with the content hash of an uncompressed chunk at no extra cost).
     """
     h = blake3.blake3(prev_hash)
     h.update(header)
+    body_hash = None
     if rtype == CHUNK:
+        body_hash = blake3.blake3(memoryview(payload)[HASH_SIZE:]).digest()
         h.update(payload[:HASH_SIZE])
-        h.update(blake3.blake3(memoryview(payload)[HASH_SIZE:]).digest())
+        h.update(body_hash)
     else:
         h.update(payload)
-    return h.digest()
+    return h.digest(), body_hash
 
 
 def encode_record(
@@ -132,7 +139,7 @@ def encode_record(
 ) -> tuple[bytes, bytes]:
     """The framed record and its chain hash."""
     header = RECORD_HEADER.pack(RECORD_MAGIC, rtype, flags, logseq, len(payload))
-    digest = _chain_hash(prev_hash, header, rtype, payload)
+    digest, _body = _chain_hash(prev_hash, header, rtype, payload)
     return b"".join((header, payload, digest)), digest
 
 
@@ -160,6 +167,7 @@ class Record:
     payload: bytes
     hash: bytes
     damaged: bool = False  # framing intact, hash wrong: ``hash`` is the stored trailer
+    body_hash: bytes | None = None  # CHUNK: BLAKE3 of the stored data
 
     @property
     def end(self) -> int:
@@ -225,7 +233,7 @@ def scan_segment(
         rel = pos - buf_start
         body_end = rel + RECORD_HEADER.size + length
         payload = buf[rel + RECORD_HEADER.size : body_end]
-        digest = _chain_hash(prev_hash, buf[rel : rel + RECORD_HEADER.size], rtype, payload)
+        digest, body_hash = _chain_hash(prev_hash, buf[rel : rel + RECORD_HEADER.size], rtype, payload)
         stored = buf[body_end : body_end + HASH_SIZE]
         if digest != stored:
             if not resync:
@@ -234,7 +242,7 @@ def scan_segment(
             yield Record(rtype, flags, logseq, pos, payload, stored, damaged=True)
             digest = stored
         else:
-            yield Record(rtype, flags, logseq, pos, payload, digest)
+            yield Record(rtype, flags, logseq, pos, payload, digest, body_hash=body_hash)
         prev_hash = digest
         pos += total
 
