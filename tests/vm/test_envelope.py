@@ -30,6 +30,7 @@ hook guard on write "/logs/**" {
     budget { steps 1_000 time 50ms memory 1mb }
     capabilities [fs::read, meta::write, fs::write("/out/**")]
     failure open
+    strategy escalate
     retry { max_attempts 3 backoff exponential(10ms, 2.0, 1s) on [trap, timeout] }
     circuit_breaker { threshold 5 reset_after 30s }
     fn helper(x) { return x + 1; }
@@ -83,6 +84,7 @@ def test_hook_table_is_plain_data() -> None:
         "budget": {"steps": 1000, "time": 0.05, "memory": 1 << 20},
         "capabilities": ["fs::read", "meta::write", "fs::write:/out/**"],
         "failure": "open",
+        "strategy": "escalate",
         "retry": {"max_attempts": 3, "on": ["trap", "timeout"],
                   "backoff": {"kind": "exponential", "base_s": 0.01, "factor": 2.0, "max_s": 1.0}},
         "circuit_breaker": {"threshold": 5, "reset_after": 30.0},

@@ -470,7 +470,8 @@ class _SettingsReader:
     def read(self) -> dict[str, object]:
         out: dict[str, object] = {}
         readers = {"budget": self._budget, "capabilities": self._caps, "failure": self._failure,
-                   "retry": self._retry, "circuit_breaker": self._breaker}
+                   "retry": self._retry, "circuit_breaker": self._breaker,
+                   "strategy": self._strategy}
         for s in self.hook.settings:
             reader = readers.get(s.key)
             if reader is None:
@@ -541,6 +542,13 @@ class _SettingsReader:
         if isinstance(value, ast.SettingName) and value.name in ("closed", "open"):
             return value.name
         self.c.error(value.pos, "failure takes closed or open")
+        return None
+
+    def _strategy(self, value: ast.SettingValue) -> object:
+        """Supervision of an after-hook that keeps failing (seed 001)."""
+        if isinstance(value, ast.SettingName) and value.name in ("restart", "stop", "escalate"):
+            return value.name
+        self.c.error(value.pos, "strategy takes restart, stop or escalate")
         return None
 
     def _retry(self, value: ast.SettingValue) -> object:
