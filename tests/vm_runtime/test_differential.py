@@ -129,6 +129,21 @@ def test_trap_inside_a_builtin_reports_the_call_site_and_stack() -> None:
     assert [fn for fn, _ in ref.trap[3]] == ["<main>", "f"] or len(ref.trap[3]) == 2
 
 
+@pytest.mark.parametrize("src", [
+    'fn f(x) {\n    return x + 1;\n}\nprint(f(1));\nprint(f(1.5));\nprint(f("a"));\n',
+    'fn h(n) { if n > 2 { return "s" + str(n); } return n; }\nprint(h(1) + 1, h(5));\n'
+    'print(h(1) + h(2), h(3) + "!");\nprint(h(4) + 1);\n',
+    'fn k(a, b) { let t = a; a = "x"; return t + b; }\nprint(k(1, 2));\nprint(k(1, "y"));\n',
+    'fn d(n) { if n == 0 { return 0; } return 1 + d(n - 1); }\nprint(d(500));\n'
+    'print(d(5000));\n',
+])
+def test_int_specialised_variants_fall_back_exactly(src: str) -> None:
+    """Functions called with int arguments run an int-specialised variant; other
+    arguments, non-int returns and reassigned parameters must behave identically."""
+    assert compile_fast(compiled(src)) is not None
+    assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=None))
+
+
 def test_big_int_growth_is_charged_and_bounded_identically() -> None:
     squaring = compiled("let x = 3; let i = 0; while i < 40 { x = x * x; i = i + 1; }")
     ref = assert_same(squaring, Budget(steps=None, time_s=None, memory_bytes=1 << 20))

@@ -128,7 +128,8 @@ class _FnGen:
     """Generates the Python source of one Vega function."""
 
     def __init__(self, index: int, fn: Function, program: Program, lines: list[tuple[int, int]],
-                 names: _Names, local_kinds: dict[int, str]) -> None:
+                 names: _Names, local_kinds: dict[int, str], variant: str = "",
+                 ret_kinds: dict[str, str] | None = None) -> None:
         self.index = index
         self.fn = fn
         self.program = program
@@ -139,6 +140,9 @@ class _FnGen:
         self.names = names
         self.local_kinds = local_kinds  # slot -> kind every store to it is known to have
         self.stores: dict[int, set[str]] = {}  # slot -> kinds stored (for the inference)
+        self.variant = variant  # "" (generic) or "_i" (every parameter is an int)
+        self.ret_kinds = ret_kinds if ret_kinds is not None else {}  # py name -> kind
+        self.returns: set[str] = set()  # kinds this function returns (for the inference)
         self.stack: list[_Entry | None] = []  # None: materialised in s<k>
         self.skip_next = False
         self.loop_last: dict[int, int] = {}
@@ -176,7 +180,7 @@ class _FnGen:
     def materialize(self, ind: int, pc: int, only_local: int | None = None) -> None:
         """Assign pending symbolic entries to their slots (all, or those reading a local)."""
         for k, e in enumerate(self.stack):
-            if e is None:
+            if e is None or e.expr == f"s{k}":  # already in its slot (maybe with a kind)
                 continue
             if only_local is not None and e.expr != f"l{only_local}":
                 continue
@@ -207,7 +211,12 @@ class _FnGen:
     def generate(self) -> list[str]:
         fn = self.fn
         params = ", ".join([f"l{i}" for i in range(fn.nparams)] + ["_d"])
-        self.line(1, f"def f{self.index}({params}):", -1)
+        self.line(1, f"def f{self.index}{self.variant}({params}):", -1)
+        if fn.nparams and not self.variant:
+            # all-int arguments take the specialised variant (a delegation frame that
+            # the traceback mapping skips: pc -2)
+            guard = " and ".join(f"type(l{i}) is int" for i in range(fn.nparams))
+            self.line(2, f"if {guard}: return f{self.index}_i({params})", -2)
         others = [f"l{i}" for i in range(fn.nparams, fn.nlocals)]
         if others:
             self.line(2, " = ".join(others) + " = None", -1)
@@ -416,6 +425,7 @@ class _FnGen:
         elif op == o["RETURN"]:
             v = self.pop()
             self.materialize(ind, pc)
+            self.returns.add(v.kind)
             if not v.kind and v.expr != "None":
                 self.line(ind, f"if type({v.expr}) is Slice or type({v.expr}) is Result:", pc)
                 self.line(ind + 1, f"_ret_check({v.expr}, _d)", pc)
@@ -532,11 +542,16 @@ class _FnGen:
 
     def call(self, ind: int, pc: int, arg: int) -> None:
         callee, n = arg >> 8, arg & 0xFF
+        kinds = [e.kind if e is not None else "" for e in self.stack[len(self.stack) - n:]]
         args = self._args(n, ind, pc)
         self.step_lines(ind, pc)
         name = self.program.functions[callee].name
         self.line(ind, f"if _d >= {MAX_DEPTH}: _too_deep({name!r})", pc)
-        self.result(ind, pc, [f"{_SLOT} = f{callee}({''.join(a + ', ' for a in args)}_d + 1)"])
+        target = f"f{callee}"
+        if n and all(k == "int" for k in kinds):
+            target += "_i"  # the arguments are known ints: skip the generic entry
+        self.result(ind, pc, [f"{_SLOT} = {target}({''.join(a + ', ' for a in args)}_d + 1)"],
+                    self.ret_kinds.get(target, ""))
 
     def call_builtin(self, ind: int, pc: int, arg: int) -> None:
         sym, n = arg >> 8, arg & 0xFF
@@ -549,7 +564,8 @@ class _FnGen:
             return
         if b.min_args <= n and (b.max_args is None or n <= b.max_args):
             fn = self.names.value(b.fn, "bf")
-            self.result(ind, pc, [f"{_SLOT} = {fn}(rt{''.join(', ' + a for a in args)})"])
+            kind = _BUILTIN_KINDS.get(b.name, "") if BUILTINS.get(b.name) is b else ""
+            self.result(ind, pc, [f"{_SLOT} = {fn}(rt{''.join(', ' + a for a in args)})"], kind)
         else:
             bn = self.names.value(b, "b")
             self.result(ind, pc, [f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"])
@@ -648,6 +664,9 @@ def _set_attr(obj: Any, name: str, v: Any) -> None:
     setter(obj, name, v)
 
 
+#: Result kinds of stdlib builtins that always return that type (or trap).
+_BUILTIN_KINDS = {"len": "int", "str": "str", "text": "str", "type": "str"}
+
 _HELPERS: dict[str, Any] = {
     "_arith": _arith, "_order": _order, "_index": _index, "_store_index": _store_index,
     "_iterate": _iterate, "_truth": _truth, "_charge_int": _charge_int,
@@ -707,7 +726,8 @@ def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None
 
 
 def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int, int]],
-           names: _Names) -> list[str]:
+           names: _Names, variant: str = "", ret_kinds: dict[str, str] | None = None,
+           ) -> _FnGen:
     """Generate one function, after inferring which locals always hold ints.
 
     Optimistic fixpoint: assume every non-parameter local is an int, generate, and
@@ -715,15 +735,39 @@ def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int,
     is never stored); repeat until nothing changes. Sound because two ints make an
     int on every path of the arithmetic (fast or ``_arith``), and a local is only
     read after a ``let`` stored it (the checker's scoping)."""
-    kinds = {i: "int" for i in range(fn.nparams, fn.nlocals)}
+    first = 0 if variant else fn.nparams  # the "_i" variant's parameters enter as ints
+    kinds = {i: "int" for i in range(first, fn.nlocals)}
     while True:
-        gen = _FnGen(index, fn, program, [], names, kinds)
+        gen = _FnGen(index, fn, program, [], names, kinds, variant, ret_kinds)
         gen.generate()
-        kept = {i: "int" for i in kinds if gen.stores.get(i, {""}) == {"int"}}
+        kept = {i: "int" for i in kinds
+                if gen.stores.get(i, {"int"} if i < fn.nparams else {""}) <= {"int"}}
         if kept == kinds:
             break
         kinds = kept
-    return _FnGen(index, fn, program, line_map, names, kinds).generate()
+    gen = _FnGen(index, fn, program, line_map, names, kinds, variant, ret_kinds)
+    gen.generate()
+    return gen
+
+
+def _lower_all(program: Program, names: _Names, line_map: list[tuple[int, int]]) -> list[str]:
+    """Every function (and the int-parameter variant of each one with parameters),
+    with return kinds inferred by an optimistic fixpoint over the whole program:
+    assume every function returns ints, demote those with a non-int return, redo."""
+    variants = [(i, v) for i, fn in enumerate(program.functions)
+                for v in (("", "_i") if fn.nparams else ("",))]
+    ret = {f"f{i}{v}": "int" for i, v in variants}
+    while True:
+        gens = {f"f{i}{v}": _lower(i, program.functions[i], program, [], names, v, ret)
+                for i, v in variants}
+        kept = {name: "int" for name, g in gens.items() if name in ret and g.returns <= {"int"}}
+        if kept == ret:
+            break
+        ret = kept
+    body: list[str] = []
+    for i, v in variants:
+        body.extend(_lower(i, program.functions[i], program, line_map, names, v, ret).src)
+    return body
 
 
 def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | None:
@@ -731,10 +775,8 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
         verify(program)
     names = _Names(_link(program, extra))
     line_map: list[tuple[int, int]] = []
-    body: list[str] = []
     try:
-        for index, fn in enumerate(program.functions):
-            body.extend(_lower(index, fn, program, line_map, names))
+        body = _lower_all(program, names, line_map)
     except _Unstructured:
         return None
     header = ["def _factory(rt, _load_name, " + "".join(f"{k}, " for k in names.values)
@@ -762,7 +804,7 @@ def _positioned(trap: Trap, tb: TracebackType | None, fast: FastProgram) -> Trap
         code = tb.tb_frame.f_code
         if code.co_filename == GEN_FILENAME and code.co_name.startswith("f"):
             fn_index, pc = fast.line_map[tb.tb_lineno - 1]
-            if fn_index >= 0:
+            if fn_index >= 0 and pc != -2:  # -2: a generic entry delegating to "_i"
                 fn = program.functions[fn_index]
                 pos = fn.positions[pc] if 0 <= pc < len(fn.positions) else Pos(0, 0)
                 stack.append(StackFrame(fn.name, program.filename, pos))
