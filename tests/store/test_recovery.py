@@ -230,3 +230,13 @@ def test_unknown_record_types_are_skipped(store_path: Path) -> None:
 def test_backend_is_abstract() -> None:
     with pytest.raises(TypeError):
         Backend()  # type: ignore[abstract]
+
+
+def test_interrupted_create_is_finished_on_next_open(store_path: Path) -> None:
+    Store.open(store_path, create=True).close()
+    (store_path / "MANIFEST").unlink()  # died after FORMAT, before MANIFEST
+    seg = _segments(store_path)[0]
+    seg.write_bytes(seg.read_bytes()[:70])  # and mid-way through the genesis segment
+    with Store.open(store_path, create=True) as s:
+        assert s.get_inode(ROOT_INO) is not None
+        assert_clean(s)

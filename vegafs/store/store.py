@@ -388,32 +388,12 @@ class Store:
 
     @staticmethod
     def _create(backend: Backend, compression: str | None) -> None:
-        """Lay out an empty store: a first segment holding GENERATION, the root inode, PUBLISH."""
+        """Lay out an empty store: FORMAT, then the genesis segment, then MANIFEST."""
         try:
             backend.create(_format_bytes(compression))
             backend.acquire_lock()
             try:
-                name = segment_name(0, 0)
-                if name not in backend.list_segments():
-                    now = backend.clock_ns()
-                    chain = ZERO_HASH
-                    parts = [SegmentHeader(0, 0, 1, ZERO_HASH).encode()]
-                    root = [
-                        [OP_CREATE, ROOT_INO, stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), 0, None, now],
-                        [OP_UPDATE, ROOT_INO, {"nlink": 2}],
-                    ]
-                    for logseq, (rtype, payload) in enumerate(
-                        [
-                            (GENERATION, pack({"generation": 0, "prev_hash": None, "prev_logseq": 0})),
-                            (TXN, pack(root)),
-                            (PUBLISH, pack({"time_ns": now})),
-                        ],
-                        start=1,
-                    ):
-                        rec, chain = encode_record(rtype, 0, logseq, payload, chain)
-                        parts.append(rec)
-                    backend.create_segment(name, b"".join(parts))
-                backend.put_object(MANIFEST_KEY, _manifest_bytes(0, [name]))
+                _write_genesis(backend)
             finally:
                 backend.release_lock()
         except OSError as e:
@@ -421,11 +401,26 @@ class Store:
                 STORE_IO_ERROR, f"cannot create store at {backend.location}: {e.strerror or e}", e.errno
             ) from e
 
+    def _finish_interrupted_create(self) -> bool:
+        """A create that died between FORMAT and MANIFEST left no data: write the genesis again.
+
+        Recognized strictly: no MANIFEST object and no segment other than the
+        first one. Returns True if the store was completed.
+        """
+        if self.read_only or self.backend.get_object(MANIFEST_KEY) is not None:
+            return False
+        if set(self.backend.list_segments()) - {segment_name(0, 0)}:
+            return False
+        self.backend.delete_segment(segment_name(0, 0))
+        _write_genesis(self.backend)
+        return True
+
     def _open(self) -> None:
         fmt = self._io(self.backend.get_object, FORMAT_KEY)
         self._compress = _parse_format(fmt, self.location) == "zstd"
         if not self.read_only:
             self.taken_over_from = self.backend.acquire_lock()
+            self._io(self._finish_interrupted_create)
         manifest = self._read_manifest()
         self._io(self._load, manifest)
         if not self.read_only and self._since_checkpoint >= CHECKPOINT_INTERVAL:
@@ -1319,6 +1314,30 @@ def _parse_format(raw: bytes | None, location: str) -> str:
             STORE_IO_ERROR, f"{location} has store format {version}; this vegafs reads {FORMAT_VERSION}"
         )
     return str(info.get("compression", "none"))
+
+
+def _write_genesis(backend: Backend) -> None:
+    """The first segment (GENERATION, TXN creating the root, PUBLISH), then MANIFEST naming it."""
+    name = segment_name(0, 0)
+    now = backend.clock_ns()
+    chain = ZERO_HASH
+    parts = [SegmentHeader(0, 0, 1, ZERO_HASH).encode()]
+    root = [
+        [OP_CREATE, ROOT_INO, stat.S_IFDIR | 0o755, os.getuid(), os.getgid(), 0, None, now],
+        [OP_UPDATE, ROOT_INO, {"nlink": 2}],
+    ]
+    for logseq, (rtype, payload) in enumerate(
+        [
+            (GENERATION, pack({"generation": 0, "prev_hash": None, "prev_logseq": 0})),
+            (TXN, pack(root)),
+            (PUBLISH, pack({"time_ns": now})),
+        ],
+        start=1,
+    ):
+        rec, chain = encode_record(rtype, 0, logseq, payload, chain)
+        parts.append(rec)
+    backend.create_segment(name, b"".join(parts))
+    backend.put_object(MANIFEST_KEY, _manifest_bytes(0, [name]))
 
 
 def _manifest_check(generation: int, segments: list[str]) -> str:
