@@ -71,28 +71,34 @@ class Child:
         return [line.decode() for line in lines]
 
     def pump(self, until_done: int | None = None, deadline_s: float = 60.0) -> bool:
-        """Read reports until ``until_done`` durable steps were reported, or the child ends.
+        """Read reports until ``until_done`` more durable steps were reported, or the child ends.
 
+        Every line of a read is taken into account (a read may bring several).
         Returns True if the child is still running.
         """
         deadline = time.monotonic() + deadline_s
-        count = 0
+        target = None if until_done is None else self.reported + until_done
         while time.monotonic() < deadline:
-            for line in self._lines(max(0.0, deadline - time.monotonic())):
-                if line == "<eof>":
-                    self.proc.wait(timeout=30)
-                    return False
-                if line == "ready":
-                    self.ready = True
-                elif line == "end":
-                    self.ended = True
-                elif line.startswith("done "):
-                    self.last_done = int(line.split()[1])
-                    self.reported += 1
-                    count += 1
-                    if until_done is not None and count >= until_done:
-                        return True
+            if not self._take(self._lines(max(0.0, deadline - time.monotonic()))):
+                self.proc.wait(timeout=30)
+                return False
+            if target is not None and self.reported >= target:
+                return True
         raise AssertionError(f"writer child made no progress for {deadline_s} s: {self.cmd}")
+
+    def _take(self, lines: list[str]) -> bool:
+        """Record what the lines report; False at end of output."""
+        for line in lines:
+            if line == "<eof>":
+                return False
+            if line == "ready":
+                self.ready = True
+            elif line == "end":
+                self.ended = True
+            elif line.startswith("done "):
+                self.last_done = int(line.split()[1])
+                self.reported += 1
+        return True
 
     def kill(self) -> None:
         """SIGKILL the child, then take the reports it managed to flush before dying."""
@@ -102,18 +108,10 @@ class Child:
         self.drain()
 
     def drain(self) -> None:
-        while True:
-            lines = self._lines(5.0)
-            if not lines or lines == ["<eof>"]:
-                return
-            for line in lines:
-                if line.startswith("done "):
-                    self.last_done = int(line.split()[1])
-                    self.reported += 1
-                elif line == "end":
-                    self.ended = True
-                elif line == "ready":
-                    self.ready = True
+        """Take every report still in the pipe (the child is dead: read to end of output)."""
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and self._take(self._lines(1.0)):
+            pass
 
     def stderr(self) -> str:
         assert self.proc.stderr is not None
