@@ -47,7 +47,6 @@ from vegafs.vm.diagnostics import (
     TrapReport,
     VegaCompileError,
     VegaError,
-    VegaTrapError,
 )
 from vegafs.vm.interp import RunOutcome, run_function
 from vegafs.vm.parser import parse, too_deep
@@ -56,7 +55,7 @@ from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin
 
 __all__ = [
     "CACHE_DIR", "DEFAULT_TIER", "TIERS", "Diagnostic", "EnvelopeError", "Environment", "Hook", "Pos", "Program",
-    "RunOutcome", "Runtime", "TrapReport", "VegaCompileError", "VegaError", "VegaTrapError",
+    "RunOutcome", "Runtime", "TrapReport", "VegaCompileError", "VegaError",
     "compile_source", "default_environment", "load_program", "run_hook", "run_program",
 ]
 

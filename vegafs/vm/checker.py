@@ -146,6 +146,12 @@ class Checker:
         self.constants: dict[int, str] = {}
         self.top_fns: dict[str, int] = {}
         self.caps_used: set[str] = set()
+        # Per-fn state, reset by _check_fn.
+        self._scope = _FnScope(FnInfo(MAIN, (), (), Pos(1, 1)))
+        self._local_fns: dict[str, int] = {}
+        self._declared: set[str] | None = None
+        self._loops = 0
+        self._in_fn = False
 
     # ---------------------------------------------------------------- helpers
     def error(self, pos: Pos, message: str, note: str | None = None) -> None:

@@ -115,11 +115,3 @@ class TrapReport:
 
     def __str__(self) -> str:
         return f"{self.filename}:{self.pos.line}:{self.pos.col}: trap ({self.kind}): {self.message}"
-
-
-class VegaTrapError(VegaError):
-    """Raised by APIs that prefer an exception to a RunOutcome (e.g. hook helpers)."""
-
-    def __init__(self, report: TrapReport) -> None:
-        self.report = report
-        super().__init__(str(report))

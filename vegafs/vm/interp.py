@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vegafs.vm.bytecode import Function, Op, Program
-from vegafs.vm.diagnostics import Pos, StackFrame, TrapReport
+from vegafs.vm.diagnostics import NOWHERE, Pos, StackFrame, TrapReport
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin, call_method
 from vegafs.vm.values import (
@@ -402,10 +402,10 @@ class Interpreter:
         stack = []
         for f in frames:
             pc = max(f.pc - 1, 0)
-            pos = f.fn.positions[pc] if f.fn.positions else Pos(0, 0)
+            pos = f.fn.positions[pc] if f.fn.positions else NOWHERE
             stack.append(StackFrame(f.fn.name, self.program.filename, pos))
         trap.stack = stack
-        trap.position = stack[-1].pos if stack else Pos(0, 0)
+        trap.position = stack[-1].pos if stack else NOWHERE
         return trap
 
     def _dispatch(self, frames: list[_Frame]) -> Any:  # noqa: C901 - one dispatch loop by design
@@ -656,7 +656,7 @@ def unwrap_eq(v: Any) -> Any:
 def trap_report(trap: Trap, program: Program) -> TrapReport:
     """A positioned Trap -> the user-facing report."""
     stack = tuple(trap.stack or ())
-    pos = trap.position if isinstance(trap.position, Pos) else Pos(0, 0)
+    pos = trap.position if isinstance(trap.position, Pos) else NOWHERE
     return TrapReport(trap.kind, trap.message, program.filename, pos, stack, program.source)
 
 
