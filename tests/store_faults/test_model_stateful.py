@@ -76,6 +76,7 @@ class StoreVsModel(RuleBasedStateMachine):
         self.state: MState = root_state(self.store)
         self.snapshots: dict[str, MState] = {}
         self.allocated: set[int] = set()
+        self.undo: list[tuple[int, MState]] = []  # (pre-rollback head logseq, its state)
         self.published = (self.state.clone(), dict(self.snapshots), set(self.allocated))
         self.snap_counter = 0
 
@@ -260,9 +261,21 @@ class StoreVsModel(RuleBasedStateMachine):
     @rule(data=st.data())
     def rollback(self, data: st.DataObject) -> None:
         name = data.draw(st.sampled_from(sorted(self.snapshots)), label="snapshot")
+        pre = self.state.clone()
         self.store.rollback(name)
+        self.undo.append((self.store.rollbacks()[-1].pre_head, pre))
         self.state = self.snapshots[name].clone()
         self.mark_published()  # rollback publishes (fault point rollback.after_publish)
+
+    @precondition(lambda self: self.undo)
+    @rule()
+    def undo_rollback(self) -> None:
+        """Roll forward to the head a rollback left (recorded in its ROLLBACK record)."""
+        pre_head, pre = self.undo.pop()
+        self.store.rollback_to(pre_head)
+        self.undo.append((self.store.rollbacks()[-1].pre_head, self.state.clone()))
+        self.state = pre
+        self.mark_published()
 
     @precondition(lambda self: self.snapshots)
     @rule(data=st.data())
@@ -274,6 +287,7 @@ class StoreVsModel(RuleBasedStateMachine):
     @rule()
     def gc(self) -> None:
         self.store.gc()
+        self.undo.clear()  # gc keeps the head and the snapshots, not every past head
         self.mark_published()
 
     @rule()
