@@ -186,3 +186,16 @@ def test_million_records_open_under_a_second(store_path: Path) -> None:
         elapsed = time.perf_counter() - started
         assert s.stats()["records"] > 1_000_000
     assert elapsed < 1.0, f"open of 1M records after a checkpoint took {elapsed:.3f}s"
+
+
+def test_has_chunk_and_view_at(store: Store) -> None:
+    h = store.put_chunk(b"abc")
+    assert store.has_chunk(h) and not store.has_chunk(b"\0" * 32)
+    f = make_file(store, b"f", b"abc")
+    at = store.publish()
+    write_file(store, f, b"xyz")
+    view = store.view_at(at)
+    assert view.logseq == at and view.name is None and read_file(view, f) == b"abc"
+    with pytest.raises(StoreError):
+        store.view_at(store.head_logseq + 10)
+    assert_clean(store)

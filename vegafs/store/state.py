@@ -64,10 +64,6 @@ class Inode:
             self.version, self.xattrs,
         ]
 
-    @classmethod
-    def from_list(cls, v: list) -> Inode:  # type: ignore[type-arg]
-        return cls(*v)
-
     def copy(self) -> Inode:
         return Inode(
             self.ino, self.mode, self.uid, self.gid, self.nlink, self.rdev, self.size,
