@@ -120,3 +120,14 @@ def test_run_refuses_a_hook_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     f = _write(tmp_path, "h.vega", 'hook h on read "/**" { fn run(ev) { return nil; } }\n')
     code, _, err = _cli(capsys, "run", f, "--no-cache")
     assert code == 1 and "declares hooks; it is not a script" in err
+
+
+@pytest.mark.parametrize("tier", ["interp", "fast"])
+def test_run_on_each_tier_gives_the_same_output_and_trap(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], tier: str) -> None:
+    f = _write(tmp_path, "t.vega", "fn fib(n) { if n < 2 { return n; } return fib(n - 1) + "
+                                   "fib(n - 2); }\nprint(fib(15));\nlet xs = [];\nprint(xs[1]);\n")
+    code, out, err = _cli(capsys, "run", f, "--no-cache", "--tier", tier)
+    assert (code, out) == (3, "610\n")
+    assert err.splitlines()[0] == (f"{f}:4:7: trap (index): index 1 out of range for a list "
+                                   "of length 0")
