@@ -126,3 +126,14 @@ def test_every_malformed_literal_is_reported() -> None:
         "e.vega:2:9: unknown unit 'qq' in '5qq'",
         "e.vega:3:1: cannot assign to this expression",
     ]
+
+
+def test_a_deep_call_stack_is_rendered_by_its_ends() -> None:
+    ran = run_source("fn f(n) { return f(n + 1); }\nf(0);\n", "r.vega")
+    assert ran.outcome.trap is not None
+    lines = ran.outcome.trap.render().splitlines()
+    assert lines[3] == "call stack (innermost last):"
+    assert lines[4] == "  r.vega:2:1: in <main>"
+    assert lines[14] == "  ... 980 more frames ..."
+    assert lines[-1] == "  r.vega:1:18: in f"
+    assert len(lines) == 4 + 21

@@ -78,6 +78,10 @@ class VegaCompileError(VegaError):
         return "\n".join(d.render(self.source) for d in self.diagnostics)
 
 
+#: A rendered call stack longer than twice this shows only its two ends.
+STACK_EDGE = 10
+
+
 @dataclass(frozen=True)
 class StackFrame:
     """One Vega frame of a trap's call stack (innermost last)."""
@@ -106,11 +110,13 @@ class TrapReport:
     def render(self) -> str:
         text = render(self.filename, self.pos, f"trap ({self.kind}): {self.message}", self.source)
         if len(self.stack) > 1:
-            lines = ["call stack (innermost last):"]
-            lines += [
-                f"  {f.filename}:{f.pos.line}:{f.pos.col}: in {f.function}" for f in self.stack
-            ]
-            text += "\n" + "\n".join(lines)
+            frames = [f"  {f.filename}:{f.pos.line}:{f.pos.col}: in {f.function}"
+                      for f in self.stack]
+            if len(frames) > 2 * STACK_EDGE:  # deep recursion: the ends tell the story
+                skipped = len(frames) - 2 * STACK_EDGE
+                frames = [*frames[:STACK_EDGE], f"  ... {skipped} more frames ...",
+                          *frames[-STACK_EDGE:]]
+            text += "\ncall stack (innermost last):\n" + "\n".join(frames)
         return text
 
     def __str__(self) -> str:
