@@ -69,7 +69,7 @@ from vegafs.vm.interp import (
     values_equal,
 )
 from vegafs.vm.runtime import Runtime
-from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin, call_method
+from vegafs.vm.stdlib import BUILTINS, METHODS, MODULES, Builtin, call_method
 from vegafs.vm.values import (
     Condition,
     Result,
@@ -185,7 +185,7 @@ class _FnGen:
             if only_local is not None and e.expr != f"l{only_local}":
                 continue
             self.line(ind, f"s{k} = {e.expr}", pc)
-            self.stack[k] = None
+            self.stack[k] = _Entry(f"s{k}", e.kind) if e.kind else None
 
     def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "") -> None:
         """Emit lines computing the new top of stack into its slot and push it — or,
@@ -439,7 +439,8 @@ class _FnGen:
         elif op == o["BUILD_LIST"]:
             items = [self.pop() for _ in range(arg)][::-1]
             self.materialize(ind, pc)
-            self.line(ind, f"m.charge_memory({56 + 8 * arg})", pc)
+            for text in _mem(str(56 + 8 * arg)):
+                self.line(ind, text, pc)
             for it in items:
                 if it.kind == "":
                     self.line(ind, f"if type({it.expr}) is Slice or type({it.expr}) is Result: "
@@ -448,7 +449,8 @@ class _FnGen:
         elif op == o["BUILD_MAP"]:
             flat = [self.pop() for _ in range(2 * arg)][::-1]
             self.materialize(ind, pc)
-            self.line(ind, f"m.charge_memory({64 + 32 * arg})", pc)
+            for text in _mem(str(64 + 32 * arg)):
+                self.line(ind, text, pc)
             self.result(ind, pc, [f"{_SLOT} = _build_map((" + "".join(f"{e.expr}, " for e in flat)
                                   + "))"])
         elif op == o["INDEX"]:
@@ -466,7 +468,9 @@ class _FnGen:
             self.materialize(ind, pc)
             self.line(ind, f"if type({a.expr}) is dict and type({i.expr}) is str and "
                       f"type({v.expr}) is not Slice and type({v.expr}) is not Result:", pc)
-            self.line(ind + 1, f"if {i.expr} not in {a.expr}: m.charge_memory(32)", pc)
+            self.line(ind + 1, f"if {i.expr} not in {a.expr}:", pc)
+            for text in _mem("32"):
+                self.line(ind + 2, text, pc)
             self.line(ind + 1, f"{a.expr}[{i.expr}] = {v.expr}", pc)
             self.line(ind, "else:", pc)
             self.line(ind + 1, f"_store_index(rt, {a.expr}, {i.expr}, {v.expr})", pc)
@@ -499,12 +503,13 @@ class _FnGen:
         big_check = f"if not _NBIG < {_SLOT} < _BIG: _charge_int(rt, {_SLOT})"
         if op == _OPS["ADD"] and "str" in (a.kind, b.kind):
             guard = " and ".join(f"type({e.expr}) is str" for e in (a, b) if e.kind != "str")
-            self.result(ind, pc, [
-                f"if {guard or 'True'}:",
-                f"    m.charge_memory(49 + len({a.expr}) + len({b.expr}))",
-                f"    {_SLOT} = {a.expr} + {b.expr}",
-                "else:",
-                "    " + slow])
+            size = f"49 + {_len(a)} + {_len(b)}"
+            fast = [*_mem(size), f"{_SLOT} = {a.expr} + {b.expr}"]
+            if not guard:
+                self.result(ind, pc, fast, "str")
+            else:
+                self.result(ind, pc, [f"if {guard}:", *("    " + f for f in fast), "else:",
+                                      "    " + slow])
             return
         fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
         if op in (_OPS["ADD"], _OPS["SUB"]):
@@ -515,7 +520,7 @@ class _FnGen:
                 self.result(ind, pc, [
                     f"if {' and '.join(types)}:", *("    " + f for f in fast),
                     f"elif type({a.expr}) is str and type({b.expr}) is str:",
-                    f"    m.charge_memory(49 + len({a.expr}) + len({b.expr}))",
+                    *("    " + t for t in _mem(f"49 + len({a.expr}) + len({b.expr})")),
                     f"    {_SLOT} = {a.expr} + {b.expr}",
                     "else:",
                     "    " + slow])
@@ -535,15 +540,16 @@ class _FnGen:
             self.result(ind, pc, [f"if {' and '.join(guard)}:", *("    " + f for f in fast),
                                   "else:", "    " + slow], kind)
 
-    def _args(self, n: int, ind: int, pc: int) -> list[str]:
-        args = [self.pop() for _ in range(n)][::-1]
-        self.materialize(ind, pc)
-        return [a.expr for a in args]
+    def _args(self, n: int) -> list[_Entry]:
+        """Pop `n` call arguments. Entries below stay symbolic: they are loads of
+        locals and constants, and no call can change the caller's locals."""
+        return [self.pop() for _ in range(n)][::-1]
 
     def call(self, ind: int, pc: int, arg: int) -> None:
         callee, n = arg >> 8, arg & 0xFF
-        kinds = [e.kind if e is not None else "" for e in self.stack[len(self.stack) - n:]]
-        args = self._args(n, ind, pc)
+        entries = self._args(n)
+        kinds = [e.kind for e in entries]
+        args = [e.expr for e in entries]
         self.step_lines(ind, pc)
         name = self.program.functions[callee].name
         self.line(ind, f"if _d >= {MAX_DEPTH}: _too_deep({name!r})", pc)
@@ -555,7 +561,8 @@ class _FnGen:
 
     def call_builtin(self, ind: int, pc: int, arg: int) -> None:
         sym, n = arg >> 8, arg & 0xFF
-        args = self._args(n, ind, pc)
+        entries = self._args(n)
+        args = [e.expr for e in entries]
         self.step_lines(ind, pc)
         b = self.names.linked[sym]
         if b is None:
@@ -565,24 +572,47 @@ class _FnGen:
         if b.min_args <= n and (b.max_args is None or n <= b.max_args):
             fn = self.names.value(b.fn, "bf")
             kind = _BUILTIN_KINDS.get(b.name, "") if BUILTINS.get(b.name) is b else ""
-            self.result(ind, pc, [f"{_SLOT} = {fn}(rt{''.join(', ' + a for a in args)})"], kind)
+            call = f"{_SLOT} = {fn}(rt{''.join(', ' + a for a in args)})"
+            if b is BUILTINS["str"] and n == 1 and entries[0].kind == "int":
+                self.result(ind, pc, [f"{_SLOT} = repr({args[0]})",
+                                      *_mem(f"49 + len({_SLOT})")], kind)
+                return
+            if b is BUILTINS["str"] and n == 1:
+                # str(int) inlined: format_value of an int is repr(), charged after
+                self.result(ind, pc, [f"if type({args[0]}) is int:",
+                                      f"    {_SLOT} = repr({args[0]})",
+                                      *("    " + t for t in _mem(f"49 + len({_SLOT})")),
+                                      "else:",
+                                      "    " + call], kind)
+                return
+            self.result(ind, pc, [call], kind)
         else:
             bn = self.names.value(b, "b")
             self.result(ind, pc, [f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"])
 
     def call_method(self, ind: int, pc: int, arg: int) -> None:
         sym, n = arg >> 8, arg & 0xFF
-        args = self._args(n, ind, pc)
-        obj = self.pop()
-        self.materialize(ind, pc)
+        entries = self._args(n)
+        args = [e.expr for e in entries]
+        obj = self.pop().expr
         self.step_lines(ind, pc)
         name = self.program.symbols[sym]
         if name in ("push", "append", "insert"):
-            for a in args:
-                self.line(ind, f"if type({a}) is Slice or type({a}) is Result: "
-                          f"check_storable({a}, 'a list')", pc)
-        self.result(ind, pc, [f"{_SLOT} = call_method(rt, {obj.expr}, {name!r}, "
-                              f"[{', '.join(args)}])"])
+            for e in entries:
+                if not e.kind:  # ints, strs, bools are never borrowed
+                    self.line(ind, f"if type({e.expr}) is Slice or type({e.expr}) is Result: "
+                              f"check_storable({e.expr}, 'a list')", pc)
+        generic = f"{_SLOT} = call_method(rt, {obj}, {name!r}, [{', '.join(args)}])"
+        if name == "push" and n == 1 and METHODS["list"].get("push") is _STDLIB_PUSH:
+            # list.push inlined: what stdlib's push does after the checks above
+            self.result(ind, pc, [f"if type({obj}) is list:",
+                                  *("    " + t for t in _mem("8")),
+                                  f"    {obj}.append({args[0]})",
+                                  f"    {_SLOT} = None",
+                                  "else:",
+                                  "    " + generic])
+            return
+        self.result(ind, pc, [generic])
 
 
 
@@ -627,6 +657,25 @@ class _Names:
 # --------------------------------------------------------------------------- helpers
 
 
+def _mem(size: str) -> list[str]:
+    """Meter.charge_memory inlined: add, and on the (rare) overflow undo the add and
+    let the meter raise its own trap, so the counts and the message are the meter's."""
+    return [f"m.memory_used += {size}",
+            f"if m.memory_used > _mlim: _mem_over(m, {size})"]
+
+
+def _len(e: _Entry) -> str:
+    """len() of a str entry, folded when it is a literal."""
+    if e.kind == "str" and e.expr.startswith(("'", '"')):
+        return str(len(eval(e.expr)))  # noqa: S307 - a repr() we generated ourselves
+    return f"len({e.expr})"
+
+
+def _mem_over(meter: Any, size: int) -> None:
+    meter.memory_used -= size
+    meter.charge_memory(size)
+
+
 def _neg(v: Any) -> Any:
     v = unwrap(v)
     if type(v) is int or type(v) is float:
@@ -664,6 +713,8 @@ def _set_attr(obj: Any, name: str, v: Any) -> None:
     setter(obj, name, v)
 
 
+_STDLIB_PUSH = METHODS["list"]["push"]
+
 #: Result kinds of stdlib builtins that always return that type (or trap).
 _BUILTIN_KINDS = {"len": "int", "str": "str", "text": "str", "type": "str"}
 
@@ -673,7 +724,7 @@ _HELPERS: dict[str, Any] = {
     "values_equal": values_equal, "unwrap_eq": unwrap_eq, "get_attr": get_attr,
     "call_method": call_method, "check_storable": check_storable, "Slice": Slice,
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
-    "_no_builtin": _no_builtin, "_build_map": _build_map, "_set_attr": _set_attr,
+    "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map, "_set_attr": _set_attr,
     "_BIG": _BIG, "_NBIG": _NBIG, "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE,
 }
 
@@ -782,7 +833,8 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
     header = ["def _factory(rt, _load_name, " + "".join(f"{k}, " for k in names.values)
               + "**_helpers):"]
     unpack = [f"    {k} = _helpers[{k!r}]" for k in _HELPERS]
-    head = [*header, *unpack, "    m = rt.meter"]
+    head = [*header, *unpack, "    m = rt.meter",
+            "    _mlim = m.budget.memory_bytes if m.budget.memory_bytes is not None else 1 << 62"]
     tail = ["    return (" + "".join(f"f{i}, " for i in range(len(program.functions))) + ")"]
     source = "\n".join(head + body + tail) + "\n"
     full_map = [(-1, -1)] * len(head) + line_map + [(-1, -1)]
