@@ -144,6 +144,15 @@ def test_int_specialised_variants_fall_back_exactly(src: str) -> None:
     assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=None))
 
 
+def test_memory_budget_traps_identically() -> None:
+    """Inlined memory charges trap at the same allocation with the meter's message."""
+    src = ('let s = "";\nlet l = [];\nlet m = {};\nloop {\n    s = s + "abc";\n'
+           '    l.push(str(len(s)));\n    m[s] = [1, 2];\n}\n')
+    ref = assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=300_000))
+    assert ref.trap is not None and ref.trap[0] == "budget_memory"
+    assert "memory budget exhausted" in ref.trap[1]
+
+
 def test_big_int_growth_is_charged_and_bounded_identically() -> None:
     squaring = compiled("let x = 3; let i = 0; while i < 40 { x = x * x; i = i + 1; }")
     ref = assert_same(squaring, Budget(steps=None, time_s=None, memory_bytes=1 << 20))
