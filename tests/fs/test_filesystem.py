@@ -500,3 +500,12 @@ def test_rewinddir_shows_the_current_state(fs: FileSystem) -> None:
     assert [e.name for e in fs.readdir(fh, 0)][2:] == [b"a", b"b"]  # rewound
     fs.releasedir(fh)
     assert errno_of(fs.opendir, fs.lookup(ROOT, b"a").ino) == errno.ENOTDIR
+
+
+def test_anyone_may_drop_setid_bits_as_the_kernel_does_on_write(fs: FileSystem) -> None:
+    ino = make_file(fs, b"prog", b"x")
+    fs.setattr(ino, ROOT_CTX, mode=0o6777)
+    fs.setattr(ino, OTHER, mode=0o0777)  # the kernel's kill-priv setattr after a write
+    assert stat.S_IMODE(fs.getattr(ino).mode) == 0o777
+    assert errno_of(fs.setattr, ino, OTHER, mode=0o4777) == errno.EPERM
+    assert errno_of(fs.setattr, ino, OTHER, mode=0o700) == errno.EPERM

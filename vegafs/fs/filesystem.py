@@ -176,6 +176,10 @@ class FileSystem:
         self._lookups.pop(ino, None)
         self._maybe_delete(ino)
 
+    def lookup_count(self, ino: int) -> int:
+        """How many references the kernel holds to ``ino`` (0 when untracked)."""
+        return self._lookups.get(ino, 0)
+
     def _maybe_delete(self, ino: int) -> None:
         """Delete an unlinked inode once nothing references it any more."""
         if ino not in self._orphans or self._open_count.get(ino) or self._lookups.get(ino):
@@ -654,9 +658,16 @@ class FileSystem:
         now = now_ns()
         changes: dict[str, int] = {}
         if mode is not None:
-            if not ctx.is_root and ctx.uid != inode.uid:
+            new_mode = stat.S_IFMT(inode.mode) | (mode & 0o7777)
+            # Anyone may drop set-ID bits: that is how the kernel clears them
+            # on a write by another user (a setattr in the writer's name).
+            setid = stat.S_ISUID | stat.S_ISGID
+            drops_priv = (new_mode & ~setid) == (inode.mode & ~setid) and not (
+                new_mode & setid & ~inode.mode
+            )
+            if not ctx.is_root and ctx.uid != inode.uid and not drops_priv:
                 raise FsError(errno.EPERM)
-            changes["mode"] = stat.S_IFMT(inode.mode) | (mode & 0o7777)
+            changes["mode"] = new_mode
         if uid is not None or gid is not None:
             new_uid = inode.uid if uid is None or uid == -1 else uid
             new_gid = inode.gid if gid is None or gid == -1 else gid

@@ -158,6 +158,9 @@ class VegaOperations(pyfuse3.Operations):
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         for ino, count in inode_list:
             self.fs.forget(ino, count)
+            if not self.fs.lookup_count(ino):
+                # The kernel evicted the inode and its pages with it.
+                self._cached_version.pop(ino, None)
 
     @errno_guard
     async def getattr(self, inode: int, ctx: Any = None) -> Any:
