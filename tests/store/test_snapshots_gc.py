@@ -199,3 +199,20 @@ def test_has_chunk_and_view_at(store: Store) -> None:
     with pytest.raises(StoreError):
         store.view_at(store.head_logseq + 10)
     assert_clean(store)
+
+
+def test_gc_spares_a_chunk_put_but_not_yet_referenced_once(store: Store) -> None:
+    f = make_file(store, b"f", b"")
+    h = store.put_chunk(b"in flight")
+    first = store.gc()
+    assert first.chunks_kept == 1  # the write in flight keeps its chunk
+    with store.transaction() as t:
+        t.set_blocks(f, {0: h}, 9)
+    assert read_file(store, f) == b"in flight"
+    orphan = store.put_chunk(b"never referenced")
+    store.gc()
+    assert store.has_chunk(orphan)  # spared once...
+    store.gc()
+    assert not store.has_chunk(orphan)  # ...and reclaimed by the next gc
+    assert store.has_chunk(h)
+    assert_clean(store)

@@ -158,6 +158,12 @@ def _gc_locked(
     live: set[bytes] = set(head.chunk_refs())
     for st in snaps.values():
         live.update(st.chunk_refs())
+    # Chunks put but not referenced yet (a write in flight) survive this gc
+    # unless they already survived the previous one.
+    epoch = store._gc_epoch
+    for h in [h for h, e in store._pending.items() if e < epoch]:
+        store._pending.pop(h, None)
+    live.update(h for h in list(store._pending) if h in store._chunks)
     missing = [h for h in live if h not in store._chunks]
     if salvage is not None:
         now = backend.clock_ns()
@@ -215,6 +221,7 @@ def _gc_locked(
 
     backend.put_object(MANIFEST_KEY, _manifest_bytes(gen, writer.segments))
     faultpoints.hit("gc.after_manifest")
+    store._gc_epoch = epoch + 1
     # The new generation is the store now: switch memory over to it.
     chunks_before = len(store._chunks)
     store._generation = gen

@@ -342,6 +342,13 @@ class Store:
         self._records = 0
         self._since_checkpoint = 0
         self._views: dict[int, State] = {}
+        # Chunks put but not yet referenced by a committed set_blocks, with the
+        # gc epoch of the put: the filesystem puts a block's chunk from a worker
+        # thread and references it a moment later, and a gc in between must
+        # not drop it. An entry survives one gc; a chunk nobody referenced by
+        # the second gc after its put is garbage.
+        self._pending: dict[bytes, int] = {}
+        self._gc_epoch = 0
 
     @classmethod
     def open(
@@ -877,9 +884,14 @@ class Store:
                     fn()
                 raise
             self._meta.add(logseq, loc)
+            pending = self._pending
             for op in ops:
                 if op[0] == OP_ANNOTATE:
                     self._annotations.setdefault(op[1], []).append((logseq, op[2]))
+                elif op[0] == OP_SET_BLOCKS and pending:
+                    for h in op[2].values():
+                        if h is not None:
+                            pending.pop(h, None)
             return logseq
 
     def _compressor(self) -> zstandard.ZstdCompressor:
@@ -893,6 +905,7 @@ class Store:
         if len(data) > BLOCK_SIZE:
             raise ValueError(f"a chunk holds at most {BLOCK_SIZE} bytes, got {len(data)}")
         h = blake3.blake3(data, max_threads=_hash_threads(len(data))).digest()
+        self._pending[h] = self._gc_epoch
         if h in self._chunks:
             return h
         body, flags, body_hash = data if type(data) is bytes else bytes(data), 0, h
