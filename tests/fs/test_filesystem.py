@@ -509,3 +509,24 @@ def test_anyone_may_drop_setid_bits_as_the_kernel_does_on_write(fs: FileSystem) 
     assert stat.S_IMODE(fs.getattr(ino).mode) == 0o777
     assert errno_of(fs.setattr, ino, OTHER, mode=0o4777) == errno.EPERM
     assert errno_of(fs.setattr, ino, OTHER, mode=0o700) == errno.EPERM
+
+
+def test_a_directory_of_100000_entries(fs: FileSystem) -> None:
+    d = fs.mkdir(ROOT, b"big", 0o755, ROOT_CTX)
+    for i in range(100_000):
+        fs.mknod(d.ino, b"f%06d" % i, stat.S_IFREG | 0o644, 0, ROOT_CTX)
+    assert fs.lookup(d.ino, b"f099999").nlink == 1
+    fh = fs.opendir(d.ino)
+    names, off = [], 0
+    while True:  # in getdents-sized pieces, resuming from each offset
+        page = []
+        for entry in fs.readdir(fh, off):
+            page.append(entry)
+            if len(page) == 1000:
+                break
+        if not page:
+            break
+        names += [e.name for e in page]
+        off = page[-1].next_off
+    fs.releasedir(fh)
+    assert len(names) == 100_002 and len(set(names)) == 100_002

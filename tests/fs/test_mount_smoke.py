@@ -158,6 +158,19 @@ def test_sigterm_unmounts_cleanly(store: Path, mnt: Path) -> None:
         assert (mnt / "f").read_text() == "kept"
 
 
+def test_fusermount_u_is_a_clean_shutdown(store: Path, mnt: Path) -> None:
+    with mounted(store, mnt, "--commit-interval", "100") as proc:
+        (mnt / "f").write_text("published on unmount")
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True)
+        assert proc.wait(timeout=60) == 0
+    reopened = Store.open(store)  # write mode: the lock was released
+    try:
+        inode = reopened.get_inode(reopened.lookup(ROOT_INO, b"f"))
+        assert inode.size == len("published on unmount")
+    finally:
+        reopened.close()
+
+
 def test_snapshots_and_rollback_while_mounted(store: Path, mnt: Path) -> None:
     with mounted(store, mnt):
         (mnt / "f").write_text("v1")
