@@ -158,6 +158,18 @@ def test_sigterm_unmounts_cleanly(store: Path, mnt: Path) -> None:
         assert (mnt / "f").read_text() == "kept"
 
 
+def test_vegafs_sync_makes_closed_files_durable_at_once(store: Path, mnt: Path) -> None:
+    with mounted(store, mnt, "--commit-interval", "100") as proc:
+        (mnt / "f").write_text("synced")
+        result = run_vegafs("sync", mnt)
+        assert result.returncode == 0, result.stderr
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        force_unmount(mnt)
+    with mounted(store, mnt):
+        assert (mnt / "f").read_text() == "synced"
+
+
 def test_fusermount_u_is_a_clean_shutdown(store: Path, mnt: Path) -> None:
     with mounted(store, mnt, "--commit-interval", "100") as proc:
         (mnt / "f").write_text("published on unmount")
