@@ -122,6 +122,7 @@ class _Loop:
     top: int
     last: int  # pc of the last LOOP of the region
     exits: frozenset[int]  # pcs a jump may target to leave the loop ("break")
+    counter: str = ""  # a local step counter (innermost loops without calls), or ""
 
 
 class _FnGen:
@@ -252,8 +253,20 @@ class _FnGen:
                 if last >= end:
                     raise _Unstructured(f"{self.fn.name}: loop at {pc} overlaps its region")
                 self.materialize(ind, pc)
-                self.line(ind, "while True:", pc)
-                self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
+                if self._batchable(pc, last):
+                    # Steps counted in a local between slow checks, written back to the
+                    # meter on every exit (break, return, trap) by the finally.
+                    k = f"_k{pc}"
+                    self.line(ind, f"{k} = m.steps_left - m._check_at", pc)
+                    self.line(ind, "try:", pc)
+                    self.line(ind + 1, "while True:", pc)
+                    self.region(pc, last + 1, ind + 2,
+                                _Loop(pc, last, self._exits(last), k), pc)
+                    self.line(ind, "finally:", pc)
+                    self.line(ind + 1, f"m.steps_left = m._check_at + {k}", pc)
+                else:
+                    self.line(ind, "while True:", pc)
+                    self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
                 pc = last + 1
                 if pc < end:
                     self.reset(pc)
@@ -303,8 +316,25 @@ class _FnGen:
 
     # -- instructions ----------------------------------------------------------------
 
-    def step_lines(self, ind: int, pc: int) -> None:
-        """Meter.step() inlined: a decrement and a compare; the slow path is the meter's."""
+    def _batchable(self, top: int, last: int) -> bool:
+        """An innermost loop whose body makes no call and walks no iterator: nothing
+        in it can look at the meter's step count, so steps may be kept locally."""
+        banned = {_OPS[n] for n in ("CALL", "CALL_BUILTIN", "CALL_METHOD", "GET_ITER",
+                                    "FOR_ITER")}
+        for op, arg in self.code[top:last + 1]:
+            if op in banned or (op == _OPS["LOOP"] and arg != top):
+                return False
+        return all(tgt == top for tgt, end in self.loop_last.items() if top < tgt <= last)
+
+    def step_lines(self, ind: int, pc: int, loop: _Loop | None = None) -> None:
+        """Meter.step() inlined: a decrement and a compare; the slow path is the meter's
+        (in a batched loop: the local counter, synced to the meter around the slow path)."""
+        if loop is not None and loop.counter:
+            k = loop.counter
+            self.line(ind, f"{k} -= 1", pc)
+            self.line(ind, f"if {k} < 0: m.steps_left = m._check_at + {k}; m._slow_step(); "
+                      f"{k} = m.steps_left - m._check_at", pc)
+            return
         self.line(ind, "m.steps_left -= 1", pc)
         self.line(ind, "if m.steps_left < m._check_at: m._slow_step()", pc)
 
@@ -394,7 +424,7 @@ class _FnGen:
             if loop is not None and arg in loop.exits:
                 self.line(ind, "break", pc)
             elif loop is not None and self.code[arg] == (o["LOOP"], loop.top):
-                self.step_lines(ind, arg)
+                self.step_lines(ind, arg, loop)
                 self.line(ind, "continue", arg)
             elif arg == end and pc == end - 1:
                 pass  # falls through to the join of the enclosing construct
@@ -404,7 +434,7 @@ class _FnGen:
             if loop is None or arg != loop.top:
                 raise _Unstructured(f"{self.fn.name}: LOOP at {pc} to {arg} outside its loop")
             self.materialize(ind, pc)
-            self.step_lines(ind, pc)
+            self.step_lines(ind, pc, loop)
             self.line(ind, "continue", pc)
         elif op == o["FOR_ITER"]:
             if loop is None or pc != loop.top or arg not in loop.exits:
@@ -716,7 +746,8 @@ def _set_attr(obj: Any, name: str, v: Any) -> None:
 _STDLIB_PUSH = METHODS["list"]["push"]
 
 #: Result kinds of stdlib builtins that always return that type (or trap).
-_BUILTIN_KINDS = {"len": "int", "str": "str", "text": "str", "type": "str"}
+_BUILTIN_KINDS = {"len": "int", "str": "str", "text": "str", "type": "str", "int": "int",
+                  "float": "float"}
 
 _HELPERS: dict[str, Any] = {
     "_arith": _arith, "_order": _order, "_index": _index, "_store_index": _store_index,
