@@ -216,6 +216,12 @@ def _rollback_local(args: argparse.Namespace, store: Store) -> dict[str, Any]:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     if args.name is None:
+        served, _status = _ask_daemon(_store_dir(args), "status")
+        if served:
+            raise CliError(
+                "a mounted store rolls back to snapshots only; unmount it (`vegafs umount`) "
+                "to roll to a logseq"
+            )
         result = _run(args, "rollback", lambda s: _rollback_local(args, s), logseq=args.to_logseq)
     else:
         result = _run(args, "rollback", lambda s: _rollback_local(args, s), name=args.name)
@@ -233,10 +239,12 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     store_dir = _store_dir(args)
     progress = _progress_bar()
     if args.repair:
-        served, result = _ask_daemon(store_dir, "fsck", repair=True)
+        served, _status = _ask_daemon(store_dir, "status")
         if served:
-            report = result if isinstance(result, dict) else {"ok": bool(result)}
-            return _print_fsck(args, report)
+            raise CliError(
+                f"the store {store_dir} is mounted; unmount it (`vegafs umount`) before "
+                "`vegafs fsck --repair` (a read-only check works while mounted)"
+            )
         store = _open(store_dir, repair=True)
     else:
         store = _open(store_dir, read_only=True, repair=True)
@@ -257,11 +265,12 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
 
 def _print_fsck(args: argparse.Namespace, report: dict[str, Any]) -> int:
+    problems = report.get("problems", [])
+    report.setdefault("ok", not problems)
     if args.json:
         _print_json(report)
     else:
-        problems = report.get("problems", [])
-        print(f"fsck: {'clean' if report.get('ok') else f'{len(problems)} problem(s)'}")
+        print(f"fsck: {'clean' if report['ok'] else f'{len(problems)} problem(s)'}")
         for p in problems:
             print(f"  problem: {p}")
         for r in report.get("repaired", []):
