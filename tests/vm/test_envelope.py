@@ -159,3 +159,17 @@ def test_cache_in_unwritable_place_is_skipped(tmp_path: Path) -> None:
     src.write_text("print(1);\n")
     (tmp_path / "__vegacache__").write_text("a file where the cache dir would go")
     assert load_program(src).main == 0
+
+
+def test_absurdly_nested_header_is_rejected_not_a_crash() -> None:
+    blob = encode(compile_source("let x = 1;", "x.vega"))
+    import hashlib
+
+    hdr = b"[" * 100_000 + b"]" * 100_000
+    pay = b""
+    digest = hashlib.sha256(hdr + pay).digest()
+    bad = struct.pack("<8sHHII32s", MAGIC, FORMAT_VERSION, 0, len(hdr), 0, digest) + hdr
+    assert blob  # the valid envelope for contrast decodes fine
+    decode(blob)
+    with pytest.raises(EnvelopeError):
+        decode(bad)

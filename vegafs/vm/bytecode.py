@@ -418,7 +418,7 @@ def decode(blob: bytes) -> Program:
     hdr_bytes, payload = body[:hlen], body[hlen:]
     try:
         header = json.loads(hdr_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise EnvelopeError("header is not JSON") from exc
     _want(isinstance(header, dict) and header.get("format") == FORMAT_VERSION, "bad header")
     try:

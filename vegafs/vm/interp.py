@@ -60,6 +60,9 @@ BIG_INT_BITS = 4096
 #: convert ints over 4,300 digits to text; 8,192 bits are 2,467 digits).
 MAX_INT_BITS = 8192
 INT_TOO_LARGE = f"integer too large: a result needs more than {MAX_INT_BITS} bits"
+#: |x| < _BIG  <=>  x.bit_length() <= BIG_INT_BITS: ints below need no charge.
+_BIG = 1 << BIG_INT_BITS
+_HALF = 1 << (BIG_INT_BITS // 2)
 _KEY_TYPES = frozenset({str, int, bool, type(None), float})
 _DONE = object()
 
@@ -552,18 +555,44 @@ class Interpreter:
                     push(False)
                 elif op == DUP:
                     push(stack[-1])
-                elif op in (MUL, DIV, MOD):
+                elif op == MUL:
                     b = pop()
-                    stack[-1] = _arith(rt, op, stack[-1], b)
+                    a = stack[-1]
+                    if type(a) is int and type(b) is int and -_HALF < a < _HALF \
+                            and -_HALF < b < _HALF:  # the product needs no charge
+                        stack[-1] = a * b
+                    else:
+                        stack[-1] = _arith(rt, op, a, b)
+                elif op in (DIV, MOD):
+                    b = pop()
+                    a = stack[-1]
+                    if type(a) is int and type(b) is int and b and -_BIG < a < _BIG:
+                        stack[-1] = a // b if op == DIV else a % b
+                    else:
+                        stack[-1] = _arith(rt, op, a, b)
                 elif op == EQ:
                     b = pop()
-                    stack[-1] = values_equal(unwrap_eq(stack[-1]), unwrap_eq(b))
+                    a = stack[-1]
+                    t = type(a)
+                    if t is type(b) and (t is int or t is str):
+                        stack[-1] = a == b
+                    else:
+                        stack[-1] = values_equal(unwrap_eq(a), unwrap_eq(b))
                 elif op == NE:
                     b = pop()
-                    stack[-1] = not values_equal(unwrap_eq(stack[-1]), unwrap_eq(b))
+                    a = stack[-1]
+                    t = type(a)
+                    if t is type(b) and (t is int or t is str):
+                        stack[-1] = a != b
+                    else:
+                        stack[-1] = not values_equal(unwrap_eq(a), unwrap_eq(b))
                 elif op in (LE, GT, GE):
                     b = pop()
-                    stack[-1] = _order(op, stack[-1], b)
+                    a = stack[-1]
+                    if type(a) is int and type(b) is int:
+                        stack[-1] = a <= b if op == LE else (a > b if op == GT else a >= b)
+                    else:
+                        stack[-1] = _order(op, a, b)
                 elif op == NEG:
                     v = unwrap(stack[-1])
                     if not _num(v):
