@@ -68,8 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--writeback-cache",
         action="store_true",
-        help="let the kernel batch writes in its page cache (faster small writes, slower "
-        "streaming: FUSE throttles dirty pages hard)",
+        help="let the kernel batch writes in its page cache (fewer requests for small "
+        "writes; slower streaming: FUSE throttles dirty pages hard)",
     )
     p.set_defaults(func=cmd_mount)
 
