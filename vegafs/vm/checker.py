@@ -316,8 +316,12 @@ class Checker:
                 self.error(target.pos, f"assignment to undeclared variable '{target.id}'", note)
                 return
             self.slots[id(target)] = slot
+            # Slice-typed = the latest assignment in program order is a slice, so
+            # `s = text(s);` makes s storable again (the VM still checks at run time).
             if self._borrowed(value):
                 self._scope.borrowed.add(slot)
+            else:
+                self._scope.borrowed.discard(slot)
         elif isinstance(target, ast.Index):
             self._expr(target.obj)
             self._expr(target.index)
