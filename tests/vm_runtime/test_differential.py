@@ -115,6 +115,15 @@ def test_step_budget_traps_at_the_same_step_and_place() -> None:
     assert ref.trap[2].line == 2  # the back-edge carries the position of its `loop`
 
 
+def test_time_budget_stops_a_batched_loop() -> None:
+    """Wall time is not deterministic, so only the fast tier is checked here: an
+    innermost loop keeps its steps in a local, and must still read the clock."""
+    program = compiled("let i = 0;\nloop {\n    i = i + 1;\n}\n")
+    o = observe(program, "fast", Budget(steps=None, time_s=0.05, memory_bytes=None))
+    assert o.trap is not None and o.trap[0] == "budget_time" and o.trap[2].line == 2
+    assert o.steps > 0
+
+
 def test_deep_recursion_traps_identically() -> None:
     program = compiled("fn down(n) { return down(n + 1); }\ndown(0);\n")
     ref = assert_same(program, Budget(steps=None, time_s=None, memory_bytes=None))
