@@ -530,3 +530,16 @@ def test_a_directory_of_100000_entries(fs: FileSystem) -> None:
         off = page[-1].next_off
     fs.releasedir(fh)
     assert len(names) == 100_002 and len(set(names)) == 100_002
+
+
+def test_a_recreated_snapshot_gets_new_inode_numbers(fs: FileSystem) -> None:
+    make_file(fs, b"f", b"one")
+    fs.store.create_snapshot("s")
+    old = fs.lookup(fs.lookup(SNAP_BASE, b"s").ino, b"f")
+    fs.store.delete_snapshot("s")
+    fs.snapshots_changed()
+    assert errno_of(fs.getattr, old.ino) == errno.ENOENT
+    fs.store.create_snapshot("s")
+    fs.snapshots_changed()
+    new = fs.lookup(fs.lookup(SNAP_BASE, b"s").ino, b"f")
+    assert new.ino != old.ino

@@ -90,6 +90,7 @@ class FileSystem:
         self._parents: dict[int, int] = {ROOT_INO: ROOT_INO}
         self._slots: dict[str, int] = {}
         self._slot_names: dict[int, str] = {}
+        self._next_slot = 1
         self._views: dict[int, Any] = {}
         # Bumped after a gc: chunks stored before it but not yet referenced
         # by a version may be gone, so results of older jobs are not used.
@@ -231,7 +232,8 @@ class FileSystem:
     def _slot(self, name: str) -> int:
         slot = self._slots.get(name)
         if slot is None:
-            slot = len(self._slot_names) + 1
+            slot = self._next_slot
+            self._next_slot += 1
             self._slots[name] = slot
             self._slot_names[slot] = name
         return slot
@@ -274,8 +276,16 @@ class FileSystem:
         )
 
     def snapshots_changed(self) -> None:
-        """Snapshots were created or deleted: drop the cached views."""
+        """Snapshots were created or deleted: drop the cached views.
+
+        A deleted snapshot's slot is never reused, so a new snapshot of the
+        same name gets new inode numbers and nothing the kernel cached for
+        the old one can show through.
+        """
         self._views.clear()
+        live = {snap.name for snap in self.store.list_snapshots()}
+        for name in [n for n in self._slots if n not in live]:
+            del self._slot_names[self._slots.pop(name)]
 
     # ------------------------------------------------------------------ reading
 
