@@ -193,7 +193,9 @@ class Daemon:
         if op == "rollback":
             return await self._rollback(str(args["name"]))
         if op == "stats":
-            stats = await trio.to_thread.run_sync(store.stats)
+            # On the trio thread: stats walks the head state, which requests
+            # mutate (a worker thread could see a dict change size mid-walk).
+            stats = store.stats()
             return jsonable({**stats, "mount": self.status()})
         if op == "gc":
             # On the trio thread, right after committing everything: no
