@@ -37,6 +37,7 @@ from vegafs.store.records import (
     CHUNK,
     FLAG_ZSTD,
     HASH_SIZE,
+    PUBLISH,
     SEGMENT_HEADER,
     TYPE_NAMES,
     ScanEnd,
@@ -84,6 +85,9 @@ class Fsck:
         self._log_chunks: dict[bytes, int] = {}
         self._fixes: list[tuple[str, list[Any]]] = []
         self._log_damaged = False
+        self._replica: Store | None = None
+        self._tail = (0, 0)
+        self._segments: list[str] = []
 
     def log_problem(self, text: str) -> None:
         """A problem of the log itself: repair must reload the store in salvage mode."""
@@ -101,11 +105,18 @@ class Fsck:
             store.publish()
         for msg in store.damage or ():
             self.problem(f"log damage: {msg}")
+        # The log is checked up to the tail as it is now; writers may go on
+        # appending meanwhile (a mounted store), and the in-memory checks below
+        # hold the append lock so that they see no half-applied transaction.
+        with store._lock:
+            self._tail = (store._tail.seg_idx, store._tail.end)
+            self._segments = list(store._segments)
         self.check_log()
-        self.check_chunk_index()
-        self.check_derived_state()
-        self.check_references()
-        self.check_snapshots()
+        with store._lock:
+            self.check_chunk_index()
+            self.check_derived_state()
+            self.check_references()
+            self.check_snapshots()
         if self.repair:
             self._repair()
         return self.report
@@ -114,10 +125,15 @@ class Fsck:
 
     def check_log(self) -> None:
         """Headers, record hashes, chain and logseq order; chunk data vs its hash."""
+        from vegafs.store.store import Store
+
         store = self.store
         counts = self.report.counts
-        segments = list(store._segments)
-        tail = store._tail
+        segments = self._segments
+        tail_idx, tail_end = self._tail
+        replica = self._replica = Store(store.backend, read_only=True)
+        replica._generation, replica._segments = store._generation, segments
+        pending: list[tuple[Any, ...]] = []
         chain = None
         expect = None
         total = sum(self._size(n) for n in segments) or 1
@@ -139,12 +155,11 @@ class Fsck:
             chain, expect = header.prev_hash, header.first_logseq
             end = ScanEnd()
             for rec in scan_segment(store.backend, name, SEGMENT_HEADER.size, chain, end, resync=True):
-                if store.read_only and idx == tail.seg_idx and rec.offset >= tail.end:
+                if idx == tail_idx and rec.offset >= tail_end:
                     self.report.notes.append(
-                        "a writer appended to the log after this read-only view was opened; "
-                        "those records were not checked"
+                        "records appended while checking were not checked (a writer is active)"
                     )
-                    end.offset = tail.end
+                    end.offset = tail_end
                     break
                 kind = TYPE_NAMES.get(rec.rtype, f"type-{rec.rtype}")
                 counts[f"records.{kind}"] = counts.get(f"records.{kind}", 0) + 1
@@ -153,21 +168,45 @@ class Fsck:
                 if rec.logseq != expect:
                     self.log_problem(f"segment {name} offset {rec.offset}: logseq {rec.logseq}, expected {expect}")
                 chain, expect = rec.hash, rec.logseq + 1
-                if rec.rtype == CHUNK and not rec.damaged:
+                if rec.damaged:
+                    continue
+                loc = idx << 40 | rec.offset
+                if rec.rtype == CHUNK:
                     self._check_chunk_data(name, rec.offset, rec.flags, rec.payload, rec.body_hash)
-                    self._log_chunks.setdefault(rec.payload[:HASH_SIZE], idx << 40 | rec.offset)
+                    self._log_chunks.setdefault(rec.payload[:HASH_SIZE], loc)
+                    pending.append(
+                        (CHUNK, rec.flags, rec.logseq, loc, rec.payload[:HASH_SIZE], len(rec.payload))
+                    )
+                else:
+                    pending.append((rec.rtype, rec.flags, rec.logseq, loc, rec.payload))
+                if rec.rtype == PUBLISH:
+                    self._feed_replica(pending)
                 if self.progress:
                     self.progress("log", min(done + rec.end, total), total)
             if not end.clean:
                 self.log_problem(f"segment {name} offset {end.offset}: {end.reason}")
-            if idx == tail.seg_idx and end.offset != tail.end and store.damage is None:
+            if idx == tail_idx and end.offset != tail_end and store.damage is None:
                 self.log_problem(
-                    f"segment {name} ends at {end.offset}, but the store's tail is at {tail.end}"
+                    f"segment {name} ends at {end.offset}, but the store's tail is at {tail_end}"
                 )
             done += size
-        if expect is not None and expect - 1 != store.head_logseq and store.damage is None:
-            self.log_problem(f"the log ends at logseq {expect - 1}, the store's head is {store.head_logseq}")
+        if pending:
+            self.report.notes.append(
+                f"{len(pending)} records after the last publish were not compared (a writer is active)"
+            )
         counts["segments"] = len(segments)
+
+    def _feed_replica(self, pending: list[tuple[Any, ...]]) -> None:
+        """Apply published records to the replica that check_derived_state compares with memory."""
+        if self._replica is None:
+            return
+        try:
+            for item in pending:
+                self._replica._replay(*item)
+        except (StoreError, OSError) as e:
+            self.log_problem(f"a replay of the log fails: {e}")
+            self._replica = None
+        pending.clear()
 
     def _size(self, name: str) -> int:
         try:
@@ -193,7 +232,11 @@ class Fsck:
     def check_chunk_index(self) -> None:
         """Every index entry is a CHUNK record of that hash, and every CHUNK record is indexed."""
         index = self.store._chunks
+        tail_idx, tail_end = self._tail
         for h, loc in index.items():
+            seg, offset = loc >> 40, loc & ((1 << 40) - 1)
+            if seg > tail_idx or (seg == tail_idx and offset >= tail_end):
+                continue  # appended while checking
             if self._log_chunks.get(h) != loc:
                 self.problem(f"chunk index entry {h.hex()[:16]} does not point at its CHUNK record")
         for h in self._log_chunks.keys() - index.keys():
@@ -205,22 +248,16 @@ class Fsck:
         from vegafs.store.store import CHECKPOINT_KEY, Store
 
         store = self.store
-        if store.damage is not None:
+        replayed = self._replica
+        if store.damage is not None or self._log_damaged or replayed is None:
             return  # the log itself is damaged: memory is a salvage, not a replay
-        manifest = store._read_manifest()
-        replayed = Store(store.backend, read_only=True)
-        replayed._load_checkpoint = lambda *a: None  # type: ignore[method-assign]
-        try:
-            replayed._load(manifest)
-        except (StoreError, OSError) as e:
-            self.log_problem(f"a replay of the whole log fails: {e}")
-            return
         if replayed.head_logseq != store.head_logseq:
             self.report.notes.append(
-                f"the store moved on while checking (log head {replayed.head_logseq}, "
-                f"memory head {store.head_logseq}); derived state not compared"
+                f"the store moved on while checking (log checked to {replayed.head_logseq}, "
+                f"memory at {store.head_logseq}); derived state not compared"
             )
             return
+        manifest = {"generation": store._generation, "segments": self._segments}
         self._compare("a replay of the log", replayed, rebuild=True)
         try:
             has_checkpoint = store.backend.get_object(CHECKPOINT_KEY) is not None
