@@ -102,7 +102,7 @@ for w in text::split(args()[1], " ") {
     let c = counts[w];
     if c == nil { counts[w] = 1; } else { counts[w] = c + 1; }
 }
-print(len(counts), counts["w7"]);
+print(len(counts), counts["w0"]);
 """
 
 
@@ -114,7 +114,7 @@ def py_words(text: str) -> str:
             counts[w] = 1
         else:
             counts[w] = c + 1
-    return f"{len(counts)} {counts['w7']}"
+    return f"{len(counts)} {counts['w0']}"
 
 
 SCAN = """
