@@ -196,6 +196,8 @@ class HookEngine:
         self.tracer = tracer
         self.host: Host | None = None
         self._tls = threading.local()  # per-thread suppression depth (see suppressed)
+        self._suppressing = 0  # threads' depths summed: 0 is the fast "nobody" answer
+        self._suppress_lock = threading.Lock()
         self._clock = clock
         self._files: dict[str, HookFile] = {}
         self._set = _HookSet(GlobIndex(), GlobIndex())
@@ -221,8 +223,21 @@ class HookEngine:
         """How deep this thread is inside hook code or a hook's own VFS call; no
         hooks fire while it is positive. Per thread: an after-hook running on
         the worker must not switch off the synchronous hooks of the operations
-        the filesystem thread serves meanwhile."""
+        the filesystem thread serves meanwhile. The common answer (no thread
+        suppresses) costs one attribute read."""
+        if not self._suppressing:
+            return 0
         return getattr(self._tls, "depth", 0)
+
+    def _enter_suppressed(self) -> None:
+        self._tls.depth = getattr(self._tls, "depth", 0) + 1
+        with self._suppress_lock:
+            self._suppressing += 1
+
+    def _leave_suppressed(self) -> None:
+        self._tls.depth -= 1
+        with self._suppress_lock:
+            self._suppressing -= 1
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -400,7 +415,6 @@ class HookEngine:
         """Synchronous hooks for ``event`` on ``path`` (empty while suppressed)."""
         if self.suppressed:
             return ()
-        self.maybe_reload()
         hooks = self._set.on
         if not hooks.has_event(event):
             return ()
@@ -536,7 +550,7 @@ class HookEngine:
         t0 = time.perf_counter()
         run = _Run(None, "ok")
         rt = self._runtime(hook, ev, run.events, from_worker=from_worker, driver=driver)
-        self._tls.depth = self.suppressed + 1
+        self._enter_suppressed()
         try:
             outcome = hook.decl.invoke(ev, rt)
             if outcome.trap is not None:
@@ -555,7 +569,7 @@ class HookEngine:
             run.message = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("hooks: %s raised", hook.key)
         finally:
-            self._tls.depth -= 1
+            self._leave_suppressed()
             ev.end()
             rt.finish()
         run.steps = rt.meter.steps_used
@@ -777,11 +791,11 @@ class HookEngine:
     @contextlib.contextmanager
     def suppress(self) -> Iterator[None]:
         """No hooks fire inside this block (a hook's own VFS effects)."""
-        self._tls.depth = self.suppressed + 1
+        self._enter_suppressed()
         try:
             yield
         finally:
-            self._tls.depth -= 1
+            self._leave_suppressed()
 
     # ------------------------------------------------------------------ reporting
 

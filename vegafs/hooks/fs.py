@@ -66,6 +66,7 @@ XFORM_KIND = "hooks.xform"
 #: Largest file whose whole content a read or close hook gets as ``ev.data``.
 MAX_EVENT_DATA = 256 << 20
 _MAX_DEPTH = 4096
+_DIR_PATHS_MAX = 65536
 _DATA_EVENTS = ("read", "write", "truncate", "close")
 _SEARCH_LIMIT = 200_000
 
@@ -77,6 +78,7 @@ class HookedFileSystem(FileSystem):
         super().__init__(store, **kwargs)
         self.hooks = engine
         self._names: dict[int, tuple[int, bytes]] = {}
+        self._dir_paths: dict[int, str] = {}  # directory ino -> path without trailing "/"
         self._fh_ctx: dict[int, Ctx] = {}
         self._xform: OrderedDict[tuple[Any, ...], bytes | None] = OrderedDict()
         self._xform_bytes = 0
@@ -140,7 +142,12 @@ class HookedFileSystem(FileSystem):
 
     def _note(self, parent: int, name: bytes, ino: int) -> None:
         if ino < SNAP_BASE and parent < SNAP_BASE and name not in (b".", b".."):
-            self._names[ino] = (parent, name)
+            entry = (parent, name)
+            old = self._names.get(ino)
+            if old != entry:
+                if old is not None and self._dir_paths:
+                    self._dir_paths.clear()  # a rename: cached directory paths may be stale
+                self._names[ino] = entry
 
     def path_of(self, ino: int) -> str | None:
         """The path of ``ino`` relative to the mount root, or None if unreachable."""
@@ -177,10 +184,18 @@ class HookedFileSystem(FileSystem):
         return False
 
     def _child_path(self, parent: int, name: bytes) -> str | None:
-        base = self.path_of(parent)
+        """The path of ``name`` in directory ``parent``; directory paths are
+        cached (namespace events are the hot path of metadata workloads)."""
+        base = self._dir_paths.get(parent)
         if base is None:
-            return None
-        return (base.rstrip("/") or "") + "/" + os.fsdecode(name)
+            base = self.path_of(parent)
+            if base is None:
+                return None
+            base = base.rstrip("/")
+            if len(self._dir_paths) >= _DIR_PATHS_MAX:
+                self._dir_paths.clear()
+            self._dir_paths[parent] = base
+        return base + "/" + os.fsdecode(name)
 
     def lookup_path(self, path: str) -> int | None:
         """Inode of ``path`` (relative to the mount root) in the live tree."""
@@ -291,6 +306,8 @@ class HookedFileSystem(FileSystem):
             self._publish(event, path, ctx, trace_id)
         if ino is not None and self._names.get(ino) == (parent, name):
             del self._names[ino]
+            if ino in self._dir_paths:
+                self._dir_paths.clear()
         if ino is not None and self.store.get_inode(ino) is None:
             self._accepted.pop(ino, None)
 
@@ -682,6 +699,7 @@ class HookedFileSystem(FileSystem):
         """The head jumped: names, transforms and accepted contents may all be stale."""
         super().after_rollback()
         self._names.clear()
+        self._dir_paths.clear()
         self._xform.clear()
         self._xform_bytes = 0
         self._accepted.clear()

@@ -15,7 +15,7 @@ segments, so only patterns whose literal prefix is a prefix of the path are
 ever tried; a pattern that starts with a wildcard (``/**/*.env``) sits at the
 root and is tried for every path of its event.
 
-Invariants: an index is immutable once built (its match cache aside) (the engine swaps a whole new
+Invariants: an index is immutable once built (the engine swaps a whole new
 one in on reload, so a reader never sees half a reload); matches come back in
 the order the items were added (file order, then declaration order), which is
 the order hooks run in.
@@ -124,15 +124,11 @@ class _Node(Generic[T]):
 class GlobIndex(Generic[T]):
     """Immutable event + literal-prefix trie over hooks (see module docstring)."""
 
-    __slots__ = ("_roots", "_size", "_cache")
-
-    #: (event, path) results remembered; hot files hit the same paths again.
-    CACHE_SIZE = 4096
+    __slots__ = ("_roots", "_size")
 
     def __init__(self, items: Iterable[T] = ()) -> None:
         self._roots: dict[str, _Node[T]] = {}
         self._size = 0
-        self._cache: dict[tuple[str, str], Sequence[T]] = {}
         for order, item in enumerate(items):
             node = self._roots.setdefault(item.event, _Node())
             for seg in item.glob.prefix:
@@ -149,17 +145,6 @@ class GlobIndex(Generic[T]):
 
     def match(self, event: str, path: str) -> Sequence[T]:
         """The items for ``event`` whose glob matches ``path``, in added order."""
-        key = (event, path)
-        hit = self._cache.get(key)
-        if hit is not None:
-            return hit
-        found = self._match(event, path)
-        if len(self._cache) >= self.CACHE_SIZE:
-            self._cache.clear()
-        self._cache[key] = found
-        return found
-
-    def _match(self, event: str, path: str) -> Sequence[T]:
         node = self._roots.get(event)
         if node is None:
             return ()
