@@ -428,3 +428,14 @@ def test_stop_and_escalate_take_a_failing_after_hook_out(rig: Rig, strategy: str
     rig.write_file("/b", b"")  # not queued any more
     assert rig.engine.wait_idle(10)
     assert _stats(rig, "f")["runs"] == 1
+
+
+def test_paths_follow_directory_renames(rig: Rig) -> None:
+    rig.hook(
+        "b.vega", 'hook b on create "/b/**" { fn run(ev) { return deny(EACCES, ev.path); } }\n'
+    )
+    rig.write_file("/a/x/f1", b"")  # /a/x's path is now cached
+    rig.fs.rename(1, b"a", 1, b"b", 0, CTX)
+    with pytest.raises(FsError) as err:
+        rig.write_file("/b/x/f2", b"")
+    assert err.value.errno == errno.EACCES and str(err.value) == "/b/x/f2"
