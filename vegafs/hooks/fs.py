@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 #: Bytes of transformed content kept in memory (LRU over whole files).
 XFORM_CACHE_BYTES = 64 << 20
+XFORM_CACHE_ENTRIES = 100_000  # also bounds the "no transform" answers, which weigh nothing
 #: Transforms up to this size are also kept in the store (one chunk each).
 XFORM_STORE_MAX = 16 << 20
 XFORM_KIND = "hooks.xform"
@@ -502,7 +503,9 @@ class HookedFileSystem(FileSystem):
         inode = self.store.get_inode(ino)
         if inode is None:
             return None
-        return (ino, inode.version, inode.size, tuple((h.key, h.version) for h in hooks))
+        # LoadedHook objects hash by identity, and a reload makes new ones: the
+        # tuple names the hook versions exactly, and hashes fast.
+        return (ino, inode.version, inode.size, tuple(hooks))
 
     def _content_id(self, ino: int) -> str:
         """A name for the committed content of ``ino`` (its size and block hashes)."""
@@ -562,7 +565,9 @@ class HookedFileSystem(FileSystem):
         self._xform[key] = output
         if output is not None:
             self._xform_bytes += len(output)
-        while self._xform_bytes > XFORM_CACHE_BYTES and self._xform:
+        while self._xform and (
+            self._xform_bytes > XFORM_CACHE_BYTES or len(self._xform) > XFORM_CACHE_ENTRIES
+        ):
             _, dropped = self._xform.popitem(last=False)
             if dropped is not None:
                 self._xform_bytes -= len(dropped)
