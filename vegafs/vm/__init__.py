@@ -54,7 +54,7 @@ from vegafs.vm.runtime import Runtime
 from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin
 
 __all__ = [
-    "CACHE_DIR", "DEFAULT_TIER", "TIERS", "Diagnostic", "EnvelopeError", "Environment", "Hook", "Pos", "Program",
+    "CACHE_DIR", "DEFAULT_TIER", "TIERS", "Diagnostic", "cache_path", "EnvelopeError", "Environment", "Hook", "Pos", "Program",
     "RunOutcome", "Runtime", "TrapReport", "VegaCompileError", "VegaError",
     "compile_source", "default_environment", "load_program", "run_hook", "run_program",
 ]
@@ -114,6 +114,7 @@ def compile_source(text: str, filename: str = "<input>", *,
 
 
 def cache_path(path: Path) -> Path:
+    """Where the envelope of ``dir/x.vega`` is cached: ``dir/__vegacache__/x.vegac``."""
     return path.parent / CACHE_DIR / (path.name + "c")
 
 

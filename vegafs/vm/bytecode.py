@@ -217,12 +217,6 @@ class Program:
     capabilities: list[str] = field(default_factory=list)
     env_hash: str = ""  # fingerprint of the names it was checked against (cache key)
 
-    def function(self, name: str) -> Function:
-        for fn in self.functions:
-            if fn.name == name:
-                return fn
-        raise KeyError(name)
-
 
 def source_hash(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
