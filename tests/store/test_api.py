@@ -56,7 +56,9 @@ def test_files_dirs_symlinks_xattrs_survive_reopen(store_path: Path) -> None:
         f = make_file(s, b"file", data, parent=d)
         link = s.alloc_ino()
         with s.transaction() as t:
-            t.create_inode(link, mode=stat.S_IFLNK | 0o777, uid=1, gid=2, target=b"dir/file", times_ns=5)
+            t.create_inode(
+                link, mode=stat.S_IFLNK | 0o777, uid=1, gid=2, target=b"dir/file", times_ns=5
+            )
             t.update(link, nlink=1)
             t.link(ROOT_INO, b"ln", link)
             t.set_xattr(f, b"user.k", b"v")

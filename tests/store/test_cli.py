@@ -18,7 +18,9 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
-def test_snapshot_rollback_gc_stats_fsck(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_snapshot_rollback_gc_stats_fsck(
+    store_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with Store.open(store_path, create=True) as s:
         make_file(s, b"a", b"1")
     st = str(store_path)
@@ -62,7 +64,9 @@ def test_user_errors_are_one_line(store_path: Path, capsys: pytest.CaptureFixtur
         assert code != 0 and "in use by pid" in err and err.count("\n") == 1
 
 
-def test_fsck_reports_and_repairs_damage(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fsck_reports_and_repairs_damage(
+    store_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with Store.open(store_path, create=True) as s:
         make_file(s, b"a", b"x" * 1000)
         s.publish()

@@ -106,7 +106,9 @@ def test_missing_segment_is_reported_and_repaired(
     with Store.open(store_path, repair=True) as s:
         report = s.fsck(repair=True)
         assert report.ok, report.describe()
-        kept = [ino for ino, data in files.items() if s.get_inode(ino) and read_file(s, ino) == data]
+        kept = [
+            ino for ino, data in files.items() if s.get_inode(ino) and read_file(s, ino) == data
+        ]
         assert kept, "files outside the missing segment survive"
     with Store.open(store_path) as s:
         assert_clean(s)

@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("name", nargs="?", help="the snapshot to roll back to")
-    target.add_argument("--to-logseq", type=int, help="roll to a published logseq (undo a rollback)")
+    target.add_argument(
+        "--to-logseq", type=int, help="roll to a published logseq (undo a rollback)"
+    )
     _common(p, json_flag=True)
     p.set_defaults(func=cmd_rollback)
 

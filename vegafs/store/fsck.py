@@ -77,7 +77,9 @@ class FsckReport:
 class Fsck:
     """Runs every check on an open store; see the module docstring."""
 
-    def __init__(self, store: Store, repair: bool = False, progress: Progress | None = None) -> None:
+    def __init__(
+        self, store: Store, repair: bool = False, progress: Progress | None = None
+    ) -> None:
         self.store = store
         self.repair = repair and not store.read_only
         self.progress = progress
@@ -151,10 +153,14 @@ class Fsck:
             if chain is not None and header.prev_hash != chain:
                 self.log_problem(f"segment {name} does not continue the hash chain")
             if expect is not None and header.first_logseq != expect:
-                self.log_problem(f"segment {name} starts at logseq {header.first_logseq}, expected {expect}")
+                self.log_problem(
+                    f"segment {name} starts at logseq {header.first_logseq}, expected {expect}"
+                )
             chain, expect = header.prev_hash, header.first_logseq
             end = ScanEnd()
-            for rec in scan_segment(store.backend, name, SEGMENT_HEADER.size, chain, end, resync=True):
+            for rec in scan_segment(
+                store.backend, name, SEGMENT_HEADER.size, chain, end, resync=True
+            ):
                 if idx == tail_idx and rec.offset >= tail_end:
                     self.report.notes.append(
                         "records appended while checking were not checked (a writer is active)"
@@ -164,9 +170,13 @@ class Fsck:
                 kind = TYPE_NAMES.get(rec.rtype, f"type-{rec.rtype}")
                 counts[f"records.{kind}"] = counts.get(f"records.{kind}", 0) + 1
                 if rec.damaged:
-                    self.log_problem(f"segment {name} offset {rec.offset}: {kind} record fails its hash")
+                    self.log_problem(
+                        f"segment {name} offset {rec.offset}: {kind} record fails its hash"
+                    )
                 if rec.logseq != expect:
-                    self.log_problem(f"segment {name} offset {rec.offset}: logseq {rec.logseq}, expected {expect}")
+                    self.log_problem(
+                        f"segment {name} offset {rec.offset}: logseq {rec.logseq}, expected {expect}"
+                    )
                 chain, expect = rec.hash, rec.logseq + 1
                 if rec.damaged:
                     continue
@@ -175,7 +185,14 @@ class Fsck:
                     self._check_chunk_data(name, rec.offset, rec.flags, rec.payload, rec.body_hash)
                     self._log_chunks.setdefault(rec.payload[:HASH_SIZE], loc)
                     pending.append(
-                        (CHUNK, rec.flags, rec.logseq, loc, rec.payload[:HASH_SIZE], len(rec.payload))
+                        (
+                            CHUNK,
+                            rec.flags,
+                            rec.logseq,
+                            loc,
+                            rec.payload[:HASH_SIZE],
+                            len(rec.payload),
+                        )
                     )
                 else:
                     pending.append((rec.rtype, rec.flags, rec.logseq, loc, rec.payload))
@@ -227,7 +244,9 @@ class Fsck:
         except zstandard.ZstdError:
             good = False
         if not good:
-            self.log_problem(f"segment {seg} offset {offset}: chunk {h.hex()[:16]} does not match its hash")
+            self.log_problem(
+                f"segment {seg} offset {offset}: chunk {h.hex()[:16]} does not match its hash"
+            )
 
     def check_chunk_index(self) -> None:
         """Every index entry is a CHUNK record of that hash, and every CHUNK record is indexed."""
@@ -351,7 +370,9 @@ class Fsck:
                         fix(["hole", ino, index]),
                     )
                 if index >= nblocks:
-                    self.problem(f"block {index} of inode {ino}{where} lies beyond its size {inode.size}")
+                    self.problem(
+                        f"block {index} of inode {ino}{where} lies beyond its size {inode.size}"
+                    )
             if ino not in reachable:
                 if inode.nlink == 0:
                     self.report.notes.append(
@@ -359,7 +380,9 @@ class Fsck:
                         "store was last closed)"
                     )
                     if fixable:
-                        self._fixes.append((f"inode {ino} deleted (orphan, nlink 0)", ["delete", ino]))
+                        self._fixes.append(
+                            (f"inode {ino} deleted (orphan, nlink 0)", ["delete", ino])
+                        )
                 else:
                     self.problem(
                         f"inode {ino}{where} is not reachable from the root (nlink {inode.nlink})",

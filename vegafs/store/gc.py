@@ -185,7 +185,13 @@ def _gc_locked(
     )
     writer.append(
         GENERATION,
-        pack({"generation": gen, "prev_hash": store._tail.last_hash, "prev_logseq": store._head_logseq}),
+        pack(
+            {
+                "generation": gen,
+                "prev_hash": store._tail.last_hash,
+                "prev_logseq": store._head_logseq,
+            }
+        ),
     )
     gen_first = writer.logseq
     chunks: dict[bytes, int] = {}
@@ -193,7 +199,9 @@ def _gc_locked(
     for i, h in enumerate(order):
         loc = store._chunks[h]
         name = old_segments[loc >> 40]
-        rtype, flags, _logseq, payload = read_record_at(backend, name, loc & ((1 << 40) - 1), 1 << 18)
+        rtype, flags, _logseq, payload = read_record_at(
+            backend, name, loc & ((1 << 40) - 1), 1 << 18
+        )
         store._decode_chunk(h, rtype, flags, payload, name)  # never copy damage forward
         chunks[h] = writer.append(CHUNK, payload, flags)
         chunk_bytes += len(payload) - len(h)

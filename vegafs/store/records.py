@@ -93,7 +93,12 @@ class SegmentHeader:
 
     def encode(self) -> bytes:
         return SEGMENT_HEADER.pack(
-            SEGMENT_MAGIC, FORMAT_VERSION, 0, self.generation, self.seq, self.first_logseq,
+            SEGMENT_MAGIC,
+            FORMAT_VERSION,
+            0,
+            self.generation,
+            self.seq,
+            self.first_logseq,
             self.prev_hash,
         )
 
@@ -233,7 +238,9 @@ def scan_segment(
         rel = pos - buf_start
         body_end = rel + RECORD_HEADER.size + length
         payload = buf[rel + RECORD_HEADER.size : body_end]
-        digest, body_hash = _chain_hash(prev_hash, buf[rel : rel + RECORD_HEADER.size], rtype, payload)
+        digest, body_hash = _chain_hash(
+            prev_hash, buf[rel : rel + RECORD_HEADER.size], rtype, payload
+        )
         stored = buf[body_end : body_end + HASH_SIZE]
         if digest != stored:
             if not resync:
@@ -247,7 +254,9 @@ def scan_segment(
         pos += total
 
 
-def read_record_at(backend: Backend, name: str, offset: int, max_len: int) -> tuple[int, int, int, bytes]:
+def read_record_at(
+    backend: Backend, name: str, offset: int, max_len: int
+) -> tuple[int, int, int, bytes]:
     """(type, flags, logseq, payload) of the record at ``offset``, read without chain check.
 
     Used for random access (chunk reads, replay of indexed records); the chain

@@ -59,16 +59,38 @@ class Inode:
 
     def to_list(self) -> list[object]:
         return [
-            self.ino, self.mode, self.uid, self.gid, self.nlink, self.rdev, self.size,
-            self.atime_ns, self.mtime_ns, self.ctime_ns, self.target, self.blocks,
-            self.version, self.xattrs,
+            self.ino,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.nlink,
+            self.rdev,
+            self.size,
+            self.atime_ns,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.target,
+            self.blocks,
+            self.version,
+            self.xattrs,
         ]
 
     def copy(self) -> Inode:
         return Inode(
-            self.ino, self.mode, self.uid, self.gid, self.nlink, self.rdev, self.size,
-            self.atime_ns, self.mtime_ns, self.ctime_ns, self.target, dict(self.blocks),
-            self.version, dict(self.xattrs),
+            self.ino,
+            self.mode,
+            self.uid,
+            self.gid,
+            self.nlink,
+            self.rdev,
+            self.size,
+            self.atime_ns,
+            self.mtime_ns,
+            self.ctime_ns,
+            self.target,
+            dict(self.blocks),
+            self.version,
+            dict(self.xattrs),
         )
 
 
@@ -198,7 +220,9 @@ class State:
                 if bad:
                     raise TxnError(f"cannot update {sorted(bad)} of inode {ino}")
                 old = {k: getattr(inode, k) for k in changes}
-                old_blocks = dict(inode.blocks) if changes.get("size", inode.size) < inode.size else None
+                old_blocks = (
+                    dict(inode.blocks) if changes.get("size", inode.size) < inode.size else None
+                )
 
                 def _undo_update() -> None:
                     for k, v in old.items():
@@ -312,7 +336,9 @@ def repair_state(state: State, has_chunk: Callable[[bytes], bool], now_ns: int) 
     inodes, dirs = state.inodes, state.dirs
     root = inodes.get(ROOT_INO)
     if root is None or not stat.S_ISDIR(root.mode):
-        inodes[ROOT_INO] = Inode(ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, now_ns, now_ns, now_ns, None)
+        inodes[ROOT_INO] = Inode(
+            ROOT_INO, stat.S_IFDIR | 0o755, 0, 0, 2, 0, 0, now_ns, now_ns, now_ns, None
+        )
         dirs[ROOT_INO] = {}
         done.append("the root directory was missing and was recreated (empty)")
     for ino in [d for d in dirs if d not in inodes or not stat.S_ISDIR(inodes[d].mode)]:
@@ -367,7 +393,10 @@ def _set_or_pop(d: dict, key: object, value: object) -> None:  # type: ignore[ty
 
 
 def _restore(
-    inodes: dict[int, Inode], dirs: dict[int, dict[bytes, int]], ino: int, inode: Inode,
+    inodes: dict[int, Inode],
+    dirs: dict[int, dict[bytes, int]],
+    ino: int,
+    inode: Inode,
     d: dict[bytes, int] | None,
 ) -> None:
     inodes[ino] = inode

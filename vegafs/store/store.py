@@ -297,7 +297,9 @@ class _WindowReader:
                 rtype = _rtype
                 payload = self.buf[rel + RECORD_HEADER.size : rel + RECORD_HEADER.size + length]
         except OSError as e:
-            raise StoreError(STORE_IO_ERROR, f"cannot read the log: {e.strerror or e}", e.errno) from e
+            raise StoreError(
+                STORE_IO_ERROR, f"cannot read the log: {e.strerror or e}", e.errno
+            ) from e
         return rtype, unpack(payload)
 
 
@@ -386,7 +388,9 @@ class Store:
         return store
 
     @classmethod
-    def create(cls, path: str | os.PathLike[str] | Backend, compression: str | None = None) -> Store:
+    def create(
+        cls, path: str | os.PathLike[str] | Backend, compression: str | None = None
+    ) -> Store:
         """Create a new store (``STORE_EXISTS`` if there is one) and open it for writing."""
         backend = path if isinstance(path, Backend) else LocalBackend(path)
         if backend.exists():
@@ -405,7 +409,9 @@ class Store:
                 backend.release_lock()
         except OSError as e:
             raise StoreError(
-                STORE_IO_ERROR, f"cannot create store at {backend.location}: {e.strerror or e}", e.errno
+                STORE_IO_ERROR,
+                f"cannot create store at {backend.location}: {e.strerror or e}",
+                e.errno,
             ) from e
 
     def _finish_interrupted_create(self) -> bool:
@@ -445,7 +451,9 @@ class Store:
             return manifest
         what = "has no MANIFEST" if raw is None else "has a damaged MANIFEST"
         if self.damage is None:
-            raise StoreError(STORE_IO_ERROR, f"store {self.location} {what} (run `vegafs fsck --repair`)")
+            raise StoreError(
+                STORE_IO_ERROR, f"store {self.location} {what} (run `vegafs fsck --repair`)"
+            )
         return self._rebuild_manifest(what)
 
     def _rebuild_manifest(self, what: str) -> dict[str, Any]:
@@ -540,7 +548,9 @@ class Store:
                 chain = rec.hash
                 where = f"segment {name} offset {rec.offset}"
                 if rec.damaged:
-                    message = f"{where}: damaged {_type_name(rec.rtype)} record (logseq {rec.logseq})"
+                    message = (
+                        f"{where}: damaged {_type_name(rec.rtype)} record (logseq {rec.logseq})"
+                    )
                     region = (name, rec.offset, rec.end)
                     expect = rec.logseq + 1
                     if idx != last:
@@ -565,7 +575,14 @@ class Store:
                     continue
                 elif rec.rtype == CHUNK:
                     pending.append(
-                        (CHUNK, rec.flags, rec.logseq, loc, rec.payload[:HASH_SIZE], len(rec.payload))
+                        (
+                            CHUNK,
+                            rec.flags,
+                            rec.logseq,
+                            loc,
+                            rec.payload[:HASH_SIZE],
+                            len(rec.payload),
+                        )
                     )
                 else:
                     pending.append((rec.rtype, rec.flags, rec.logseq, loc, rec.payload))
@@ -595,7 +612,9 @@ class Store:
         if region is not None:
             self.damaged_regions.append(region)
 
-    def _replay(self, rtype: int, flags: int, logseq: int, loc: int, payload: bytes, *extra: int) -> None:
+    def _replay(
+        self, rtype: int, flags: int, logseq: int, loc: int, payload: bytes, *extra: int
+    ) -> None:
         """Apply one published record to memory (records are trusted: the chain verified them).
 
         A record that verifies but does not decode (written by a broken
@@ -931,7 +950,9 @@ class Store:
             segments, chunks = self._segments, self._chunks
             loc = chunks.get(h)
             if loc is None:
-                raise StoreError(STORE_NOT_FOUND, f"chunk {h.hex()} is not in store {self.location}")
+                raise StoreError(
+                    STORE_NOT_FOUND, f"chunk {h.hex()} is not in store {self.location}"
+                )
             name = segments[loc >> _LOC_SHIFT]
             try:
                 rtype, flags, _logseq, payload = read_record_at(
@@ -950,7 +971,9 @@ class Store:
 
     def _decode_chunk(self, h: bytes, rtype: int, flags: int, payload: bytes, where: str) -> bytes:
         if rtype != CHUNK or payload[:HASH_SIZE] != h:
-            raise StoreError(STORE_IO_ERROR, f"chunk {h.hex()}: index points at another record ({where})")
+            raise StoreError(
+                STORE_IO_ERROR, f"chunk {h.hex()}: index points at another record ({where})"
+            )
         data = payload[HASH_SIZE:]
         if flags & FLAG_ZSTD:
             try:
@@ -958,7 +981,9 @@ class Store:
             except zstandard.ZstdError as e:
                 raise StoreError(STORE_IO_ERROR, f"chunk {h.hex()} is damaged: {e}") from e
         if blake3.blake3(data).digest() != h:
-            raise StoreError(STORE_IO_ERROR, f"chunk {h.hex()} is damaged (hash mismatch in {where})")
+            raise StoreError(
+                STORE_IO_ERROR, f"chunk {h.hex()} is damaged (hash mismatch in {where})"
+            )
         return data
 
     def publish(self) -> int:
@@ -1002,7 +1027,9 @@ class Store:
         tail = self._tail
         old = self._segments[tail.seg_idx]
         new = segment_name(self._generation, tail.seg_idx + 1)
-        header = SegmentHeader(self._generation, tail.seg_idx + 1, self._head_logseq + 1, tail.last_hash)
+        header = SegmentHeader(
+            self._generation, tail.seg_idx + 1, self._head_logseq + 1, tail.last_hash
+        )
         segments = [*self._segments, new]
         try:
             self.backend.delete_segment(new)
@@ -1082,7 +1109,9 @@ class Store:
         with self._publish_lock:
             pre_head = self.publish()
             if target > pre_head:
-                raise StoreError(STORE_NOT_FOUND, f"logseq {target} is beyond the head ({pre_head})")
+                raise StoreError(
+                    STORE_NOT_FOUND, f"logseq {target} is beyond the head ({pre_head})"
+                )
             state = self._state_at(target).copy()
             faultpoints.hit("rollback.before_record")
             with self._lock:
@@ -1307,8 +1336,11 @@ def _type_name(rtype: int) -> str:
 
 
 def _format_bytes(compression: str | None) -> bytes:
-    info = {"format_version": FORMAT_VERSION, "compression": compression or "none",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    info = {
+        "format_version": FORMAT_VERSION,
+        "compression": compression or "none",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     return FORMAT_MAGIC + json.dumps(info, sort_keys=True).encode() + b"\n"
 
 
@@ -1318,13 +1350,14 @@ def _parse_format(raw: bytes | None, location: str) -> str:
     if not raw.startswith(FORMAT_MAGIC):
         raise StoreError(STORE_IO_ERROR, f"{location} is not a vegafs store (bad FORMAT)")
     try:
-        info = json.loads(raw[len(FORMAT_MAGIC):])
+        info = json.loads(raw[len(FORMAT_MAGIC) :])
         version = int(info["format_version"])
     except (ValueError, KeyError, TypeError):
         raise StoreError(STORE_IO_ERROR, f"{location}: FORMAT is damaged") from None
     if version != FORMAT_VERSION:
         raise StoreError(
-            STORE_IO_ERROR, f"{location} has store format {version}; this vegafs reads {FORMAT_VERSION}"
+            STORE_IO_ERROR,
+            f"{location} has store format {version}; this vegafs reads {FORMAT_VERSION}",
         )
     return str(info.get("compression", "none"))
 
@@ -1358,8 +1391,11 @@ def _manifest_check(generation: int, segments: list[str]) -> str:
 
 
 def _manifest_bytes(generation: int, segments: list[str]) -> bytes:
-    body = {"generation": generation, "segments": segments,
-            "check": _manifest_check(generation, segments)}
+    body = {
+        "generation": generation,
+        "segments": segments,
+        "check": _manifest_check(generation, segments),
+    }
     return json.dumps(body).encode() + b"\n"
 
 
