@@ -45,7 +45,7 @@ DEFAULT_BUDGET = Budget()
 class Meter:
     """Counts what a run uses against its Budget and traps when a limit is passed."""
 
-    __slots__ = ("budget", "_clock", "_started", "_deadline", "_steps_limit", "steps_left",
+    __slots__ = ("budget", "_clock", "_started", "_deadline", "_steps_limit", "tick",
                  "_check_at", "memory_used")
 
     def __init__(self, budget: Budget = DEFAULT_BUDGET,
@@ -56,26 +56,36 @@ class Meter:
         self._deadline = None if budget.time_s is None else self._started + budget.time_s
         # An unlimited step budget still needs the periodic clock check.
         self._steps_limit = budget.steps if budget.steps is not None else 1 << 62
-        self.steps_left = self._steps_limit
-        self._check_at = max(self.steps_left - CLOCK_EVERY, 0)
+        # steps_left == _check_at + tick; `tick` counts down to the next slow check, so
+        # the hot path is one decrement and one compare with 0 (the fast tier inlines it).
+        self._check_at = max(self._steps_limit - CLOCK_EVERY, 0)
+        self.tick = self._steps_limit - self._check_at
         self.memory_used = 0
 
     # -- steps and time --------------------------------------------------------------
 
     def step(self, n: int = 1) -> None:
         """Account `n` steps; the fast path is a decrement and a comparison."""
-        self.steps_left -= n
-        if self.steps_left < self._check_at:
+        self.tick -= n
+        if self.tick < 0:
             self._slow_step()
 
+    @property
+    def steps_left(self) -> int:
+        return self._check_at + self.tick
+
     def _slow_step(self) -> None:
+        """`tick` went negative: trap if the steps are spent, else read the clock and
+        start counting down to the next check."""
         if self.steps_left < 0:
-            self.steps_left = -1  # stay exhausted even if the trap is swallowed by a host
+            self._check_at, self.tick = 0, -1  # stay exhausted even if a host swallows it
             raise Trap("budget_steps", f"step budget exhausted: the run took more than "
                        f"{self.budget.steps} steps (--max-steps)")
         self.check_time()
         # At 0 the next check is the step that goes negative, i.e. the one that traps.
-        self._check_at = max(self.steps_left - CLOCK_EVERY, 0)
+        left = self.steps_left
+        self._check_at = max(left - CLOCK_EVERY, 0)
+        self.tick = left - self._check_at
 
     def check_time(self) -> None:
         """Trap if the wall-time budget is over; blocking builtins call this too."""

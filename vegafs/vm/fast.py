@@ -257,13 +257,13 @@ class _FnGen:
                     # Steps counted in a local between slow checks, written back to the
                     # meter on every exit (break, return, trap) by the finally.
                     k = f"_k{pc}"
-                    self.line(ind, f"{k} = m.steps_left - m._check_at", pc)
+                    self.line(ind, f"{k} = m.tick", pc)
                     self.line(ind, "try:", pc)
                     self.line(ind + 1, "while True:", pc)
                     self.region(pc, last + 1, ind + 2,
                                 _Loop(pc, last, self._exits(last), k), pc)
                     self.line(ind, "finally:", pc)
-                    self.line(ind + 1, f"m.steps_left = m._check_at + {k}", pc)
+                    self.line(ind + 1, f"m.tick = {k}", pc)
                 else:
                     self.line(ind, "while True:", pc)
                     self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
@@ -332,11 +332,10 @@ class _FnGen:
         if loop is not None and loop.counter:
             k = loop.counter
             self.line(ind, f"{k} -= 1", pc)
-            self.line(ind, f"if {k} < 0: m.steps_left = m._check_at + {k}; m._slow_step(); "
-                      f"{k} = m.steps_left - m._check_at", pc)
+            self.line(ind, f"if {k} < 0: m.tick = {k}; m._slow_step(); {k} = m.tick", pc)
             return
-        self.line(ind, "m.steps_left -= 1", pc)
-        self.line(ind, "if m.steps_left < m._check_at: m._slow_step()", pc)
+        self.line(ind, "m.tick -= 1", pc)
+        self.line(ind, "if m.tick < 0: m._slow_step()", pc)
 
     def instruction(self, pc: int, end: int, ind: int, loop: _Loop | None) -> int:  # noqa: C901
         op, arg = self.code[pc]
