@@ -18,6 +18,7 @@ Why these exist rather than plain ``mounted()`` blocks in every test:
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
 import os
 import signal
@@ -268,3 +269,15 @@ def opened(path: str | os.PathLike[str], flags: int, mode: int = 0o644) -> Itera
         yield fd
     finally:
         os.close(fd)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+AT_FDCWD = -100
+
+
+def renameat2(src: Path, dst: Path, flags: int) -> None:
+    """renameat2(2), which the os module does not wrap."""
+    if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), str(src))

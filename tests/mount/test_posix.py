@@ -10,7 +10,6 @@ serving: the ``workdir`` fixture's next user would find it dead otherwise, and
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import mmap
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.helpers import opened, run
+from tests.mount.helpers import RENAME_EXCHANGE, RENAME_NOREPLACE, opened, renameat2, run
 from tests.mountutil import needs_fuse
 
 pytestmark = [pytest.mark.mount, needs_fuse]
@@ -419,18 +418,6 @@ def test_python_xattr_module(workdir: Path) -> None:
     assert {k for k in attrs if k.startswith("user.")} == {"user.one", "user.two"}
     del attrs["user.one"]
     assert "user.one" not in attrs
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
-AT_FDCWD = -100
-
-
-def renameat2(src: Path, dst: Path, flags: int) -> None:
-    """renameat2(2), which the os module does not wrap."""
-    if _libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), str(src))
 
 
 @pytest.mark.timeout(60)
