@@ -23,6 +23,11 @@ Invariants.
 * After a crash the store opens at its last PUBLISH record, deterministically.
 * Every chunk reachable from the head or a snapshot survives gc, at every step.
 * One writer at a time, enforced by a lock that names its holder.
+
+Threads. Appends are serialized by one lock; a publish fsyncs outside it, so
+transactions keep going while a worker thread waits for the disk. Head-state
+reads take no lock. ``put_chunk`` hashes outside the lock, and a chunk put but
+not yet referenced survives one gc (a write in flight).
 """
 
 from vegafs.store.backend import Backend, LocalBackend, LockHolder, default_store_path
