@@ -108,6 +108,15 @@ def test_try_catch_is_declined_and_runs_on_the_interpreter() -> None:
     assert assert_same(program, BUDGET).out == "1\n"
 
 
+def test_nesting_beyond_pythons_block_limit_is_declined_not_a_crash() -> None:
+    depth = 25  # Python refuses more than 20 nested loops/try blocks in one function
+    src = ("let x = 0;\n" + "while x < 1 { " * depth + "x = 1;" + " }" * depth
+           + "\nprint(x);\n")
+    program = compiled(src)
+    assert compile_fast(program) is None
+    assert assert_same(program, BUDGET).out == "1\n"
+
+
 def test_step_budget_traps_at_the_same_step_and_place() -> None:
     program = compiled("let i = 0;\nloop {\n    i = i + 1;\n}\n")
     ref = assert_same(program, Budget(steps=1000, time_s=None, memory_bytes=None))
