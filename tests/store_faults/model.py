@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -177,7 +178,7 @@ _FIELDS = ("mode", "uid", "gid", "nlink", "rdev", "size", "atime_ns", "mtime_ns"
            "target", "version")
 
 
-def differences(view: Any, state: MState, gone: set[int] = frozenset()) -> list[str]:
+def differences(view: Any, state: MState, gone: AbstractSet[int] = frozenset()) -> list[str]:
     """Every way ``view`` (a Store or StoreView) differs from ``state``, in plain words.
 
     ``gone`` lists inode numbers that must *not* exist in the view (deleted, or
@@ -220,7 +221,8 @@ def differences(view: Any, state: MState, gone: set[int] = frozenset()) -> list[
     return problems
 
 
-def assert_matches(view: Any, state: MState, gone: set[int] = frozenset(), what: str = "") -> None:
+def assert_matches(view: Any, state: MState, gone: AbstractSet[int] = frozenset(),
+                   what: str = "") -> None:
     problems = differences(view, state, gone)
     assert not problems, f"store differs from the model{' ' + what if what else ''}:\n  " + \
         "\n  ".join(problems[:20])

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tests.store_faults import model
 from tests.store_faults.conftest import ram_dir
 from tests.store_faults.model import (
     S_IFDIR,
@@ -61,6 +62,10 @@ def block_bytes(spec: tuple[object, ...] | None) -> bytes | None:
     if spec[0] == "shared":
         return SHARED[spec[1]]  # type: ignore[index]
     return random.Random(spec[1]).randbytes(spec[2])  # type: ignore[arg-type]
+
+
+def test_model_uses_the_stores_block_size() -> None:
+    assert model.BLOCK_SIZE == BLOCK_SIZE
 
 
 class Aborted(Exception):
