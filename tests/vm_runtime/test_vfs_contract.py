@@ -191,6 +191,21 @@ def test_slice_stays_valid_across_later_reads(rt: Runtime) -> None:
     ok(call_method(rt, h, "close", []))
 
 
+def test_buffer_reuse_never_touches_a_slice_still_held(rt: Runtime) -> None:
+    """Drivers may recycle read buffers (posix:// does), but only ones no slice holds."""
+    ok(call(rt, "write", "/d/f", "".join(chr(ord("a") + i) * 4 for i in range(8))))
+    h = ok(call(rt, "open", "/d/f"))
+    first = ok(call_method(rt, h, "read", [4]))
+    seen = [text_of(rt, ok(call_method(rt, h, "read", [4]))) for _ in range(6)]
+    assert seen == ["bbbb", "cccc", "dddd", "eeee", "ffff", "gggg"]
+    assert text_of(rt, first) == "aaaa"
+    view = first.view()  # a memoryview of the buffer counts as holding it too
+    del first
+    seen = [text_of(rt, ok(call_method(rt, h, "read", [4]))) for _ in range(1)]
+    assert bytes(view) == b"aaaa" and seen == ["hhhh"]
+    ok(call_method(rt, h, "close", []))
+
+
 def test_close_path_force_closes_handlers_and_atomic_read_slices(rt: Runtime) -> None:
     ok(call(rt, "write", "/d/f", "data"))
     h = ok(call(rt, "open", "/d/f"))

@@ -26,6 +26,7 @@ import errno
 import os
 import secrets
 import stat as st
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -92,16 +93,42 @@ def _open_dir(name: str, dfd: int, path: str) -> int:
         raise _error(exc, path) from None
 
 
-class PosixHandle:
-    """An open host file; reads fill fresh buffers with preadv at our own position."""
+#: Buffers a handler keeps for reuse (a streaming loop alternates between two: the
+#: slice of the previous read is still held while the next read runs).
+_POOL = 3
+#: sys.getrefcount of a pooled buffer that nothing else references: the pool list,
+#: the loop variable, and getrefcount's own argument.
+_UNREFERENCED = 3
 
-    __slots__ = ("_fd", "_path", "_pos", "_append")
+
+class PosixHandle:
+    """An open host file; reads fill buffers with preadv at our own position.
+
+    Buffer reuse without breaking the slice rule: a slice (and any memoryview of
+    it) holds a reference to its buffer, so a pooled buffer whose reference count
+    shows that only the pool holds it cannot be observed by any live slice, and is
+    refilled instead of allocating (and page-faulting) a fresh one. A buffer that
+    some slice still holds is never touched: the slice stays valid until close.
+    """
+
+    __slots__ = ("_fd", "_path", "_pos", "_append", "_pool")
 
     def __init__(self, fd: int, path: str, append: bool) -> None:
         self._fd, self._path, self._pos, self._append = fd, path, 0, append
+        self._pool: list[bytearray] = []
+
+    def _buffer(self, size: int) -> bytearray:
+        for b in self._pool:
+            if len(b) == size and sys.getrefcount(b) == _UNREFERENCED:
+                return b
+        buf = bytearray(size)
+        if len(self._pool) >= _POOL:
+            self._pool.pop(0)
+        self._pool.append(buf)
+        return buf
 
     def read(self, size: int) -> Buffer:
-        buf = bytearray(size)
+        buf = self._buffer(size)
         with _oserrors(self._path):
             n = os.preadv(self._fd, [buf], self._pos)
         if n < size:
@@ -125,6 +152,7 @@ class PosixHandle:
             os.fsync(self._fd)
 
     def close(self) -> None:
+        self._pool.clear()
         fd, self._fd = self._fd, -1
         if fd >= 0:
             with _oserrors(self._path):
