@@ -242,3 +242,24 @@ def test_interrupted_create_is_finished_on_next_open(store_path: Path) -> None:
     with Store.open(store_path, create=True) as s:
         assert s.get_inode(ROOT_INO) is not None
         assert_clean(s)
+
+
+def test_repair_quarantines_damaged_active_segment_before_recovery_cuts_it(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _sealed_store(store_path, monkeypatch)
+    active = _segments(store_path)[-1]
+    with Store.open(store_path) as s:
+        make_file(s, b"late", os.urandom(500))  # published records in the active segment
+    raw = bytearray(active.read_bytes())
+    size = len(raw)
+    raw[0] ^= 0xFF  # its header no longer parses: nothing in it can be framed
+    active.write_bytes(bytes(raw))
+    shutil.rmtree(store_path / "index")
+    with Store.open(store_path, repair=True) as s:
+        report = s.fsck(repair=True)
+        assert report.ok, report.describe()
+    kept = store_path / "quarantine" / f"{active.name}.0.bin"
+    assert kept.read_bytes() == bytes(raw) and len(raw) == size
+    with Store.open(store_path) as s:
+        assert_clean(s)

@@ -427,13 +427,7 @@ class Fsck:
             self._fixes = again._fixes
             if not store.damage:
                 store.damage = ["the log failed its checks"]
-        for seg, start, end in store.damaged_regions:
-            data = self._quarantine(seg, start, end)
-            if data is not None:
-                rep.repaired.append(
-                    f"{len(data)} damaged bytes of segment {seg} at offset {start} "
-                    f"copied to quarantine/{seg}.{start}.bin"
-                )
+        rep.repaired.extend(store.quarantined.values())
         ops = [fix for _text, fix in self._fixes if fix[0] != "rebuild"]
         if ops:
             self._apply_fixes(ops)
@@ -455,19 +449,6 @@ class Fsck:
         after = Fsck(store, repair=False, progress=None).run()
         rep.problems = after.problems
         rep.notes = after.notes + [n for n in rep.notes if n not in after.notes]
-
-    def _quarantine(self, seg: str, start: int, end: int | None) -> bytes | None:
-        from vegafs.store.store import QUARANTINE_PREFIX
-
-        backend = self.store.backend
-        try:
-            size = backend.segment_size(seg)
-            stop = size if end is None else min(end, size)
-            data = backend.read(seg, start, max(0, stop - start))
-            backend.put_object(f"{QUARANTINE_PREFIX}{seg}.{start}.bin", data)
-            return data
-        except (StoreError, OSError):
-            return None
 
     def _apply_fixes(self, fixes: list[list[Any]]) -> None:
         """One logged transaction per fix; a fix that no longer applies is reported, not forced."""

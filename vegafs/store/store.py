@@ -322,6 +322,7 @@ class Store:
         self._zstd = threading.local()
         self.damage: list[str] | None = None
         self.damaged_regions: list[tuple[str, int, int | None]] = []
+        self.quarantined: dict[str, str] = {}  # quarantine key -> what was copied
         self._reset_memory()
 
     def _reset_memory(self) -> None:
@@ -611,6 +612,23 @@ class Store:
         self.damage.append(message)
         if region is not None:
             self.damaged_regions.append(region)
+            if not self.read_only:
+                self._quarantine(*region)
+
+    def _quarantine(self, seg: str, start: int, end: int | None) -> None:
+        """Copy damaged bytes to ``quarantine/`` now, before recovery may cut them off."""
+        key = f"{QUARANTINE_PREFIX}{seg}.{start}.bin"
+        try:
+            size = self.backend.segment_size(seg)
+            stop = size if end is None else min(end, size)
+            data = self.backend.read(seg, start, max(0, stop - start))
+            self.backend.put_object(key, data)
+        except (StoreError, OSError) as e:
+            self.quarantined[key] = f"could not copy damaged bytes of {seg} at {start}: {e}"
+            return
+        self.quarantined[key] = (
+            f"{len(data)} damaged bytes of segment {seg} at offset {start} copied to {key}"
+        )
 
     def _replay(
         self, rtype: int, flags: int, logseq: int, loc: int, payload: bytes, *extra: int
