@@ -8,8 +8,9 @@ swapped in between two calls — can lead outside: a symlink anywhere on the pat
 is refused with code "escape" (this driver never follows symlinks). Hard links
 and bind mounts placed inside DIR by the host are the host's decision.
 
-Memory: each read fills a *fresh* bytearray with ``preadv`` (one copy, from the
-kernel — the slice is then a zero-copy view of it), never reused by the driver.
+Memory: each read fills a bytearray with ``preadv`` (one copy, from the kernel —
+the slice is then a zero-copy view of it). A handler recycles a buffer only when
+its reference count shows that no slice holds it (see PosixHandle).
 
 Metadata is real xattrs, only in the ``user.`` namespace. A commit of several
 keys is *not* atomic on POSIX (xattrs are set one by one); the driver applies

@@ -15,8 +15,8 @@ the handler (or, for atomic reads, a per-read owner invalidated by
 
 Slice lifetime rule (documented in docs/vega-stdlib.md): a slice from
 ``h.read`` stays valid until ``h.close()``, ``close(path)``, ``umount``, or a
-hard error — not merely until the next read. Each read therefore fills a fresh
-buffer; a read larger than the remaining memory budget traps before it
+hard error — not merely until the next read. A driver therefore never refills a
+buffer a live slice references (posix:// recycles only unreferenced ones); a read larger than the remaining memory budget traps before it
 allocates, but handler buffers are not charged cumulatively (they are borrowed
 memory, reclaimed as soon as the program drops the slices).
 
@@ -137,8 +137,8 @@ class DriverHandle(Protocol):
     """A driver's stateful handler. Raises VfsError for operational failures."""
 
     def read(self, size: int) -> Buffer:
-        """Up to `size` bytes from the position (short at EOF; empty = EOF), a fresh
-        buffer the driver will not touch again."""
+        """Up to `size` bytes from the position (short at EOF; empty = EOF), in a
+        buffer the driver will not touch again while anything references it."""
 
     def write(self, data: memoryview) -> int:
         """Write all of `data` at the position (append mode: at the end); bytes written."""
