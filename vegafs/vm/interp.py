@@ -32,7 +32,7 @@ from typing import Any
 from vegafs.vm.bytecode import Function, Op, Program
 from vegafs.vm.diagnostics import NOWHERE, Pos, StackFrame, TrapReport
 from vegafs.vm.runtime import Runtime
-from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin, call_method
+from vegafs.vm.stdlib import BUILTINS, MODULES, Builtin, call_method, map_key
 from vegafs.vm.values import (
     Condition,
     Duration,
@@ -63,7 +63,6 @@ INT_TOO_LARGE = f"integer too large: a result needs more than {MAX_INT_BITS} bit
 #: |x| < _BIG  <=>  x.bit_length() <= BIG_INT_BITS: ints below need no charge.
 _BIG = 1 << BIG_INT_BITS
 _HALF = 1 << (BIG_INT_BITS // 2)
-_KEY_TYPES = frozenset({str, int, bool, type(None), float})
 _DONE = object()
 
 # Opcodes as plain ints: comparing ints is cheaper than IntEnum attribute lookups.
@@ -280,10 +279,8 @@ def values_equal(a: Any, b: Any) -> bool:
 
 
 def _key(k: Any) -> Any:
-    k = unwrap(k)
-    if type(k) not in _KEY_TYPES:
-        raise Trap("type", f"a {type_name(k)} cannot be a map key (use str, int, bool or nil)")
-    return k
+    """A map key, checked by the stdlib's rule (one rule for literals, m[k] and methods)."""
+    return map_key(unwrap(k))
 
 
 def _index(obj: Any, i: Any) -> Any:
