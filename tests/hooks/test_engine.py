@@ -439,3 +439,16 @@ def test_paths_follow_directory_renames(rig: Rig) -> None:
     with pytest.raises(FsError) as err:
         rig.write_file("/b/x/f2", b"")
     assert err.value.errno == errno.EACCES and str(err.value) == "/b/x/f2"
+
+
+def test_an_unreadable_hooks_directory_keeps_the_loaded_hooks(rig: Rig) -> None:
+    rig.hook("g.vega", 'hook g on create "/**" { fn run(ev) { return deny(EACCES, "kept"); } }\n')
+    real = rig.engine.hooks_dir
+    rig.engine.hooks_dir = real / "g.vega"  # scandir of a file: NotADirectoryError
+    try:
+        assert rig.engine.reload() is False
+        with pytest.raises(FsError) as err:
+            rig.write_file("/a", b"")
+        assert err.value.errno == errno.EACCES
+    finally:
+        rig.engine.hooks_dir = real

@@ -202,6 +202,7 @@ class HookEngine:
         self._files: dict[str, HookFile] = {}
         self._set = _HookSet(GlobIndex(), GlobIndex())
         self._last_scan = float("-inf")
+        self._scan_error: str | None = None
         self._lock = threading.RLock()  # serialises reloads (op path vs CLI/tests)
         self._recorded: set[str] = set()  # hashes whose source is in the log
         self._active_recorded: dict[str, str | None] = {}  # file -> last logged version
@@ -283,7 +284,16 @@ class HookEngine:
                                 st = entry.stat()
                                 seen[entry.name] = (st.st_mtime_ns, st.st_size)
             except FileNotFoundError:
-                pass
+                pass  # no directory: no hooks (removing it unloads them)
+            except OSError as exc:
+                # Unreadable for now: keep what is loaded rather than silently
+                # dropping every veto; say so once per distinct error.
+                message = f"hooks directory {self.hooks_dir} unreadable: {exc.strerror}"
+                if message != self._scan_error:
+                    self._scan_error = message
+                    log.error("hooks: %s; the loaded hooks stay active", message)
+                return False
+            self._scan_error = None
             changed = False
             for name in list(self._files):
                 if name not in seen:
