@@ -775,7 +775,9 @@ class FastProgram:
     extra_builtins: tuple[str, ...]
 
 
-_CACHE: dict[int, tuple[weakref.ref[Program], tuple[str, ...], FastProgram | None]] = {}
+#: id(program) -> (weak ref to it, the host builtins it was linked with, the result).
+#: The builtins are held (not their ids), so an id can never be reused under us.
+_CACHE: dict[int, tuple[weakref.ref[Program], dict[str, Builtin], FastProgram | None]] = {}
 
 
 def _link(program: Program, extra: Mapping[str, Builtin]) -> list[Builtin | None]:
@@ -796,13 +798,13 @@ def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None
     extra = dict(builtins or {})
     key = id(program)
     hit = _CACHE.get(key)
-    ident = tuple(sorted((k, id(v)) for k, v in extra.items()))  # type: ignore[misc]
-    if hit is not None and hit[0]() is program and hit[1] == ident:
+    if (hit is not None and hit[0]() is program and hit[1].keys() == extra.keys()
+            and all(hit[1][k] is v for k, v in extra.items())):
         return hit[2]
     fast = _compile(program, extra)
     for k in [k for k, (ref, _, _) in _CACHE.items() if ref() is None]:
         del _CACHE[k]  # programs that are gone (their ids may be reused)
-    _CACHE[key] = (weakref.ref(program), ident, fast)
+    _CACHE[key] = (weakref.ref(program), extra, fast)
     return fast
 
 
