@@ -7,6 +7,13 @@
   the byte; every other file is absent or one whole version of itself (never
   a torn or mixed one); the next mount comes up with no manual fsck (and the
   fixture's fsck after the test is clean).
+* The other publish points of docs/consistency.md (fsync of a directory,
+  ``vegafs sync``) hold across kill -9; an open-unlinked file leaves no trace.
+* Real clients across kill -9: SQLite keeps every COMMIT that returned (WAL
+  and DELETE journals) and checks clean; git commits in flight leave a
+  repository that fscks clean (recovery is a prefix of the operations).
+
+Seeds are printed; rerun one with ``VEGAFS_KILL_SEED=<seed>``.
 """
 
 from __future__ import annotations
