@@ -65,7 +65,14 @@ class MState:
     dirs: dict[int, dict[bytes, int]] = field(default_factory=dict)
 
     def clone(self) -> MState:
-        return copy.deepcopy(self)
+        """A copy that shares nothing mutable (block bytes are immutable and shared)."""
+        out = MState()
+        for ino, node in self.inodes.items():
+            twin = copy.copy(node)
+            twin.blocks, twin.xattrs = dict(node.blocks), dict(node.xattrs)
+            out.inodes[ino] = twin
+        out.dirs = {ino: dict(entries) for ino, entries in self.dirs.items()}
+        return out
 
     def apply(self, op: Op) -> None:
         """Apply one operation, with the semantics the architecture doc states."""
@@ -396,12 +403,14 @@ class Scenario:
 
     @classmethod
     def generate(cls, seed: int, n_steps: int, block_size: int, *, publish_every: int = 4,
-                 admin: bool = True, admin_weight: float = 1.0) -> Scenario:
+                 admin: bool = True, admin_weight: float = 1.0,
+                 data_size: int = 4096) -> Scenario:
         """``admin`` mixes in snapshots, rollbacks, snapshot deletes and gc.
 
-        ``admin_weight`` scales how often (1.0: about one step in eight).
+        ``admin_weight`` scales how often (1.0: about one step in eight);
+        ``data_size`` is the size of most written blocks.
         """
-        w = Workload(seed, block_size=block_size)
+        w = Workload(seed, block_size=block_size, data_size=data_size)
         rng = random.Random(seed ^ 0x5EED)
         snapshots: dict[str, tuple[MState, list[int], list[int]]] = {}
         steps: list[Step] = []
