@@ -234,6 +234,7 @@ def _kill_during_writes(m: Mount, root: Path, acks_before_kill: int) -> int:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("vmount", [(), ("--writeback-cache",)], indirect=True, ids=["default", "writeback"])
 def test_kill9_during_write_loop_keeps_every_fsynced_file(vmount: Mount) -> None:
     seed = int(os.environ.get("VEGAFS_KILL_SEED", time.time_ns() % 1_000_000))
     print(f"kill -9 test seed: {seed} (rerun with VEGAFS_KILL_SEED={seed})")
