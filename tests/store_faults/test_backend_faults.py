@@ -16,8 +16,9 @@ with the Nth call failing, and:
   the last durable step that returned or the one in flight — nothing that was
   published before the fault is lost.
 
-Quick run: every N up to 40, then a stride that keeps each class to about 60
-runs. ``VEGAFS_FAULTS_ALL=1`` runs every N.
+Quick run: a 36-step workload, every N up to 40, then a stride that keeps
+each class to about 60 runs. ``VEGAFS_FAULTS_ALL=1`` runs every N;
+``VEGAFS_FAULTS_STEPS`` makes the workload longer.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from vegafs.store.backend import LocalBackend
 from vegafs.store.errors import STORE_IO_ERROR
 
 SEED = 20261123
-SCENARIO = Scenario.generate(SEED, 36, BLOCK_SIZE, publish_every=3, admin_weight=3.0)
+STEPS = int(os.environ.get("VEGAFS_FAULTS_STEPS", "36"))
+SCENARIO = Scenario.generate(SEED, STEPS, BLOCK_SIZE, publish_every=3, admin_weight=3.0)
 CASES = [
     ("write", "error", errno.EIO),
     ("write", "error", errno.ENOSPC),
