@@ -158,7 +158,10 @@ def test_bytes_on_a_sub_window_stays_inside_it(rt: Runtime) -> None:
 def test_bytes_lines_yield_sub_slices_of_the_same_owner(rt: Runtime) -> None:
     owner, s = handler_slice(b"one\ntwo\n\nfour")
     lines = list(call(rt, "bytes::lines", s))
-    assert [call(rt, "text", x) for x in lines] == ["one", "two", "", "four"]
+    assert [call(rt, "text", x) for x in lines] == ["one\n", "two\n", "\n", "four"]
+    ended = [call(rt, "text", x) for x in call(rt, "bytes::lines", Slice.static(b"a\nb\n"))]
+    assert ended == ["a\n", "b\n"]  # joined back, lines reproduce the data exactly
+    assert list(call(rt, "bytes::lines", Slice.static(b""))) == []
     assert all(x.owner is owner and x._buf is s._buf for x in lines)
     parts = [call(rt, "text", x) for x in call(rt, "bytes::split", Slice.static(b"a,b,"), ",")]
     assert parts == ["a", "b", ""]

@@ -140,22 +140,26 @@ def byte(rt: Runtime, s: Any, index: Any) -> int:
 
 
 class SliceSplit(VegaIterable):
-    """Lazily yields sub-slices of `base` between separators (`bytes::lines`,
+    """Lazily yields sub-slices of `base` cut at separators (`bytes::lines`,
     `bytes::split`); each step re-checks the base, so closing the handler mid-loop
-    traps at the next item. A trailing separator does not yield an empty last item
-    for lines (like text files), but does for split."""
+    traps at the next item.
 
-    __slots__ = ("rt", "base", "sep", "keep_last_empty")
+    lines (``keep_sep``): each line *with* its "\\n", like a text file's lines, so
+    writing every line back reproduces the data exactly; the last line may lack
+    it, and empty data has no lines. split: the parts *between* separators, so
+    "a,b," gives "a", "b", "" (the empty last part included)."""
+
+    __slots__ = ("rt", "base", "sep", "keep_sep")
     type_name = "iterator"
 
-    def __init__(self, rt: Runtime, base: Slice, sep: bytes, keep_last_empty: bool) -> None:
+    def __init__(self, rt: Runtime, base: Slice, sep: bytes, keep_sep: bool) -> None:
         self.rt = rt
         self.base = base
         self.sep = sep
-        self.keep_last_empty = keep_last_empty
+        self.keep_sep = keep_sep
 
     def __iter__(self) -> Iterator[Slice]:
-        base, sep, step = self.base, self.sep, self.rt.meter.step
+        base, sep, step, keep = self.base, self.sep, self.rt.meter.step, self.keep_sep
         buf, start, end = base.window()
         pos = start
         while True:
@@ -163,17 +167,18 @@ class SliceSplit(VegaIterable):
             step()
             i = _find(buf, sep, pos, end)
             if i < 0:
-                if pos < end or (self.keep_last_empty and pos == end):
+                if pos < end or (not keep and pos == end):
                     yield base.sub(pos - start, end - start)
                 return
-            yield base.sub(pos - start, i - start)
-            pos = i + len(sep)
+            cut = i + len(sep)
+            yield base.sub(pos - start, (cut if keep else i) - start)
+            pos = cut
 
 
 @builtin("bytes::lines", 1, methods=("slice",))
 def lines(rt: Runtime, s: Any) -> SliceSplit:
-    """Iterate the lines (without their "\\n") as sub-slices of the same owner."""
-    return SliceSplit(rt, want_slice(rt, s, "bytes::lines's slice"), b"\n", False)
+    """Iterate the lines, each with its "\\n" (the last may lack it), as sub-slices."""
+    return SliceSplit(rt, want_slice(rt, s, "bytes::lines's slice"), b"\n", True)
 
 
 @builtin("bytes::split", 2, methods=("slice",))
@@ -182,4 +187,4 @@ def split(rt: Runtime, s: Any, sep: Any) -> SliceSplit:
     pat = want_needle(sep, "bytes::split's separator")
     if not pat:
         raise Trap("value", "bytes::split needs a non-empty separator")
-    return SliceSplit(rt, want_slice(rt, s, "bytes::split's slice"), pat, True)
+    return SliceSplit(rt, want_slice(rt, s, "bytes::split's slice"), pat, False)
