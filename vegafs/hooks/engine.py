@@ -201,6 +201,7 @@ class HookEngine:
         self._clock = clock
         self._files: dict[str, HookFile] = {}
         self._set = _HookSet(GlobIndex(), GlobIndex())
+        self._events: frozenset[str] = frozenset()  # events any hook listens to
         self._last_scan = float("-inf")
         self._scan_error: str | None = None
         self._lock = threading.RLock()  # serialises reloads (op path vs CLI/tests)
@@ -418,6 +419,7 @@ class HookEngine:
             GlobIndex(h for h in active if h.when == "on"),
             GlobIndex(h for h in active if h.when == "after"),
         )
+        self._events = frozenset(h.event for h in active)
 
     # ------------------------------------------------------------------ matching
 
@@ -432,12 +434,11 @@ class HookEngine:
 
     def wants(self, event: str) -> bool:
         """Cheap pre-check before a path is even computed: does any hook,
-        synchronous or after, listen to ``event``?"""
-        if self.suppressed:
-            return False
-        self.maybe_reload()
-        hooks = self._set
-        return hooks.on.has_event(event) or hooks.after.has_event(event)
+        synchronous or after, listen to ``event``? (Every filesystem operation
+        asks this, with or without hooks: one clock read, one set lookup.)"""
+        if self._clock() - self._last_scan >= RESCAN_INTERVAL_S:
+            self.reload()
+        return event in self._events and not self.suppressed
 
     def has_after_match(self, event: str, path: str) -> bool:
         """Does an after-hook watch ``event`` on ``path``?"""

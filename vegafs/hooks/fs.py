@@ -256,9 +256,6 @@ class HookedFileSystem(FileSystem):
             trace_id,
         )
 
-    def _wants(self, event: str) -> bool:
-        return self.hooks.wants(event)
-
     # ------------------------------------------------------------------ namespace
 
     def lookup(self, parent: int, name: bytes) -> Attr:
@@ -279,7 +276,7 @@ class HookedFileSystem(FileSystem):
 
     def _make(self, parent: int, name: bytes, mode: int, ctx: Ctx, **kwargs: Any) -> Attr:
         event = "mkdir" if stat.S_ISDIR(mode) else "create"
-        if not self._wants(event):
+        if not self.hooks.wants(event):
             attr = super()._make(parent, name, mode, ctx, **kwargs)
             self._note(parent, name, attr.ino)
             return attr
@@ -296,7 +293,7 @@ class HookedFileSystem(FileSystem):
         self, event: str, parent: int, name: bytes, ctx: Ctx, remove: Callable[[], None]
     ) -> None:
         ino = self.store.lookup(parent, name)
-        if not self._wants(event):
+        if not self.hooks.wants(event):
             remove()
         else:
             path = self._child_path(parent, name)
@@ -335,7 +332,7 @@ class HookedFileSystem(FileSystem):
     ) -> None:
         src = self.store.lookup(old_parent, old)
         dst = self.store.lookup(new_parent, new)
-        if not self._wants("rename"):
+        if not self.hooks.wants("rename"):
             super().rename(old_parent, old, new_parent, new, flags, ctx)
         else:
             old_path = self._child_path(old_parent, old)
@@ -372,7 +369,7 @@ class HookedFileSystem(FileSystem):
         self, fh: int, off: int, data: bytes | memoryview, ctx: Ctx | None = None
     ) -> list[Any]:
         handle = self._handles.get(fh)
-        if handle is not None and handle.ino < SNAP_BASE and self._wants("write"):
+        if handle is not None and handle.ino < SNAP_BASE and self.hooks.wants("write"):
             path = self.path_of(handle.ino)
             file_size = self._file_size(handle.ino)
             offset = file_size if handle.flags & os.O_APPEND else off
@@ -398,7 +395,7 @@ class HookedFileSystem(FileSystem):
 
     def setattr(self, ino: int, ctx: Ctx, **changes: Any) -> Attr:
         size = changes.get("size")
-        if size is None or ino >= SNAP_BASE or not self._wants("truncate"):
+        if size is None or ino >= SNAP_BASE or not self.hooks.wants("truncate"):
             return super().setattr(ino, ctx, **changes)
         path = self.path_of(ino)
         file_size = self._file_size(ino)
@@ -428,7 +425,7 @@ class HookedFileSystem(FileSystem):
 
     def _closed(self, ino: int, ctx: Ctx | None, *, report: bool) -> None:
         """A handle that wrote was closed: run ``close`` hooks on the new version."""
-        if not self._wants("close"):
+        if not self.hooks.wants("close"):
             return
         path = self.path_of(ino)
         if path is None or self.store.get_inode(ino) is None:
@@ -488,7 +485,7 @@ class HookedFileSystem(FileSystem):
             return False
         path: str | None = None
         for event in _DATA_EVENTS:
-            if self._wants(event):
+            if self.hooks.wants(event):
                 if path is None:
                     path = self.path_of(ino)
                     if path is None:
@@ -574,7 +571,7 @@ class HookedFileSystem(FileSystem):
 
     def _transformed_attr(self, attr: Attr) -> None:
         """Report the transformed size of a file that a read hook transforms."""
-        if attr.ino >= SNAP_BASE or not stat.S_ISREG(attr.mode) or not self._wants("read"):
+        if attr.ino >= SNAP_BASE or not stat.S_ISREG(attr.mode) or not self.hooks.wants("read"):
             return
         path = self.path_of(attr.ino)
         if path is None:
@@ -610,7 +607,7 @@ class HookedFileSystem(FileSystem):
 
     def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles.get(fh)
-        if handle is None or handle.ino >= SNAP_BASE or not self._wants("read"):
+        if handle is None or handle.ino >= SNAP_BASE or not self.hooks.wants("read"):
             return super().read(fh, off, size)
         ino = handle.ino
         path = self.path_of(ino)
@@ -663,7 +660,7 @@ class HookedFileSystem(FileSystem):
     def _commit(
         self, ino: int, name: bytes, value: bytes | None, ctx: Ctx, apply: Callable[[], None]
     ) -> None:
-        if ino >= SNAP_BASE or not self._wants("commit"):
+        if ino >= SNAP_BASE or not self.hooks.wants("commit"):
             apply()
             return
         path = self.path_of(ino)
