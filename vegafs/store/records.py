@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import blake3
 
@@ -161,9 +162,8 @@ def encode_chunk(
     return b"".join((header, content_hash, body, digest)), digest
 
 
-@dataclass(frozen=True)
-class Record:
-    """One verified record as found in a segment."""
+class Record(NamedTuple):
+    """One record as found in a segment (a tuple: scans build millions of them)."""
 
     rtype: int
     flags: int

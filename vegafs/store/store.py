@@ -545,12 +545,13 @@ class Store:
                     expect = header.first_logseq
             end = ScanEnd()
             assert chain is not None
+            seg_base = idx << _LOC_SHIFT
             for rec in scan_segment(self.backend, name, offset, chain, end, resync=True):
                 chain = rec.hash
-                where = f"segment {name} offset {rec.offset}"
                 if rec.damaged:
                     message = (
-                        f"{where}: damaged {_type_name(rec.rtype)} record (logseq {rec.logseq})"
+                        f"segment {name} offset {rec.offset}: damaged "
+                        f"{_type_name(rec.rtype)} record (logseq {rec.logseq})"
                     )
                     region = (name, rec.offset, rec.end)
                     expect = rec.logseq + 1
@@ -560,9 +561,11 @@ class Store:
                         torn_at = (message, region)  # damage only if a PUBLISH follows
                     continue
                 if rec.logseq != expect:
-                    self._damage(f"{where}: logseq {rec.logseq}, expected {expect}")
+                    self._damage(
+                        f"segment {name} offset {rec.offset}: logseq {rec.logseq}, expected {expect}"
+                    )
                 expect = rec.logseq + 1
-                loc = _loc(idx, rec.offset)
+                loc = seg_base | rec.offset
                 if rec.rtype == PUBLISH:
                     if torn_at is not None:
                         self._damage(f"{torn_at[0]}, before a published record", torn_at[1])
