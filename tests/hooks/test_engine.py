@@ -105,6 +105,7 @@ def test_runaway_hook_is_stopped_by_its_budget_and_others_keep_working(rig: Rig)
     assert rig.read_file("/fine/y") == b"data"
     row = _stats(rig, "runaway_demo")
     assert row["traps"] == 3
+    assert "runaway_demo.vega:9:" in row["last_failure"] and "step budget" in row["last_failure"]
 
 
 def test_failure_open_lets_the_operation_proceed(rig: Rig) -> None:

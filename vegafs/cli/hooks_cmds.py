@@ -210,6 +210,8 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
                 _num(r["p99_us"]),
             )
         )
+        if r.get("last_failure"):
+            errors.append(f"{r['file']}: {r['hook']}: last failure: {r['last_failure']}")
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -95,6 +95,7 @@ class HookStats:
     denies: int = 0
     traps: int = 0
     errors: int = 0
+    last_failure: str | None = None  # message of the newest trap / budget stop / error
     latencies_us: deque[float] = field(default_factory=lambda: deque(maxlen=_LATENCY_SAMPLES))
 
     def percentile(self, q: float) -> float | None:
@@ -596,6 +597,7 @@ class HookEngine:
                 run.message = run.decision.message
         else:
             hook.breaker.failure()
+            stats.last_failure = run.message
             if run.status in ("trap", "budget"):
                 stats.traps += 1
             else:
@@ -835,6 +837,7 @@ class HookEngine:
                         "errors": hook.stats.errors,
                         "p50_us": None if p50 is None else round(p50, 1),
                         "p99_us": None if p99 is None else round(p99, 1),
+                        "last_failure": hook.stats.last_failure,
                         "error": hf.error,
                     }
                 )
