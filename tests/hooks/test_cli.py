@@ -162,3 +162,21 @@ def test_trace_prints_filters_and_queries(
         == 0
     )
     assert capsys.readouterr().out.splitlines()[1:] == ["a\t2", "b\t1"]
+
+
+def test_hooks_list_at_a_snapshot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vegafs.hooks.engine import HookEngine
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    store = Store.open(tmp_path / "store", create=True)
+    engine = HookEngine(hooks, store=store)
+    (hooks / "a.vega").write_text('hook a on read "/**" { fn run(ev) { return allow(); } }')
+    engine.reload()
+    store.create_snapshot("one")
+    (hooks / "a.vega").unlink()
+    (hooks / "b.vega").write_text('hook b on read "/**" { fn run(ev) { return allow(); } }')
+    engine.reload()
+    store.close()
+    assert main(["hooks", "list", "--store", str(tmp_path / "store"), "--at", "one", "--json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)) == ["a.vega"]
