@@ -108,9 +108,9 @@ def test_issue_examples_on_a_mount(tmp_path: Path) -> None:
 
         # redact_env: readers see masked values, stat agrees, stored bytes unchanged
         env = mnt / "prod.env"
-        env.write_text("USER=bob\nPASS=hunter2\n")
+        env.write_text("# database\nUSER=bob\nPASS=hunter2\n")
         shown = subprocess.run(["cat", str(env)], capture_output=True, check=True).stdout
-        assert shown.startswith(b"USER=***\nPASS=***")
+        assert shown == b"# database\nUSER=***\nPASS=***\n"
         assert os.stat(env).st_size == len(shown)
         shutil.copy(env, tmp_path / "copied.env")
         assert (tmp_path / "copied.env").read_bytes() == shown
