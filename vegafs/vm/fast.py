@@ -862,10 +862,11 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
         body = _lower_all(program, names, line_map)
     except _Unstructured:
         return None
-    header = ["def _factory(rt, _load_name, " + "".join(f"{k}, " for k in names.values)
-              + "**_helpers):"]
-    unpack = [f"    {k} = _helpers[{k!r}]" for k in _HELPERS]
-    head = [*header, *unpack, "    m = rt.meter",
+    # Per run: only the runtime, its meter and the host constants are closure cells;
+    # helpers and the program's linked builtins/constants are module globals of the
+    # generated code (bound once per program), so starting a run costs little more
+    # than making one closure per function.
+    head = ["def _factory(rt, _load_name):", "    m = rt.meter",
             "    _mlim = m.budget.memory_bytes if m.budget.memory_bytes is not None else 1 << 62"]
     tail = ["    return (" + "".join(f"f{i}, " for i in range(len(program.functions))) + ")"]
     source = "\n".join(head + body + tail) + "\n"
@@ -874,7 +875,7 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
         code = compile(source, GEN_FILENAME, "exec")
     except (SyntaxError, RecursionError, MemoryError, ValueError):
         return None  # e.g. Python's limit of 20 nested blocks: the interpreter runs it
-    namespace: dict[str, Any] = {}
+    namespace: dict[str, Any] = {**_HELPERS, **names.values}
     exec(code, namespace)  # noqa: S102 - our own generated source, from verified bytecode
     return FastProgram(program, namespace["_factory"], names.values, full_map, source,
                        tuple(sorted(extra)))
@@ -927,7 +928,7 @@ def run_fast(program: Program, rt: Runtime, fn_index: int, args: list[Any], *,
         fn = program.functions[fn_index]
         if len(args) != fn.nparams:
             raise Trap("arity", f"{fn.name}() takes {fn.nparams} arguments, got {len(args)}")
-        functions = fast.factory(rt, load_name, **fast.bound, **_HELPERS)
+        functions = fast.factory(rt, load_name)
         value = functions[fn_index](*args, 1)
     except Trap as exc:
         trap = _positioned(exc, exc.__traceback__, fast)
