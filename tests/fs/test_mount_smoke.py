@@ -239,3 +239,20 @@ def test_group_commit_publishes_closed_files_within_the_window(store: Path, mnt:
         force_unmount(mnt)
     with mounted(store, mnt):
         assert (mnt / "closed").read_bytes() == b"x" * 1000
+
+
+def test_sigterm_on_a_busy_mount_still_exits_cleanly(store: Path, mnt: Path) -> None:
+    with mounted(store, mnt) as proc:
+        (mnt / "f").write_text("kept")
+        busy = subprocess.Popen(["sleep", "60"], cwd=mnt)  # keeps the mount busy
+        try:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+            # Detached (lazily), not left behind as a dead ENOTCONN mount.
+            os.stat(mnt)
+            assert str(mnt) not in Path("/proc/self/mounts").read_text()
+        finally:
+            busy.kill()
+            busy.wait()
+    with mounted(store, mnt):
+        assert (mnt / "f").read_text() == "kept"

@@ -87,6 +87,7 @@ class Daemon:
         }
         self._mounted = False
         self._unmounted_by_kernel = False
+        self._terminated = False
 
     def mount(self) -> None:
         reclaimed = self.fs.reclaim_orphans()
@@ -107,7 +108,9 @@ class Daemon:
             self.hooks.replay_journal()
             ready()
             await pyfuse3.main()
-            self._unmounted_by_kernel = True
+            # main() returns when the kernel unmounted us, or after terminate()
+            # (a busy mount point at SIGTERM): then close() detaches it lazily.
+            self._unmounted_by_kernel = not self._terminated
             nursery.cancel_scope.cancel()
 
     def close(self) -> None:
@@ -141,6 +144,7 @@ class Daemon:
                 done = await trio.to_thread.run_sync(self._unmount)
                 if not done:
                     log.warning("unmount refused (busy?); stopping the loop, lazy unmount")
+                    self._terminated = True
                     pyfuse3.terminate()
 
     def _unmount(self) -> bool:
