@@ -413,15 +413,12 @@ def test_hooks_cannot_mount_the_host(rig: Rig) -> None:
 
 @pytest.mark.parametrize("strategy", ["stop", "escalate"])
 def test_stop_and_escalate_take_a_failing_after_hook_out(rig: Rig, strategy: str) -> None:
-    import dataclasses
-
     rig.hook(
         "fail.vega",
-        'hook f after create "/**" { retry { max_attempts 1 } budget { steps 10 }\n'
+        f'hook f after create "/**" {{ strategy {strategy}\n'
+        "    retry { max_attempts 1 } budget { steps 10 }\n"
         "    fn run(ev) { loop { } } }\n",
     )
-    (hook,) = [h for f in rig.engine._files.values() for h in f.hooks]
-    hook.settings = dataclasses.replace(hook.settings, strategy=strategy)
     rig.write_file("/a", b"")
     assert rig.engine.wait_idle(10)
     row = _stats(rig, "f")
