@@ -187,11 +187,10 @@ def parse_settings(data: Mapping[str, Any]) -> HookSettings:
             values["retry"] = _retry(value)
         elif key == "circuit_breaker":
             values["breaker"] = _breaker(value)
-        elif key in ("strategy", "supervision"):
-            strategy = value.get("strategy") if isinstance(value, Mapping) else value
-            if strategy not in ("restart", "stop", "escalate"):
-                raise SettingsError(f"strategy must be restart, stop or escalate, got {strategy!r}")
-            values["strategy"] = strategy
+        elif key == "strategy":
+            if value not in ("restart", "stop", "escalate"):
+                raise SettingsError(f"strategy must be restart, stop or escalate, got {value!r}")
+            values["strategy"] = value
         else:
             raise SettingsError(f"unknown hook setting {key!r}")
     return HookSettings(
