@@ -85,9 +85,6 @@ from vegafs.vm.values import (
 
 #: The filename of generated code (tracebacks are mapped back to pcs by it).
 GEN_FILENAME = "<vega-fast>"
-#: |x| < 2**BIG_INT_BITS  <=>  x.bit_length() <= BIG_INT_BITS (the interpreter's rule).
-_BIG = 1 << BIG_INT_BITS
-_NBIG = -_BIG
 #: Operands below this magnitude cannot make a product above the big-int threshold.
 _HALF = 1 << (BIG_INT_BITS // 2)
 _NHALF = -_HALF
@@ -529,7 +526,8 @@ class _FnGen:
         slow = f"{_SLOT} = _arith(rt, {op}, {a.expr}, {b.expr})"
         ints = a.kind == "int" and b.kind == "int"
         types = [f"type({e.expr}) is int" for e in (a, b) if e.kind != "int"]
-        big_check = f"if not _NBIG < {_SLOT} < _BIG: _charge_int(rt, {_SLOT})"
+        # _charge_int charges (or refuses) exactly the ints over BIG_INT_BITS
+        big_check = f"if {_SLOT}.bit_length() > {BIG_INT_BITS}: _charge_int(rt, {_SLOT})"
         if op == _OPS["ADD"] and "str" in (a.kind, b.kind):
             guard = " and ".join(f"type({e.expr}) is str" for e in (a, b) if e.kind != "str")
             size = f"49 + {_len(a)} + {_len(b)}"
@@ -755,7 +753,7 @@ _HELPERS: dict[str, Any] = {
     "call_method": call_method, "check_storable": check_storable, "Slice": Slice,
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
     "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map, "_set_attr": _set_attr,
-    "_BIG": _BIG, "_NBIG": _NBIG, "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE,
+    "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE,
 }
 
 
