@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno as _errno
 import os
 from dataclasses import dataclass
 
@@ -17,10 +16,6 @@ class FsError(Exception):
     def __init__(self, errno: int, message: str = "") -> None:
         super().__init__(message or os.strerror(errno))
         self.errno = errno
-
-    @classmethod
-    def not_found(cls) -> FsError:
-        return cls(_errno.ENOENT)
 
 
 @dataclass(frozen=True, slots=True)
