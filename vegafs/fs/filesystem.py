@@ -1194,23 +1194,18 @@ class _Txn:
 
     def __init__(self, store: Store) -> None:
         self._cm = store.transaction()
-        self.logseq: int | None = None
-        self._t: Any = None
 
     def __enter__(self) -> Any:
         try:
-            self._t = self._cm.__enter__()
+            return self._cm.__enter__()
         except StoreError as exc:
             raise FsError(exc.errno or errno.EIO, str(exc)) from exc
-        return self._t
 
     def __exit__(self, *exc_info: Any) -> bool:
         try:
-            result = self._cm.__exit__(*exc_info)
+            return bool(self._cm.__exit__(*exc_info))
         except StoreError as exc:
             raise FsError(exc.errno or errno.EIO, str(exc)) from exc
-        self.logseq = getattr(self._t, "logseq", None)
-        return bool(result)
 
 
 def _kill_priv(mode: int) -> int:
