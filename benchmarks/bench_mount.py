@@ -26,6 +26,7 @@ import os
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -275,6 +276,7 @@ class Bench:
 
         def create(t: Target) -> float:
             d = t.root / "many"
+            shutil.rmtree(d, ignore_errors=True)  # left by an earlier round that failed
             d.mkdir()
             with dir_fd(d) as fd, timed() as tm:
                 for name in names:
@@ -301,11 +303,13 @@ class Bench:
         self.each(Result(f"unlink {n} files", "ops/s", ">= 1.6x py"), unlink)
 
         archive = self.base / "usr-include.tar"
-        subprocess.run(["tar", "-C", "/usr", "-cf", str(archive), "include"], check=True)
+        if not archive.exists():  # made once, reused by every round
+            subprocess.run(["tar", "-C", "/usr", "-cf", str(archive), "include"], check=True)
         with tarfile.open(archive) as tar:
             entries = sum(1 for _ in tar)
 
         def extract(t: Target) -> float:
+            shutil.rmtree(t.root / "tarx", ignore_errors=True)  # left by an earlier round that failed
             (t.root / "tarx").mkdir()
             with timed() as tm:
                 subprocess.run(["tar", "-C", str(t.root / "tarx"), "-xf", str(archive)], check=True)
@@ -352,6 +356,20 @@ class Bench:
         self.each(Result("daemon RSS at the end", "MiB", "report", compare=False), rss, fuse_only=True)
 
 
+def median_results(rounds: list[list[Result]]) -> list[Result]:
+    """One Result per workload: the median of each target's successful rounds (None if all failed)."""
+    merged = []
+    for same in zip(*rounds, strict=True):
+        first = same[0]
+        out = Result(first.name, first.unit, first.target, first.lower_is_better, first.compare)
+        for name in first.values:
+            ok: list[float] = [v for r in same if (v := r.values.get(name)) is not None]
+            out.values[name] = statistics.median(ok) if ok else None
+        out.errors = [e for r in same for e in r.errors]
+        merged.append(out)
+    return merged
+
+
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "FAIL"
@@ -360,7 +378,7 @@ def fmt(value: float | None, unit: str) -> str:
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:.2f} {unit}"
 
 
-def print_results(results: list[Result]) -> None:
+def print_results(results: list[Result], rounds: int) -> None:
     """workload | local dir | passthroughfs.py | vegafs | vegafs/passthrough ratio | issue target."""
     header = ("workload", "local dir", "passthroughfs.py", "vegafs", "vegafs/passthrough", "issue target")
     lines = [header]
@@ -377,7 +395,8 @@ def print_results(results: list[Result]) -> None:
             r.target,
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    print("\n== vegafs mount benchmark (ratio > 1: vegafs better than passthroughfs.py)")
+    medians = f", medians of {rounds} rounds" if rounds > 1 else ""
+    print(f"\n== vegafs mount benchmark (ratio > 1: vegafs better than passthroughfs.py{medians})")
     for n, line in enumerate(lines):
         print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w)
                          for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip())
@@ -394,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=parse_size, help="sequential file size (default 1GiB; quick 256MiB)")
     parser.add_argument("--files", type=int, default=10_000, help="files for create/stat/unlink")
     parser.add_argument("--dir", type=Path, default=None, help="where to work (default: a temp dir)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of every workload; the table shows medians")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_mount: needs root (drop_caches, and FUSE mounts as in the tests)", file=sys.stderr)
@@ -419,9 +439,13 @@ def main(argv: list[str] | None = None) -> int:
         for t in targets:
             t.start()
         print(f"pyfuse3 {version('pyfuse3')}, {os.cpu_count()} CPUs, work dir {base}", flush=True)
-        bench = Bench(targets, base, args.quick, seq_size, args.files)
-        bench.run()
-        print_results(bench.results)
+        rounds = []
+        for n in range(args.repeat):
+            print(f"round {n + 1} of {args.repeat}", flush=True)
+            bench = Bench(targets, base, args.quick, seq_size, args.files)
+            bench.run()
+            rounds.append(bench.results)
+        print_results(median_results(rounds), args.repeat)
     finally:
         for t in targets:
             t.stop()
