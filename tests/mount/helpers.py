@@ -29,7 +29,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from tests.mountutil import force_unmount, mounted
+
+# Tests that give files away (chown) or act as a second user need root.
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, a second user)")
 
 
 @dataclass

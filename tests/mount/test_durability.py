@@ -37,6 +37,7 @@ from tests.mount.helpers import (
     git,
     make_sample_tree,
     manifest,
+    needs_root,
     opened,
     run,
     sha256_file,
@@ -48,6 +49,7 @@ pytestmark = [pytest.mark.mount, needs_fuse]
 GiB = 1 << 30
 
 
+@needs_root
 @pytest.mark.timeout(180)
 def test_remount_preserves_everything(vmount: Mount, tmp_path: Path) -> None:
     src = make_sample_tree(tmp_path / "src", with_fifo=True, with_xattrs=True)

@@ -18,12 +18,13 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.mount.helpers import Mount, opened
+from tests.mount.helpers import Mount, needs_root, opened
 from tests.mountutil import needs_fuse
 
 pytestmark = [
     pytest.mark.mount,
     needs_fuse,
+    needs_root,
     pytest.mark.parametrize("vmount", [("-o", "allow_other")], indirect=True),
 ]
 

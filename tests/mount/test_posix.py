@@ -19,7 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.mount.helpers import RENAME_EXCHANGE, RENAME_NOREPLACE, opened, renameat2, run
+from tests.mount.helpers import (
+    RENAME_EXCHANGE,
+    RENAME_NOREPLACE,
+    needs_root,
+    opened,
+    renameat2,
+    run,
+)
 from tests.mountutil import needs_fuse
 
 pytestmark = [pytest.mark.mount, needs_fuse]
@@ -264,6 +271,7 @@ def test_mkfifo_passes_data(workdir: Path) -> None:
         os.close(reader)
 
 
+@needs_root
 @pytest.mark.timeout(60)
 def test_chmod_chown_utime_with_nanoseconds(workdir: Path) -> None:
     path = workdir / "meta"
