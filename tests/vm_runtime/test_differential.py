@@ -124,6 +124,24 @@ def test_step_budget_traps_at_the_same_step_and_place() -> None:
     assert ref.trap[2].line == 2  # the back-edge carries the position of its `loop`
 
 
+@pytest.mark.parametrize("steps", [None, 150, 1_000])
+def test_builtins_that_step_or_read_the_meter_agree(steps: int | None) -> None:
+    """bytes::lines steps per item and bytes::count per MiB; budget::used reads the
+    count: the fast tier hands its step counter to the meter around every call."""
+    src = ('fn used() { return budget::used("steps"); }\n'
+           'write("/m/f", text::repeat("ab\\n", 40));\n'
+           'let s = read("/m/f");\nlet n = 0;\n'
+           'for line in bytes::lines(s) {\n    n = n + len(line);\n'
+           '    if n % 30 == 0 { print(used(), budget::used("steps")); }\n}\n'
+           'let i = 0;\nwhile i < 50 { i = i + 1; }\n'
+           'print(n, bytes::count(s, "b"), used(), budget::remaining("steps"));\n')
+    ref = assert_same(compiled(src), Budget(steps=steps, time_s=None, memory_bytes=None))
+    if steps == 150:
+        assert ref.trap is not None and ref.trap[0] == "budget_steps"
+    else:
+        assert ref.trap is None and ref.out
+
+
 def test_time_budget_stops_a_batched_loop() -> None:
     """Wall time is not deterministic, so only the fast tier is checked here: an
     innermost loop keeps its steps in a local, and must still read the clock."""

@@ -210,6 +210,7 @@ class _FnGen:
         fn = self.fn
         params = ", ".join([f"l{i}" for i in range(fn.nparams)] + ["_d"])
         self.line(1, f"def f{self.index}{self.variant}({params}):", -1)
+        self.line(2, "nonlocal _t", -1)
         if fn.nparams and not self.variant:
             # all-int arguments take the specialised variant (a delegation frame that
             # the traceback mapping skips: pc -2)
@@ -254,13 +255,13 @@ class _FnGen:
                     # Steps counted in a local between slow checks, written back to the
                     # meter on every exit (break, return, trap) by the finally.
                     k = f"_k{pc}"
-                    self.line(ind, f"{k} = m.tick", pc)
+                    self.line(ind, f"{k} = _t", pc)
                     self.line(ind, "try:", pc)
                     self.line(ind + 1, "while True:", pc)
                     self.region(pc, last + 1, ind + 2,
                                 _Loop(pc, last, self._exits(last), k), pc)
                     self.line(ind, "finally:", pc)
-                    self.line(ind + 1, f"m.tick = {k}", pc)
+                    self.line(ind + 1, f"_t = {k}", pc)
                 else:
                     self.line(ind, "while True:", pc)
                     self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
@@ -317,7 +318,7 @@ class _FnGen:
         """An innermost loop whose body makes no call and walks no iterator: nothing
         in it can look at the meter's step count, so steps may be kept locally."""
         banned = {_OPS[n] for n in ("CALL", "CALL_BUILTIN", "CALL_METHOD", "GET_ITER",
-                                    "FOR_ITER")}
+                                    "FOR_ITER", "GET_ATTR", "SET_ATTR")}
         for op, arg in self.code[top:last + 1]:
             if op in banned or (op == _OPS["LOOP"] and arg != top):
                 return False
@@ -331,8 +332,8 @@ class _FnGen:
             self.line(ind, f"{k} -= 1", pc)
             self.line(ind, f"if {k} < 0: m.tick = {k}; m._slow_step(); {k} = m.tick", pc)
             return
-        self.line(ind, "m.tick -= 1", pc)
-        self.line(ind, "if m.tick < 0: m._slow_step()", pc)
+        self.line(ind, "_t -= 1", pc)
+        self.line(ind, "if _t < 0: m.tick = _t; m._slow_step(); _t = m.tick", pc)
 
     def instruction(self, pc: int, end: int, ind: int, loop: _Loop | None) -> int:  # noqa: C901
         op, arg = self.code[pc]
@@ -440,14 +441,15 @@ class _FnGen:
             k = len(self.stack)
             if it.expr != f"s{k}":
                 self.line(ind, f"s{k} = {it.expr}", pc)
-            self.line(ind, f"s{k + 1} = next(s{k}, _DONE)", pc)
+            for text in _ext([f"s{k + 1} = next(s{k}, _DONE)"]):
+                self.line(ind, text, pc)
             self.line(ind, f"if s{k + 1} is _DONE:", pc)
             self.line(ind + 1, "break", pc)
             self.stack.append(None)
             self.stack.append(None)
         elif op == o["GET_ITER"]:
             a = self.pop()
-            self.result(ind, pc, [f"{_SLOT} = _iterate({a.expr})"])
+            self.result(ind, pc, _ext([f"{_SLOT} = _iterate({a.expr})"]))
         elif op == o["RETURN"]:
             v = self.pop()
             self.materialize(ind, pc)
@@ -502,12 +504,13 @@ class _FnGen:
             self.line(ind + 1, f"_store_index(rt, {a.expr}, {i.expr}, {v.expr})", pc)
         elif op == o["GET_ATTR"]:
             a = self.pop()
-            self.result(ind, pc, [f"{_SLOT} = get_attr({a.expr}, "
-                                  f"{self.program.symbols[arg]!r})"])
+            self.result(ind, pc, _ext([f"{_SLOT} = get_attr({a.expr}, "
+                                       f"{self.program.symbols[arg]!r})"]))
         elif op == o["SET_ATTR"]:
             v, a = self.pop(), self.pop()
             self.materialize(ind, pc)
-            self.line(ind, f"_set_attr({a.expr}, {self.program.symbols[arg]!r}, {v.expr})", pc)
+            for text in _ext([f"_set_attr({a.expr}, {self.program.symbols[arg]!r}, {v.expr})"]):
+                self.line(ind, text, pc)
         elif op == o["LOAD_NAME"]:
             self.materialize(ind, pc)
             self.result(ind, pc, [f"{_SLOT} = _load_name({self.program.symbols[arg]!r})"])
@@ -610,12 +613,12 @@ class _FnGen:
                                       f"    {_SLOT} = repr({args[0]})",
                                       *("    " + t for t in _mem(f"49 + len({_SLOT})")),
                                       "else:",
-                                      "    " + call], kind)
+                                      *("    " + t for t in _ext([call]))], kind)
                 return
-            self.result(ind, pc, [call], kind)
+            self.result(ind, pc, _ext([call]), kind)
         else:
             bn = self.names.value(b, "b")
-            self.result(ind, pc, [f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"])
+            self.result(ind, pc, _ext([f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"]))
 
     def call_method(self, ind: int, pc: int, arg: int) -> None:
         sym, n = arg >> 8, arg & 0xFF
@@ -637,9 +640,9 @@ class _FnGen:
                                   f"    {obj}.append({args[0]})",
                                   f"    {_SLOT} = None",
                                   "else:",
-                                  "    " + generic])
+                                  *("    " + t for t in _ext([generic]))])
             return
-        self.result(ind, pc, [generic])
+        self.result(ind, pc, _ext([generic]))
 
 
 
@@ -682,6 +685,13 @@ class _Names:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _ext(lines: list[str]) -> list[str]:
+    """Wrap a call out of generated code: the step counter lives in the factory's
+    cell `_t` and is handed to the meter for the call (a builtin may step or read
+    it) and taken back after it — also when the call raises (finally)."""
+    return ["m.tick = _t", "try:", *("    " + t for t in lines), "finally:", "    _t = m.tick"]
 
 
 def _mem(size: str) -> list[str]:
@@ -865,8 +875,12 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
     # generated code (bound once per program), so starting a run costs little more
     # than making one closure per function.
     head = ["def _factory(rt, _load_name):", "    m = rt.meter",
-            "    _mlim = m.budget.memory_bytes if m.budget.memory_bytes is not None else 1 << 62"]
-    tail = ["    return (" + "".join(f"f{i}, " for i in range(len(program.functions))) + ")"]
+            "    _mlim = m.budget.memory_bytes if m.budget.memory_bytes is not None else 1 << 62",
+            "    _t = m.tick  # the meter's step countdown, kept in a cell while generated code runs",
+            "    def _sync():",
+            "        m.tick = _t"]
+    tail = ["    return (" + "".join(f"f{i}, " for i in range(len(program.functions)))
+            + "), _sync"]
     source = "\n".join(head + body + tail) + "\n"
     full_map = [(-1, -1)] * len(head) + line_map + [(-1, -1)]
     try:
@@ -922,12 +936,15 @@ def run_fast(program: Program, rt: Runtime, fn_index: int, args: list[Any], *,
         return consts[name]
 
     _ensure_recursion_room()
+    functions, sync = fast.factory(rt, load_name)
     try:
         fn = program.functions[fn_index]
         if len(args) != fn.nparams:
             raise Trap("arity", f"{fn.name}() takes {fn.nparams} arguments, got {len(args)}")
-        functions = fast.factory(rt, load_name)
-        value = functions[fn_index](*args, 1)
+        try:
+            value = functions[fn_index](*args, 1)
+        finally:
+            sync()  # the step count back into the meter, however the run ended
     except Trap as exc:
         trap = _positioned(exc, exc.__traceback__, fast)
     except Condition as cond:
