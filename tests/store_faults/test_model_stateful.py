@@ -5,8 +5,8 @@ transactions (create file/dir/symlink, write blocks with put_chunk including
 shared data for dedup, punch holes, truncate, hard-link, rename, unlink with
 delete on last link, xattrs, attribute updates, a transaction that raises and
 must leave no trace), publish, snapshots (create, delete, inspect through
-``view``), rollback, gc, close + reopen, and a crash (drop the store without
-closing) + reopen. After every step the store must equal the model exactly
+``view``), rollback and its undo, gc, file versions, fsck at any point, close
++ reopen, and a crash (drop the store without closing) + reopen. After every step the store must equal the model exactly
 (every inode field, every block's bytes, every directory); at the end fsck is
 clean.
 
@@ -288,6 +288,28 @@ class StoreVsModel(RuleBasedStateMachine):
         name = data.draw(st.sampled_from(sorted(self.snapshots)), label="snapshot")
         assert_matches(self.store.view(name), self.snapshots[name], set(self.allocated),
                        what=f"in snapshot {name}")
+
+    @precondition(lambda self: self.files())
+    @rule(data=st.data())
+    def inspect_versions(self, data: st.DataObject) -> None:
+        """The newest recorded version is the head's; every older one is still readable."""
+        ino = data.draw(st.sampled_from(self.files()), label="file")
+        head = self.store.get_inode(ino)
+        versions = self.store.file_versions(ino)
+        if self.state.inodes[ino].version:
+            assert versions, f"file {ino} (version {head.version}) lists no versions"
+            newest = versions[0]
+            assert (newest.version, newest.size, newest.blocks) == \
+                (head.version, head.size, head.blocks), f"newest version of {ino} is not the head"
+        assert [v.logseq for v in versions] == sorted((v.logseq for v in versions), reverse=True)
+        for v in versions:  # addressable until gc: every block of every version reads back
+            for h in v.blocks.values():
+                self.store.read_chunk(h)
+
+    @rule()
+    def fsck_is_clean(self) -> None:
+        report = self.store.fsck()
+        assert report.ok, "fsck:\n  " + "\n  ".join(report.problems)
 
     @rule()
     def gc(self) -> None:
