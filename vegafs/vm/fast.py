@@ -20,15 +20,23 @@ JUMP past the join). The operand stack disappears: the verifier fixes the
 stack depth at every pc, so stack slot *k* is the Python local ``s<k>``, and
 loads of locals and constants stay symbolic until used (``l3 + 1`` instead of
 push/push/add). Each Vega function becomes a nested Python function, built per
-run by a factory that binds the runtime, the meter, the linked builtins and
-the constants as closure cells.
+run by a factory whose closure cells are the runtime, its meter and the step
+countdown; helpers and the program's linked builtins are globals of the
+generated module, bound once per program.
+
+Speed comes from knowing types: locals that every store gives an int, an
+all-int variant of each fn (int arguments call it directly), and return kinds,
+all by optimistic fixpoints; where an operand's type is known the type test
+disappears, and where it is not the fast path is guarded.
 
 What it keeps identical to the reference interpreter (interp.py), which stays
 the definition of the semantics: the same operator helpers are called
 whenever an operand is not a plain int (or str for ``==``), so types, traps and
 memory charges match; a step is charged at each LOOP and each call, *before*
-it, exactly like ``Meter.step()`` (the meter's fast path is inlined: a
-decrement and a compare); call depth is limited to ``interp.MAX_DEPTH``; the
+it, exactly like ``Meter.step()`` (its countdown lives in the factory cell
+``_t`` — a decrement and a compare with 0 — and is handed to the meter around
+every call out of generated code, and at the end of the run; innermost loops
+without calls count in a plain local); call depth is limited to ``interp.MAX_DEPTH``; the
 trap position and Vega call stack are recovered after the fact from the Python
 traceback (every generated line maps to a pc), so the hot path carries no
 position bookkeeping. Step counts are therefore *exact*, not approximate.
@@ -762,7 +770,8 @@ _HELPERS: dict[str, Any] = {
     "values_equal": values_equal, "unwrap_eq": unwrap_eq, "get_attr": get_attr,
     "call_method": call_method, "check_storable": check_storable, "Slice": Slice,
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
-    "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map, "_set_attr": _set_attr,
+    "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map,
+    "_set_attr": _set_attr,
     "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE,
 }
 
@@ -772,15 +781,14 @@ _HELPERS: dict[str, Any] = {
 
 @dataclass
 class FastProgram:
-    """A program lowered to Python: the factory's code object, the names it binds,
-    and the map from generated line numbers to (function index, pc)."""
+    """A program lowered to Python: the per-run factory (returns the functions, by
+    index, and the step-count sync), the map from generated line numbers to
+    (function index, pc), and the generated source (for reading and debugging)."""
 
     program: Program
-    factory: Callable[..., tuple[Callable[..., Any], ...]]
-    bound: dict[str, Any]
+    factory: Callable[..., tuple[tuple[Callable[..., Any], ...], Callable[[], None]]]
     line_map: list[tuple[int, int]]  # line number - 1 -> (fn index, pc)
     source: str
-    extra_builtins: tuple[str, ...]
 
 
 #: id(program) -> (weak ref to it, the host builtins it was linked with, the result).
@@ -889,8 +897,7 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
         return None  # e.g. Python's limit of 20 nested blocks: the interpreter runs it
     namespace: dict[str, Any] = {**_HELPERS, **names.values}
     exec(code, namespace)  # noqa: S102 - our own generated source, from verified bytecode
-    return FastProgram(program, namespace["_factory"], names.values, full_map, source,
-                       tuple(sorted(extra)))
+    return FastProgram(program, namespace["_factory"], full_map, source)
 
 
 def _positioned(trap: Trap, tb: TracebackType | None, fast: FastProgram) -> Trap:
