@@ -449,8 +449,13 @@ class _FnGen:
             k = len(self.stack)
             if it.expr != f"s{k}":
                 self.line(ind, f"s{k} = {it.expr}", pc)
+            # Python's own iterators (lists, ranges, strs, map keys) cannot touch the
+            # meter; anything else (bytes::lines steps per item) gets the counter.
+            self.line(ind, f"if type(s{k}) in _PLAIN_ITERS:", pc)
+            self.line(ind + 1, f"s{k + 1} = next(s{k}, _DONE)", pc)
+            self.line(ind, "else:", pc)
             for text in _ext([f"s{k + 1} = next(s{k}, _DONE)"]):
-                self.line(ind, text, pc)
+                self.line(ind + 1, text, pc)
             self.line(ind, f"if s{k + 1} is _DONE:", pc)
             self.line(ind + 1, "break", pc)
             self.stack.append(None)
@@ -764,6 +769,10 @@ _STDLIB_PUSH = METHODS["list"]["push"]
 _BUILTIN_KINDS = {"len": "int", "str": "str", "text": "str", "type": "str", "int": "int",
                   "float": "float"}
 
+#: Iterator types of the Python containers `_iterate` returns; next() on them is pure.
+_PLAIN_ITERS = frozenset(type(iter(x)) for x in ([], range(1), range(1 << 64), "a", "\u00e9",
+                                                 "\U0001f600", (), {}))
+
 _HELPERS: dict[str, Any] = {
     "_arith": _arith, "_order": _order, "_index": _index, "_store_index": _store_index,
     "_iterate": _iterate, "_truth": _truth, "_charge_int": _charge_int,
@@ -772,7 +781,7 @@ _HELPERS: dict[str, Any] = {
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
     "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map,
     "_set_attr": _set_attr,
-    "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE,
+    "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE, "_PLAIN_ITERS": _PLAIN_ITERS,
 }
 
 
