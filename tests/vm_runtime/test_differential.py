@@ -172,10 +172,17 @@ def test_trap_inside_a_builtin_reports_the_call_site_and_stack() -> None:
     'fn k(a, b) { let t = a; a = "x"; return t + b; }\nprint(k(1, 2));\nprint(k(1, "y"));\n',
     'fn d(n) { if n == 0 { return 0; } return 1 + d(n - 1); }\nprint(d(500));\n'
     'print(d(5000));\n',
+    'let m = {"a": 1};\nm[2] = "two";\nm[true] = nil;\nprint(m["a"], m[2], m[true], m["zz"]);\n'
+    'let l = [1, 2, 3];\nprint(l[0], l[-1]);\nl[1] = "x";\nprint(l);\nprint(l[3]);\n',
+    'let l = [1];\nprint(l["a"]);\n',
+    'let m = {};\nm[[1]] = 2;\n',
+    'let s = "hey";\nprint(s[1], s[-1]);\nlet i = 0;\nwhile i < 3 { print(s[i]); i = i + 1; }\n'
+    'print(s[5]);\n',
 ])
 def test_int_specialised_variants_fall_back_exactly(src: str) -> None:
-    """Functions called with int arguments run an int-specialised variant; other
-    arguments, non-int returns and reassigned parameters must behave identically."""
+    """Functions called with int arguments run an int-specialised variant, and
+    locals known to hold a map/list/str/int index without type tests; other
+    arguments, keys, non-int returns and reassigned parameters behave identically."""
     assert compile_fast(compiled(src)) is not None
     assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=None))
 

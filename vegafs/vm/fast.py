@@ -486,35 +486,32 @@ class _FnGen:
                 if it.kind == "":
                     self.line(ind, f"if type({it.expr}) is Slice or type({it.expr}) is Result: "
                               f"check_storable({it.expr}, 'a list')", pc)
-            self.result(ind, pc, [f"{_SLOT} = [" + ", ".join(i.expr for i in items) + "]"])
+            self.result(ind, pc, [f"{_SLOT} = [" + ", ".join(i.expr for i in items) + "]"],
+                        "list")
         elif op == o["BUILD_MAP"]:
             flat = [self.pop() for _ in range(2 * arg)][::-1]
             self.materialize(ind, pc)
             for text in _mem(str(64 + 32 * arg)):
                 self.line(ind, text, pc)
             self.result(ind, pc, [f"{_SLOT} = _build_map((" + "".join(f"{e.expr}, " for e in flat)
-                                  + "))"])
+                                  + "))"], "map")
         elif op == o["INDEX"]:
             i, a = self.pop(), self.pop()
-            self.result(ind, pc, [
-                f"if type({a.expr}) is list and type({i.expr}) is int and "
-                f"-len({a.expr}) <= {i.expr} < len({a.expr}):",
-                f"    {_SLOT} = {a.expr}[{i.expr}]",
-                f"elif type({a.expr}) is dict and type({i.expr}) is str:",
-                f"    {_SLOT} = {a.expr}.get({i.expr})",
-                "else:",
-                f"    {_SLOT} = _index({a.expr}, {i.expr})"])
+            self.result(ind, pc, _index_lines(a, i))
         elif op == o["STORE_INDEX"]:
             v, i, a = self.pop(), self.pop(), self.pop()
             self.materialize(ind, pc)
-            self.line(ind, f"if type({a.expr}) is dict and type({i.expr}) is str and "
-                      f"type({v.expr}) is not Slice and type({v.expr}) is not Result:", pc)
-            self.line(ind + 1, f"if {i.expr} not in {a.expr}:", pc)
-            for text in _mem("32"):
-                self.line(ind + 2, text, pc)
-            self.line(ind + 1, f"{a.expr}[{i.expr}] = {v.expr}", pc)
-            self.line(ind, "else:", pc)
-            self.line(ind + 1, f"_store_index(rt, {a.expr}, {i.expr}, {v.expr})", pc)
+            guard = ([] if a.kind == "map" else [f"type({a.expr}) is dict"]) + (
+                [] if i.kind == "str" else [f"type({i.expr}) is str"]) + (
+                [] if v.kind else [f"type({v.expr}) is not Slice",
+                                   f"type({v.expr}) is not Result"])
+            fast = [f"if {i.expr} not in {a.expr}:", *("    " + t for t in _mem("32")),
+                    f"{a.expr}[{i.expr}] = {v.expr}"]
+            if guard:
+                fast = [f"if {' and '.join(guard)}:", *("    " + t for t in fast), "else:",
+                        f"    _store_index(rt, {a.expr}, {i.expr}, {v.expr})"]
+            for text in fast:
+                self.line(ind, text, pc)
         elif op == o["GET_ATTR"]:
             a = self.pop()
             self.result(ind, pc, _ext([f"{_SLOT} = get_attr({a.expr}, "
@@ -658,6 +655,31 @@ class _FnGen:
         self.result(ind, pc, _ext([generic]))
 
 
+
+
+def _index_lines(a: _Entry, i: _Entry) -> list[str]:
+    """obj[i]: list by int and map by str inline (pruned by what the kinds tell),
+    everything else through the interpreter's _index."""
+    slow = f"{_SLOT} = _index({a.expr}, {i.expr})"
+    as_list = f"{_SLOT} = {a.expr}[{i.expr}]"
+    in_range = f"-len({a.expr}) <= {i.expr} < len({a.expr})"
+    as_map = f"{_SLOT} = {a.expr}.get({i.expr})"
+    if a.kind == "map":
+        if i.kind == "str":
+            return [as_map]
+        return [f"if type({i.expr}) is str:", "    " + as_map, "else:", "    " + slow]
+    if a.kind == "list":
+        int_test = "" if i.kind == "int" else f"type({i.expr}) is int and "
+        return [f"if {int_test}{in_range}:", "    " + as_list, "else:", "    " + slow]
+    lines = []
+    if i.kind in ("", "int"):
+        int_test = "" if i.kind == "int" else f" and type({i.expr}) is int"
+        lines += [f"if type({a.expr}) is list{int_test} and {in_range}:", "    " + as_list]
+    if i.kind in ("", "str"):
+        str_test = "" if i.kind == "str" else f" and type({i.expr}) is str"
+        lines += [f"{'elif' if lines else 'if'} type({a.expr}) is dict{str_test}:",
+                  "    " + as_map]
+    return [*lines, "else:", "    " + slow] if lines else [slow]
 
 
 def _both_int(a: _Entry, b: _Entry) -> str:
@@ -836,20 +858,30 @@ def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None
 def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int, int]],
            names: _Names, variant: str = "", ret_kinds: dict[str, str] | None = None,
            ) -> _FnGen:
-    """Generate one function, after inferring which locals always hold ints.
+    """Generate one function, after inferring the kind (int, str, list, map...) each
+    local always holds.
 
-    Optimistic fixpoint: assume every non-parameter local is an int, generate, and
-    demote any local that some store gives a value not known to be an int (or that
-    is never stored); repeat until nothing changes. Sound because two ints make an
-    int on every path of the arithmetic (fast or ``_arith``), and a local is only
-    read after a ``let`` stored it (the checker's scoping)."""
-    first = 0 if variant else fn.nparams  # the "_i" variant's parameters enter as ints
-    kinds = {i: "int" for i in range(first, fn.nlocals)}
-    while True:
+    A pessimistic pass proposes, per local, the one kind it sees stored; then an
+    optimistic fixpoint keeps a proposal only while every store agrees with it
+    (demoting and regenerating until nothing changes). Sound because two ints make
+    an int on every path of the arithmetic (fast or ``_arith``), containers never
+    change type, and a local is only read after a ``let`` stored it (the checker's
+    scoping); the "_i" variant's parameters enter as ints."""
+    params = {i: "int" for i in range(fn.nparams)} if variant else {}
+    # candidates: the one kind a pessimistic pass sees stored into each local (an int
+    # loop counter shows "int" from its `let i = 0`, and "" from `i + 1` for now)
+    gen = _FnGen(index, fn, program, [], names, dict(params), variant, ret_kinds)
+    gen.generate()
+    kinds = dict(params)
+    for i in range(fn.nlocals):
+        seen = gen.stores.get(i, set()) - {""}
+        if len(seen) == 1 and i >= fn.nparams:  # a parameter's entry value is no store
+            kinds[i] = seen.pop()
+    while True:  # optimistic: keep a local's kind only if every store agrees with it
         gen = _FnGen(index, fn, program, [], names, kinds, variant, ret_kinds)
         gen.generate()
-        kept = {i: "int" for i in kinds
-                if gen.stores.get(i, {"int"} if i < fn.nparams else {""}) <= {"int"}}
+        kept = {i: k for i, k in kinds.items()
+                if gen.stores.get(i, {k} if i in params else {""}) == {k}}
         if kept == kinds:
             break
         kinds = kept
