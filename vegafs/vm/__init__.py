@@ -65,7 +65,7 @@ CACHE_DIR = "__vegacache__"
 #: (bytecode lowered to Python code objects, fast.py; same RunOutcome contract,
 #: differential-tested against the interpreter).
 TIERS = ("interp", "fast")
-DEFAULT_TIER = "interp"
+DEFAULT_TIER = "fast"
 
 
 def _signature(b: Builtin) -> Signature:
