@@ -46,6 +46,31 @@ def test_1_copy_logs_in_slices_and_tag_them(tmp_path: Path) -> None:
     assert dst.meta_read("/big.log") == {"user.source": b"/src/big.log"}
 
 
+def test_1_copy_logs_into_a_store_through_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The example as documented: posix:// into store://, then the store holds
+    the copies with their tags, durable (a fresh open sees them) and fsck-clean."""
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom(2 * (1 << 20) + 7)
+    (src / "big.log").write_bytes(big)
+    (src / "skip.txt").write_text("not a log")
+    store_dir = tmp_path / "store"
+    code, out, err = _run_cli(capsys, "run", str(EXAMPLES / "copy_logs.vega"), "--no-cache",
+                              "--mount", f"/src=posix://{src}",
+                              "--mount", f"/dst=store://{store_dir}")
+    assert (code, out, err) == (0, f"copied 1 files, {len(big)} bytes\n", "")
+    # The run released the store: a driver opens it again and sees the copy.
+    dst = open_driver(f"store://{store_dir}")
+    try:
+        assert dst.list("/") == ["big.log"]
+        assert bytes(dst.read("/big.log", 0, None)) == big
+        assert dst.meta_read("/big.log") == {"user.source": b"/src/big.log"}
+    finally:
+        dst.close()
+
+
 def test_2_count_lines_zero_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
     data.mkdir()

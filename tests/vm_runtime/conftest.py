@@ -12,6 +12,8 @@ import pytest
 from tests.vm_runtime.helpers import make_rt
 from vegafs.drivers.mem import MemDriver
 from vegafs.drivers.posix import PosixDriver
+from vegafs.drivers.store import StoreDriver
+from vegafs.store import Store
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.vfs import Driver
 
@@ -24,15 +26,24 @@ def _xattrs_work(path: Path) -> bool:
     return True
 
 
-@pytest.fixture(params=["mem", "posix"])
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Driver:
+@pytest.fixture(params=["mem", "posix", "store"])
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Driver]:
     if request.param == "mem":
-        return MemDriver()
+        yield MemDriver()
+        return
+    if request.param == "store":
+        drv = StoreDriver.from_uri(f"store://{tmp_path / 'store'}")
+        yield drv
+        drv.close()
+        with Store.open(tmp_path / "store", read_only=True) as store:
+            report = store.fsck()
+        assert report.ok, report.problems
+        return
     root = tmp_path / "root"
     root.mkdir()
     if not _xattrs_work(root):
         pytest.skip("the temporary directory's filesystem has no user xattrs")
-    return PosixDriver(str(root))
+    yield PosixDriver(str(root))
 
 
 @pytest.fixture

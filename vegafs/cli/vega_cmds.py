@@ -234,9 +234,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         except VfsError as exc:
             rt.finish()
             raise CliError(f"--mount {mount_path}={uri}: {exc}", 1) from None
-    outcome = run_program(program, rt, tier=args.tier or DEFAULT_TIER)
+    try:
+        outcome = run_program(program, rt, tier=args.tier or DEFAULT_TIER)
+    finally:
+        failures = rt.namespace.detach_all()
     sys.stdout.flush()
+    for failure in failures:
+        print(f"vegafs: closing {failure}", file=sys.stderr)
     if outcome.trap is not None:
         print(outcome.trap.render(), file=sys.stderr)
         return EXIT_BUDGET if outcome.trap.is_budget else EXIT_TRAP
-    return 0
+    return 1 if failures else 0  # what the script wrote may not be durable

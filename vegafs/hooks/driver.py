@@ -18,254 +18,38 @@ failed ``result``.
 
 from __future__ import annotations
 
-import errno
-import os
-import stat
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from vegafs.fs import ROOT_CTX, FsError
-from vegafs.vm.vfs import DriverCaps, OpenFlags, StatInfo, VfsError
+from vegafs.drivers.fs import FsDriver
+from vegafs.vm.vfs import OpenFlags, VfsError
 
 if TYPE_CHECKING:
     from vegafs.hooks.fs import HookedFileSystem
 
-_CAPS = DriverCaps(meta_namespaces=("user.",))
-_CODES = {
-    errno.ENOENT: "not_found",
-    errno.EEXIST: "exists",
-    errno.EPERM: "permission",
-    errno.EACCES: "permission",
-    errno.EROFS: "permission",
-    errno.ENOSPC: "no_space",
-    errno.EDQUOT: "no_space",
-    errno.EISDIR: "is_dir",
-    errno.ENOTDIR: "not_dir",
-    errno.ENOTEMPTY: "not_empty",
-    errno.EBUSY: "busy",
-    errno.EINVAL: "invalid",
-    errno.ENOTSUP: "unsupported",
-}
+def _suppressed(fs: HookedFileSystem, fn: Callable[[], Any]) -> Any:
+    with fs.hooks.suppress():
+        return fn()
 
 
-def _vfs_error(exc: FsError) -> VfsError:
-    return VfsError(_CODES.get(exc.errno, "io"), str(exc))
-
-
-class FsDriver:
-    """A VFS :class:`~vegafs.vm.vfs.Driver` over a live HookedFileSystem."""
-
-    scheme = "vegafs"
+class HookDriver(FsDriver):
+    """The live filesystem as a hook sees it (the generic driver, on the
+    filesystem's thread with hooks suppressed, plus ``revert``)."""
 
     def __init__(self, fs: HookedFileSystem, *, via_call: bool) -> None:
-        self._fs = fs
-        self._via_call = via_call
+        super().__init__(fs, fs.call if via_call else functools.partial(_suppressed, fs))
+        self._hfs = fs
 
-    def _do(self, fn: Callable[[], Any]) -> Any:
-        try:
-            if self._via_call:
-                return self._fs.call(fn)
-            with self._fs.hooks.suppress():
-                return fn()
-        except FsError as exc:
-            raise _vfs_error(exc) from None
+    def lookup_path(self, path: str) -> int | None:
+        return self._hfs.lookup_path(path)  # the mount's name cache
 
-    def _ino(self, path: str) -> int:
-        ino = self._fs.lookup_path(path)
-        if ino is None:
-            raise FsError(errno.ENOENT, f"{path} does not exist")
-        return ino
-
-    def _parent(self, path: str) -> tuple[int, bytes]:
-        head, _, name = path.rstrip("/").rpartition("/")
-        if not name:
-            raise FsError(errno.EINVAL, f"{path} has no name")
-        return self._ino(head or "/"), os.fsencode(name)
-
-    def capabilities(self) -> DriverCaps:
-        return _CAPS
-
-    # ------------------------------------------------------------------ handles
-
-    def open(self, path: str, flags: OpenFlags) -> _Handle:
-        return self._do(lambda: self._open_now(path, flags))
-
-    def _open_now(self, path: str, flags: OpenFlags) -> _Handle:
-        """Open ``path`` (on the filesystem thread, hooks suppressed)."""
-        fs = self._fs
-        ino = fs.lookup_path(path)
-        if ino is not None and flags.exclusive:
-            raise FsError(errno.EEXIST, f"{path} exists")
-        access = os.O_RDWR if flags.write else os.O_RDONLY
-        if ino is None:
-            if not flags.create:
-                raise FsError(errno.ENOENT, f"{path} does not exist")
-            parent, name = self._parent(path)
-            fh, attr = fs.create(parent, name, 0o644, access, ROOT_CTX)
-            ino = attr.ino
-        else:
-            fh = fs.open(ino, access | (os.O_TRUNC if flags.truncate else 0), ROOT_CTX)
-        pos = fs.getattr(ino).size if flags.append else 0
-        return _Handle(self, fh, ino, pos)
-
-    # ------------------------------------------------------------------ atomic
-
-    def read(self, path: str, offset: int, size: int | None) -> bytes:
-        def run() -> bytes:
-            ino = self._ino(path)
-            if stat.S_ISDIR(self._fs.getattr(ino).mode):
-                raise FsError(errno.EISDIR, f"{path} is a directory")
-            data = self._fs.read_all(ino)
-            end = len(data) if size is None else offset + size
-            return data[offset:end]
-
-        return self._do(run)
-
-    def write(self, path: str, offset: int | None, data: memoryview) -> int:
-        payload = bytes(data)
-
-        def run() -> int:
-            whole = offset is None or self._fs.lookup_path(path) is None
-            handle = self._open_now(path, OpenFlags.parse("w" if whole else "r+"))
-            try:
-                handle.pos = offset or 0
-                return handle.write_here(payload)
-            finally:
-                handle.close_here()
-
-        return self._do(run)
-
-    def size(self, path: str) -> int:
-        return self._do(lambda: self._fs.getattr(self._ino(path)).size)
-
-    def list(self, path: str) -> list[str]:
-        def run() -> list[str]:
-            ino = self._ino(path)
-            if not stat.S_ISDIR(self._fs.getattr(ino).mode):
-                raise FsError(errno.ENOTDIR, f"{path} is not a directory")
-            return sorted(os.fsdecode(name) for name, _ in self._fs.store.listdir(ino))
-
-        return self._do(run)
-
-    def stat(self, path: str) -> StatInfo:
-        def run() -> StatInfo:
-            attr = self._fs.getattr(self._ino(path))
-            kind = (
-                "dir"
-                if stat.S_ISDIR(attr.mode)
-                else "file"
-                if stat.S_ISREG(attr.mode)
-                else "symlink"
-                if stat.S_ISLNK(attr.mode)
-                else "other"
-            )
-            return StatInfo(kind, attr.size, attr.mtime_ns, attr.mode & 0o7777)
-
-        return self._do(run)
-
-    def mkdir(self, path: str) -> None:
-        def run() -> None:
-            parent, name = self._parent(path)
-            self._fs.mkdir(parent, name, 0o755, ROOT_CTX)
-
-        self._do(run)
-
-    def rename(self, src: str, dst: str) -> None:
-        def run() -> None:
-            sp, sn = self._parent(src)
-            dp, dn = self._parent(dst)
-            self._fs.rename(sp, sn, dp, dn, 0, ROOT_CTX)
-
-        self._do(run)
-
-    def remove(self, path: str) -> None:
-        def run() -> None:
-            parent, name = self._parent(path)
-            if stat.S_ISDIR(self._fs.getattr(self._ino(path)).mode):
-                self._fs.rmdir(parent, name, ROOT_CTX)
-            else:
-                self._fs.unlink(parent, name, ROOT_CTX)
-
-        self._do(run)
-
-    # ------------------------------------------------------------------ metadata
-
-    def meta_read(self, path: str) -> dict[str, bytes]:
-        def run() -> dict[str, bytes]:
-            inode = self._fs.store.get_inode(self._ino(path))
-            if inode is None:
-                raise FsError(errno.ENOENT, f"{path} does not exist")
-            return {os.fsdecode(k): v for k, v in inode.xattrs.items()}
-
-        return self._do(run)
-
-    def meta_commit(self, path: str, changes: dict[str, bytes | None]) -> None:
-        def run() -> None:
-            ino = self._ino(path)
-            inode = self._fs.store.get_inode(ino)
-            assert inode is not None
-            with self._fs._txn() as t:
-                for key, value in changes.items():
-                    name = os.fsencode(key)
-                    if value is None:
-                        if name in inode.xattrs:
-                            t.remove_xattr(ino, name)
-                    else:
-                        t.set_xattr(ino, name, value)
-
-        self._do(run)
-
-    def sync(self, path: str) -> None:
-        self._do(self._fs.sync)
+    def read_all(self, ino: int) -> bytes:
+        return self._hfs.read_all(ino)  # below the hooks: reading does not fire them
 
     def revert(self, path: str) -> int:
         """Restore the previous version of ``path`` (vegafs extension: ``revert()``)."""
-        return self._do(lambda: self._fs.revert(self._ino(path)))
-
-    def close(self) -> None:
-        """Nothing to release: the filesystem outlives every run."""
-
-
-class _Handle:
-    """A stateful handler: an open file descriptor of the filesystem and a position."""
-
-    def __init__(self, driver: FsDriver, fh: int, ino: int, pos: int) -> None:
-        self._driver = driver
-        self.fh = fh
-        self.ino = ino
-        self.pos = pos
-
-    def read(self, size: int) -> bytes:
-        def run() -> bytes:
-            data = self._driver._fs.read(self.fh, self.pos, size)
-            self.pos += len(data)
-            return bytes(data)
-
-        return self._driver._do(run)
-
-    def write_here(self, data: bytes) -> int:
-        n = self._driver._fs.write(self.fh, self.pos, data, ROOT_CTX)
-        self.pos += n
-        return n
-
-    def write(self, data: memoryview) -> int:
-        payload = bytes(data)
-        return self._driver._do(lambda: self.write_here(payload))
-
-    def seek(self, offset: int) -> None:
-        if offset < 0:
-            raise VfsError("invalid", "negative seek offset")
-        self.pos = offset
-
-    def sync(self) -> None:
-        self._driver._do(lambda: self._driver._fs.fsync(self.fh, self.ino))
-
-    def close_here(self) -> None:
-        self._driver._fs.flush(self.fh)
-        self._driver._fs.release(self.fh)
-
-    def close(self) -> None:
-        self._driver._do(self.close_here)
+        return self._do(lambda: self._hfs.revert(self._ino(path)))
 
 
 #: A staged effect: ("write", path, content) | ("meta", path, changes) |
@@ -273,7 +57,7 @@ class _Handle:
 Effect = tuple[Any, ...]
 
 
-class StagingDriver(FsDriver):
+class StagingDriver(HookDriver):
     """The driver of a *synchronous* hook: reads see the live tree plus what
     this operation's hooks staged so far; writes, metadata commits, mkdir,
     rename and remove are recorded in :attr:`effects` instead of applied.
@@ -302,10 +86,10 @@ class StagingDriver(FsDriver):
         staged = self._staged(path)
         if staged is not None:
             return staged
-        ino = self._fs.lookup_path(path)
+        ino = self.lookup_path(path)
         if ino is None:
             return None
-        return self._do(lambda: self._fs.read_all(ino))
+        return self._do(lambda: self.read_all(ino))
 
     def open(self, path: str, flags: OpenFlags) -> Any:
         current = self._current(path)
@@ -356,7 +140,7 @@ class StagingDriver(FsDriver):
         self.effects.append(("meta", path, dict(changes)))
 
     def _ino_or_staged(self, path: str) -> None:
-        if self._staged(path) is None and self._fs.lookup_path(path) is None:
+        if self._staged(path) is None and self.lookup_path(path) is None:
             raise VfsError("not_found", f"{path} does not exist")
 
     def mkdir(self, path: str) -> None:
@@ -422,7 +206,7 @@ def land(fs: HookedFileSystem, effects: list[Effect]) -> None:
     succeeded, so a failing effect is logged, not raised."""
     import logging
 
-    driver = FsDriver(fs, via_call=False)
+    driver = HookDriver(fs, via_call=False)
     for effect in effects:
         try:
             kind = effect[0]

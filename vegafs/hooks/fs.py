@@ -50,7 +50,7 @@ from typing import Any
 import blake3
 
 from vegafs.fs import ROOT_CTX, SNAP_BASE, Attr, Ctx, FileSystem, FsError
-from vegafs.hooks.driver import Effect, FsDriver, StagingDriver, land
+from vegafs.hooks.driver import Effect, HookDriver, StagingDriver, land
 from vegafs.hooks.engine import HookEngine, LoadedHook
 from vegafs.hooks.events import HookEvent, PendingMeta
 from vegafs.hooks.trace import new_trace_id
@@ -127,7 +127,7 @@ class HookedFileSystem(FileSystem):
             return run()
 
     def driver(self, *, from_worker: bool) -> Any:
-        return FsDriver(self, via_call=from_worker)
+        return HookDriver(self, via_call=from_worker)
 
     def staging_driver(self, accepted: list[Effect]) -> StagingDriver:
         """A synchronous hook's driver: its effects are staged (see land)."""

@@ -586,6 +586,20 @@ class Namespace:
         """End of run or hard error: invalidate everything (seed 000 §3.4)."""
         self._close_under("/", reason)
 
+    def detach_all(self) -> list[str]:
+        """The host is done with this namespace: close every handler, then every
+        driver (a store:// driver publishes and releases its lock here).
+        Returns the failures, one line each, for the host to report."""
+        self._close_under("/", "unmounted at the end of the run")
+        failures = []
+        for mp, driver in list(self._mounts.items()):
+            try:
+                driver.close()
+            except (VfsError, OSError) as err:
+                failures.append(f"{mp} ({self._uris[mp]}): {err}")
+            del self._mounts[mp], self._uris[mp]
+        return failures
+
     def sync(self, path: str) -> Result:
         try:
             p = normalize(path)
