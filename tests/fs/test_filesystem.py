@@ -543,3 +543,27 @@ def test_a_recreated_snapshot_gets_new_inode_numbers(fs: FileSystem) -> None:
     fs.snapshots_changed()
     new = fs.lookup(fs.lookup(SNAP_BASE, b"s").ino, b"f")
     assert new.ino != old.ino
+
+
+def test_only_open_files_are_kept_after_their_last_unlink(store_dir: Path) -> None:
+    store = Store.open(store_dir, create=True)
+    fs = FileSystem(store, track_lookups=True)  # as under FUSE
+    try:
+        gone = make_file(fs, b"gone", b"1")
+        kept = make_file(fs, b"kept", b"2")
+        fh = fs.open(kept, os.O_RDONLY, ROOT_CTX)
+        d = fs.mkdir(ROOT, b"cwd", 0o755, ROOT_CTX)
+        fs.unlink(ROOT, b"gone", ROOT_CTX)
+        fs.unlink(ROOT, b"kept", ROOT_CTX)
+        fs.rmdir(ROOT, b"cwd", ROOT_CTX)
+        assert store.get_inode(gone) is None  # nobody can reach it: deleted at once
+        assert fs.read(fh, 0, 10) == b"2"  # open: kept until the last close
+        assert fs.getattr(d.ino).nlink == 0  # a directory the kernel holds: until forget
+        assert len(store.annotations("fs.orphan")) == 1  # only the open file is noted
+        fs.release(fh)
+        fs.forget(kept, 1)  # the kernel lets go of both
+        fs.forget(d.ino, 1)
+        assert store.get_inode(kept) is None and store.get_inode(d.ino) is None
+        assert store.fsck().ok
+    finally:
+        store.close()

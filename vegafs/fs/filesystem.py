@@ -216,11 +216,18 @@ class FileSystem:
         if nlink > 0:
             t.update(inode.ino, nlink=nlink, ctime_ns=now)
             return
-        if self._open_count.get(inode.ino) or self._lookups.get(inode.ino):
+        if self._open_count.get(inode.ino):
             t.update(inode.ino, nlink=0, ctime_ns=now)
             # Noted in the log so that a crash before the last close does not
             # leak it: the next mount reclaims it (reclaim_orphans).
             t.annotate(ORPHAN_ANNOTATION, inode.ino.to_bytes(8, "little"))
+            self._orphans.add(inode.ino)
+        elif stat.S_ISDIR(inode.mode) and self._lookups.get(inode.ino):
+            # A removed directory the kernel still holds (a process's cwd):
+            # stat must still work, so it lives on until forget. (A file
+            # nobody has open is unreachable for the kernel: deleted now, one
+            # transaction per unlink, nothing left behind by a crash.)
+            t.update(inode.ino, nlink=0, ctime_ns=now)
             self._orphans.add(inode.ino)
         else:
             t.delete_inode(inode.ino)
