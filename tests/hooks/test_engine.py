@@ -46,6 +46,22 @@ def test_logs_append_only_example(rig: Rig) -> None:
     rig.write_file("/elsewhere.log", b"y")  # outside /logs: no hook
 
 
+def test_logs_cannot_shrink_by_truncate(rig: Rig) -> None:
+    """`echo x > log` (open with O_TRUNC) and truncate(2) to a smaller size are
+    refused; truncating to the same or a larger size is not shrinking."""
+    rig.example("logs_append_only.vega")
+    rig.write_file("/logs/app.log", b"one\n")
+    ino = rig.fs.lookup_path("/logs/app.log")
+    with pytest.raises(FsError) as err:
+        rig.fs.open(ino, os.O_RDWR | os.O_TRUNC, CTX)
+    assert err.value.errno == errno.EPERM
+    with pytest.raises(FsError) as err:
+        rig.fs.setattr(ino, CTX, size=1)
+    assert err.value.errno == errno.EPERM
+    rig.fs.setattr(ino, CTX, size=4)
+    assert rig.read_file("/logs/app.log") == b"one\n"
+
+
 def test_approvals_example_denies_and_amends_in_one_commit(rig: Rig) -> None:
     rig.example("approvals.vega")
     ino = rig.write_file("/docs/spec.md", b"text")
