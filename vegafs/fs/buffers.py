@@ -55,6 +55,13 @@ class FileBuffer:
         self.storing[index] = data
         return ChunkJob(self.ino, index, data, epoch)
 
+    def take_whole(self, index: int, data: bytes, epoch: int) -> ChunkJob:
+        """A write covering all of block ``index``: straight to a job, no copy."""
+        self.dirty.pop(index, None)
+        self.stored.pop(index, None)
+        self.storing[index] = data
+        return ChunkJob(self.ino, index, data, epoch)
+
     def finish(self, job: ChunkJob, chunk_hash: bytes) -> None:
         """Record that ``job`` is stored; ignored if the block changed since."""
         if self.storing.get(job.index) is job.data:

@@ -1013,16 +1013,14 @@ class FileSystem:
             n = min(BLOCK_SIZE - inner, end - pos)
             src = view[pos - off : pos - off + n]
             if n == BLOCK_SIZE:
-                buf.storing.pop(index, None)
-                buf.stored.pop(index, None)
-                buf.dirty[index] = bytearray(src)
-                self._dirty_lru[(ino, index)] = None
-                block = buf.dirty[index]
-            else:
-                block = self._dirty_block(buf, inode, index)
-                if len(block) < inner:
-                    block.extend(bytes(inner - len(block)))
-                block[inner : inner + n] = src
+                self._dirty_lru.pop((ino, index), None)
+                jobs.append(buf.take_whole(index, bytes(src), self._epoch))
+                pos += n
+                continue
+            block = self._dirty_block(buf, inode, index)
+            if len(block) < inner:
+                block.extend(bytes(inner - len(block)))
+            block[inner : inner + n] = src
             if inner + n == BLOCK_SIZE:
                 self._dirty_lru.pop((ino, index), None)
                 jobs.append(buf.take(index, self._epoch))
