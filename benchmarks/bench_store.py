@@ -130,13 +130,18 @@ def _files(path: Path) -> list[Path]:
 
 
 def read_and_hash(path: Path) -> float:
-    """Baseline for fsck: read every byte of the store once and blake3 it (page cache as is).
+    """Baseline for fsck: read every byte of the store and blake3 it (all cores).
 
-    That is the least any verifier of a content-addressed store must do.
+    That is the least any verifier of a content-addressed store must do. An
+    untimed first pass warms the page cache, as it is for the fsck that follows.
     """
+    for file in _files(path):
+        with open(file, "rb") as f:
+            while f.read(8 * MiB):
+                pass
     with timed() as t:
         for file in _files(path):
-            digest = blake3.blake3()
+            digest = blake3.blake3(max_threads=blake3.blake3.AUTO)
             with open(file, "rb") as f:
                 while block := f.read(8 * MiB):
                     digest.update(block)
