@@ -184,18 +184,7 @@ class Fsck:
                 if rec.rtype == CHUNK:
                     self._check_chunk_data(name, rec.offset, rec.flags, rec.payload, rec.body_hash)
                     self._log_chunks.setdefault(rec.payload[:HASH_SIZE], loc)
-                    pending.append(
-                        (
-                            CHUNK,
-                            rec.flags,
-                            rec.logseq,
-                            loc,
-                            rec.payload[:HASH_SIZE],
-                            len(rec.payload),
-                        )
-                    )
-                else:
-                    pending.append((rec.rtype, rec.flags, rec.logseq, loc, rec.payload))
+                pending.append(rec.replay_entry(loc))
                 if rec.rtype == PUBLISH:
                     self._feed_replica(pending)
                 if self.progress:

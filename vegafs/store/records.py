@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import blake3
 
@@ -177,6 +177,14 @@ class Record(NamedTuple):
     @property
     def end(self) -> int:
         return self.offset + RECORD_OVERHEAD + len(self.payload)
+
+    def replay_entry(self, loc: Any) -> tuple[Any, ...]:
+        """What replay keeps of this record until its PUBLISH: a CHUNK keeps only
+        its hash and size (its data stays in the segment), others their payload."""
+        if self.rtype == CHUNK:
+            return (CHUNK, self.flags, self.logseq, loc, self.payload[:HASH_SIZE],
+                    len(self.payload))
+        return (self.rtype, self.flags, self.logseq, loc, self.payload)
 
 
 @dataclass

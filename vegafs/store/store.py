@@ -217,14 +217,10 @@ class Transaction:
         self.ops.append([OP_ANNOTATE, str(kind), bytes(payload)])
 
 
-class StoreView:
-    """A read-only state (a snapshot, or any published logseq) over the store's chunks."""
+class _StateReads:
+    """The read API a state answers, shared by the head (Store) and views."""
 
-    def __init__(self, store: Store, state: State, logseq: int, name: str | None) -> None:
-        self._store = store
-        self._state = state
-        self.logseq = logseq
-        self.name = name
+    _state: State
 
     def get_inode(self, ino: int) -> Inode | None:
         return self._state.inodes.get(ino)
@@ -235,6 +231,16 @@ class StoreView:
 
     def listdir(self, parent_ino: int) -> list[tuple[bytes, int]]:
         return list(self._state.dirs.get(parent_ino, {}).items())
+
+
+class StoreView(_StateReads):
+    """A read-only state (a snapshot, or any published logseq) over the store's chunks."""
+
+    def __init__(self, store: Store, state: State, logseq: int, name: str | None) -> None:
+        self._store = store
+        self._state = state
+        self.logseq = logseq
+        self.name = name
 
     def read_chunk(self, h: bytes) -> bytes:
         return self._store.read_chunk(h)
@@ -303,7 +309,7 @@ class _WindowReader:
         return rtype, unpack(payload)
 
 
-class Store:
+class Store(_StateReads):
     """An open store. See docs/architecture.md ("The store API") for the contract."""
 
     # ------------------------------------------------------------------ open
@@ -577,19 +583,8 @@ class Store:
                     last_pub = (idx, rec.end, rec.hash)
                 elif torn_at is not None and salvage is None:
                     continue
-                elif rec.rtype == CHUNK:
-                    pending.append(
-                        (
-                            CHUNK,
-                            rec.flags,
-                            rec.logseq,
-                            loc,
-                            rec.payload[:HASH_SIZE],
-                            len(rec.payload),
-                        )
-                    )
                 else:
-                    pending.append((rec.rtype, rec.flags, rec.logseq, loc, rec.payload))
+                    pending.append(rec.replay_entry(loc))
             if not end.clean and idx != last:
                 self._damage(
                     f"segment {name} offset {end.offset}: {end.reason}",
@@ -811,16 +806,6 @@ class Store:
     # ----------------------------------------------------------------- state
 
     ROOT_INO = ROOT_INO
-
-    def get_inode(self, ino: int) -> Inode | None:
-        return self._state.inodes.get(ino)
-
-    def lookup(self, parent_ino: int, name: bytes) -> int | None:
-        d = self._state.dirs.get(parent_ino)
-        return None if d is None else d.get(name)
-
-    def listdir(self, parent_ino: int) -> list[tuple[bytes, int]]:
-        return list(self._state.dirs.get(parent_ino, {}).items())
 
     def alloc_ino(self) -> int:
         self._check_writable()
