@@ -130,10 +130,18 @@ class Child:
 
 
 def recover_and_check(path: Path, scenario: Scenario, last_done: int, base: MState,
-                      what: str) -> int:
-    """Reopen a crashed store and check it (module docstring); return the matched step."""
+                      what: str, dead_writer: int | None = None) -> int:
+    """Reopen a crashed store and check it (module docstring); return the matched step.
+
+    ``dead_writer``: the pid of the killed process that held the writer lock;
+    the reopen must report that it took the stale lock over from it.
+    """
     store = _reopen(path, what)
     try:
+        if dead_writer is not None:
+            holder = store.taken_over_from
+            assert holder is not None and holder.pid == dead_writer, \
+                f"{what}: the stale lock of pid {dead_writer} was not taken over ({holder})"
         try:
             problems = fsck_problems(store)
         except StoreError as exc:

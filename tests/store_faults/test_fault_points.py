@@ -55,7 +55,8 @@ def test_crash_at_fault_point(shm_path: Path, point: str, nth: int) -> None:
     base = new_store(path)
     child = _crash(path, SEED + nth, point, nth)
     scenario = _scenario(SEED + nth)
-    recover_and_check(path, scenario, child.last_done, base, f"crash at {point} #{nth}")
+    recover_and_check(path, scenario, child.last_done, base, f"crash at {point} #{nth}",
+                      dead_writer=child.proc.pid)
 
 
 def test_crash_during_recovery(shm_path: Path) -> None:
@@ -67,4 +68,5 @@ def test_crash_during_recovery(shm_path: Path) -> None:
         assert child.proc.returncode == -signal.SIGKILL, \
             f"recovery never reached {RECOVERY} (exit {child.proc.returncode}):\n{child.stderr()}"
     scenario = _scenario(SEED)
-    recover_and_check(path, scenario, first.last_done, base, "crash inside recovery")
+    recover_and_check(path, scenario, first.last_done, base, "crash inside recovery",
+                      dead_writer=child.proc.pid)

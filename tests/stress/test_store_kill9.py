@@ -62,7 +62,8 @@ def _campaign(tmp_path: Path, rounds: int) -> None:
             assert child.ready, f"{what}: the child died before opening the store:\n" \
                                 f"{child.stderr()}"
         scenario = Scenario.generate(seed, STEPS, BLOCK_SIZE, publish_every=every, admin=admin)
-        matched = recover_and_check(path, scenario, child.last_done, base, what)
+        matched = recover_and_check(path, scenario, child.last_done, base, what,
+                                    dead_writer=child.proc.pid)
         in_flight += matched > child.last_done
         reported += child.reported
         shutil.rmtree(path)
