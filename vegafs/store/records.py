@@ -140,6 +140,21 @@ def _chain_hash(
     return h.digest(), body_hash
 
 
+def verify_framed(raw: bytes) -> bool:
+    """Random-access integrity check of one non-CHUNK record.
+
+    ``raw`` is ``prev_hash || header || payload || hash``: the 32 bytes before
+    any record are the previous record's hash or, for the first record of a
+    segment, the segment header's ``prev_hash`` (its last field), so a reader
+    that jumps to a record by locator can still check its chain hash.
+    """
+    head_end = HASH_SIZE + RECORD_HEADER.size
+    rtype = RECORD_HEADER.unpack_from(raw, HASH_SIZE)[1]
+    digest, _ = _chain_hash(raw[:HASH_SIZE], raw[HASH_SIZE:head_end], rtype,
+                            raw[head_end:-HASH_SIZE])
+    return digest == raw[-HASH_SIZE:]
+
+
 def encode_record(
     rtype: int, flags: int, logseq: int, payload: bytes, prev_hash: bytes
 ) -> tuple[bytes, bytes]:

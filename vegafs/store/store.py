@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -71,6 +72,7 @@ from vegafs.store.records import (
     read_record_at,
     scan_segment,
     segment_name,
+    verify_framed,
 )
 from vegafs.store.state import (
     BLOCK_SIZE,
@@ -282,31 +284,41 @@ class _WindowReader:
         self.start = 0
         self.buf = b""
 
+    def _span(self, seg: int, name: str, start: int, size: int) -> bytes:
+        """Bytes [start, start + size) of a segment, through the window."""
+        rel = start - self.start
+        if seg != self.seg or rel < 0 or rel + size > len(self.buf):
+            self.seg, self.start, rel = seg, start, 0
+            self.buf = self.store.backend.read(name, start, max(self.WINDOW, size))
+        if rel + size > len(self.buf):
+            raise OSError(errno.EIO, f"segment {name}: record at offset {start + HASH_SIZE} "
+                          "is cut short")
+        return self.buf[rel : rel + size]
+
     def read(self, loc: int) -> tuple[int, Any]:
+        """(type, decoded payload) of the record at ``loc``, its chain hash checked:
+        a record damaged after it was written is an error, never wrong state."""
         seg, offset = loc >> _LOC_SHIFT, loc & _LOC_MASK
         name = self.store._segments[seg]
+        start = offset - HASH_SIZE  # the previous hash sits right before every record
         try:
-            rel = offset - self.start
-            if seg != self.seg or rel < 0 or rel + RECORD_HEADER.size > len(self.buf):
-                self.seg, self.start, rel = seg, offset, 0
-                self.buf = self.store.backend.read(name, offset, self.WINDOW)
-                if len(self.buf) < RECORD_HEADER.size:
-                    raise OSError(5, f"segment {name}: record at offset {offset} is cut short")
-            magic, _rtype, _flags, _logseq, length = RECORD_HEADER.unpack_from(self.buf, rel)
+            head = self._span(seg, name, start, HASH_SIZE + RECORD_HEADER.size)
+            magic, rtype, _flags, _logseq, length = RECORD_HEADER.unpack_from(head, HASH_SIZE)
             if magic != RECORD_MAGIC:
-                raise OSError(5, f"segment {name}: no record at offset {offset}")
-            if rel + RECORD_HEADER.size + length > len(self.buf):
-                rtype, _flags, _logseq, payload = read_record_at(
-                    self.store.backend, name, offset, RECORD_HEADER.size + length
-                )
-            else:
-                rtype = _rtype
-                payload = self.buf[rel + RECORD_HEADER.size : rel + RECORD_HEADER.size + length]
+                raise OSError(errno.EIO, f"segment {name}: no record at offset {offset}")
+            raw = self._span(seg, name, start, RECORD_OVERHEAD + length + HASH_SIZE)
         except OSError as e:
             raise StoreError(
                 STORE_IO_ERROR, f"cannot read the log: {e.strerror or e}", e.errno
             ) from e
-        return rtype, unpack(payload)
+        damaged = f"segment {name}: the record at offset {offset} was damaged after it was " \
+            "written; run `vegafs fsck`"
+        if not verify_framed(raw):
+            raise StoreError(STORE_IO_ERROR, damaged + " (checksum mismatch)", errno.EIO)
+        try:
+            return rtype, unpack(raw[HASH_SIZE + RECORD_HEADER.size : -HASH_SIZE])
+        except Exception as e:  # a hash collision aside, unreachable: kept as a last guard
+            raise StoreError(STORE_IO_ERROR, f"{damaged} ({e!r:.80})", errno.EIO) from e
 
 
 class Store(_StateReads):
