@@ -468,6 +468,26 @@ class LocalBackend(Backend):
         return sorted(keys)
 
 
+def open_backend(location: str | os.PathLike[str]) -> Backend:
+    """The backend for a store location: ``s3://BUCKET/PREFIX`` or a local directory.
+
+    The S3 endpoint, region and credentials come from boto3's standard chain
+    (``AWS_ENDPOINT_URL_S3``, ``AWS_PROFILE``, ...); the cache directory and
+    its size from ``VEGAFS_S3_CACHE`` and ``VEGAFS_S3_CACHE_SIZE`` (docs/s3.md).
+    boto3 is imported only for an s3:// location: local stores do not pay for it.
+    """
+    text = os.fspath(location)
+    if not text.startswith("s3://"):
+        return LocalBackend(text)
+    from vegafs.store.s3backend import DEFAULT_CACHE_SIZE, S3Backend
+
+    return S3Backend(
+        text,
+        cache_dir=os.environ.get("VEGAFS_S3_CACHE") or None,
+        cache_size=int(os.environ.get("VEGAFS_S3_CACHE_SIZE") or DEFAULT_CACHE_SIZE),
+    )
+
+
 def default_store_path(name: str = "default") -> Path:
     """Where the embedded store called ``name`` lives.
 

@@ -37,7 +37,7 @@ import blake3
 import zstandard
 
 from vegafs.store import faultpoints
-from vegafs.store.backend import FORMAT_KEY, Backend, LocalBackend
+from vegafs.store.backend import FORMAT_KEY, Backend, open_backend
 from vegafs.store.errors import (
     STORE_EXISTS,
     STORE_IO_ERROR,
@@ -389,7 +389,7 @@ class Store(_StateReads):
         ``repair`` (fsck --repair) opens a damaged log: damage is listed in
         ``store.damage`` instead of raised.
         """
-        backend = path if isinstance(path, Backend) else LocalBackend(path)
+        backend = path if isinstance(path, Backend) else open_backend(path)
         if not backend.exists():
             if not create or read_only:
                 raise StoreError(STORE_NOT_FOUND, f"no store at {backend.location}")
@@ -411,7 +411,7 @@ class Store(_StateReads):
         cls, path: str | os.PathLike[str] | Backend, compression: str | None = None
     ) -> Store:
         """Create a new store (``STORE_EXISTS`` if there is one) and open it for writing."""
-        backend = path if isinstance(path, Backend) else LocalBackend(path)
+        backend = path if isinstance(path, Backend) else open_backend(path)
         if backend.exists():
             raise StoreError(STORE_EXISTS, f"a store already exists at {backend.location}")
         return cls.open(backend, create=True, compression=compression)

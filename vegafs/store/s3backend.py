@@ -1,0 +1,897 @@
+"""The S3-compatible object-store backend of ASL-HOST (seed 004 §10: location = bucket/prefix).
+
+Why it is shaped this way: an object store has no append, no rename and no
+locks, but it has atomic whole-object PUTs and (since 2024, in AWS, MinIO and
+moto) conditional writes (``If-None-Match: *``, ``If-Match: <etag>``). So:
+
+* a **sealed segment** is one immutable object ``PREFIX/segments/NAME``
+  (boto3's managed transfer turns a large one into a multipart upload);
+* the **active segment** is appended to a local file in the cache directory
+  and its published bytes are uploaded as *pieces*
+  ``PREFIX/open/NAME/<offset>`` (each piece is a range of the segment, never
+  rewritten) so that a publish costs one small PUT, not a re-upload of the
+  whole segment; sealing uploads the whole segment and drops the pieces;
+* **small objects** (``FORMAT``, ``MANIFEST``, checkpoints) are single PUTs;
+  ``MANIFEST`` is written with ``If-Match`` on the ETag this writer last saw,
+  so a writer whose lease was taken over can never overwrite the head: it gets
+  ``STORE_CONCURRENT_MODIFICATION`` and nothing is corrupted;
+* the **one-writer lock** is a lease object ``PREFIX/lock`` (holder and
+  expiry), created with ``If-None-Match: *``, renewed with ``If-Match`` by a
+  background thread, taken over only once expired (or at once when its holder
+  is a dead process on this very host).
+
+Durability has two levels (docs/s3.md). Every write of the writer goes first
+to a local **journal** in the cache directory (the segment bytes are the
+local segment file itself, fsynced at publish; every other operation is a
+small fsynced file). One uploader thread replays the journal to the object
+store *in order*, so the bucket always holds a state the writer really had
+(a prefix of its history), retrying with exponential backoff and jitter while
+the endpoint is down. ``drain()`` (``vegafs sync``, unmount, close, giving the
+lease up) waits, bounded, until the journal is empty.
+
+This module must never: let a reader see a segment named in ``MANIFEST`` that
+is not uploaded (ordering), hang without bound on a dead endpoint (every wait
+has a deadline and ends in ``OSError(EIO)``), or hold more than
+``cache_size`` bytes of *evictable* data in the cache (the journal and the
+active segment are not evictable: they are the local durability level).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from vegafs.store.backend import FORMAT_KEY, Backend, LockHolder
+from vegafs.store.errors import (
+    STORE_CONCURRENT_MODIFICATION,
+    STORE_EXISTS,
+    STORE_NOT_FOUND,
+    StoreError,
+)
+
+LOCK_KEY = "lock"
+MANIFEST_KEY = "MANIFEST"
+SEGMENTS = "segments/"
+PIECES = "open/"
+#: Reads of data not in the cache are cut into blocks of this size, cached LRU.
+CACHE_BLOCK = 1 << 20
+DEFAULT_CACHE_SIZE = 1 << 30
+DEFAULT_LEASE_SECONDS = 30.0
+#: How long one S3 call may take (connect + read), and the attempts of boto3's
+#: own retry (standard mode: exponential backoff with jitter) before a read
+#: fails with EIO.
+CONNECT_TIMEOUT = 2.0
+READ_TIMEOUT = 20.0
+CLIENT_ATTEMPTS = 3
+_MULTIPART = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
+_S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$")
+
+
+def parse_s3_location(location: str) -> tuple[str, str]:
+    """``s3://BUCKET/PREFIX`` -> (bucket, prefix without trailing '/'); ValueError if malformed."""
+    m = _S3_URI.match(location)
+    if m is None:
+        raise ValueError(f"not an s3://BUCKET/PREFIX location: {location!r}")
+    return m.group(1), (m.group(2) or "").strip("/")
+
+
+def _check_key(key: str) -> None:
+    if any(p in ("", ".", "..") for p in key.split("/")):
+        raise ValueError(f"bad object key {key!r}")
+
+
+def _check_segment(name: str) -> None:
+    if "/" in name or name.startswith(".") or not name:
+        raise ValueError(f"bad segment name {name!r}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+class _Fatal(Exception):
+    """An upload that retrying cannot fix (precondition failed, access denied)."""
+
+
+class S3Backend(Backend):
+    """A store in an S3-compatible bucket, with a local journal and a bounded LRU cache.
+
+    ``cache_dir`` holds the journal, the active segment and cached read
+    blocks; one writer per cache directory. A read-only opener (no
+    ``acquire_lock``) never replays or writes the journal.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        endpoint_url: str | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        drain_timeout: float = 120.0,
+    ) -> None:
+        self.bucket, self.prefix = parse_s3_location(location)
+        self.location = location
+        self.endpoint_url = endpoint_url
+        self.cache_size = cache_size
+        self.lease_seconds = lease_seconds
+        self.drain_timeout = drain_timeout
+        if cache_dir is None:
+            base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            cache_dir = Path(base, "vegafs", "s3", self.bucket, self.prefix.replace("/", "%"))
+        self.cache = Path(cache_dir)
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=Config(
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+                retries={"max_attempts": CLIENT_ATTEMPTS, "mode": "standard"},
+            ),
+        )
+        # Writer state: the lease (acquire_lock) and the journal (first write).
+        self._leased = False
+        self._writer = False  # the journal is open: local files are the truth
+        self._me: LockHolder | None = None
+        self._lease_etag: str | None = None
+        self._manifest_etag: str | None = None
+        self._cv = threading.Condition()
+        self._seq = 0
+        self._queue: list[tuple[int, dict[str, Any]]] = []  # journal, in order
+        self._pending_obj: dict[str, tuple[int, bytes | None]] = {}
+        self._pending_seg_delete: dict[str, int] = {}
+        self._queued_end: dict[str, int] = {}
+        self._fatal: StoreError | None = None
+        self._stop = False
+        self._threads: list[threading.Thread] = []
+        self._append_files: dict[str, Any] = {}
+        # Read cache: (segment, block index) -> size, in LRU order.
+        self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()
+        self._lru_bytes = 0
+        self._lru_lock = threading.Lock()
+        self._index_blocks()
+        self.counters = {"puts": 0, "gets": 0, "retries": 0, "cache_hits": 0}
+
+    # -- paths and S3 calls ----------------------------------------------------
+
+    def _key(self, rel: str) -> str:
+        return f"{self.prefix}/{rel}" if self.prefix else rel
+
+    def _seg_file(self, name: str) -> Path:
+        _check_segment(name)
+        return self.cache / "segments" / name
+
+    def _s3(self, op: str, **kw: Any) -> Any:
+        """One S3 call; network faults become OSError(EIO) after boto3's bounded retries."""
+        try:
+            return getattr(self.client, op)(Bucket=self.bucket, **kw)
+        except ClientError:
+            raise
+        except BotoCoreError as e:
+            raise OSError(errno.EIO, f"object store {self.endpoint_url or 'S3'}: {e}") from e
+
+    @staticmethod
+    def _code(e: ClientError) -> str:
+        return str(e.response.get("Error", {}).get("Code", ""))
+
+    @staticmethod
+    def _status(e: ClientError) -> int:
+        return int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+    def _missing(self, e: ClientError) -> bool:
+        return self._status(e) == 404 or self._code(e) in ("NoSuchKey", "404", "NotFound")
+
+    def _get(self, rel: str, range_: str | None = None) -> tuple[bytes, str] | None:
+        kw: dict[str, Any] = {"Key": self._key(rel)}
+        if range_:
+            kw["Range"] = range_
+        try:
+            r = self._s3("get_object", **kw)
+            data = r["Body"].read()
+        except ClientError as e:
+            if self._missing(e) or self._code(e) == "InvalidRange":
+                return None
+            raise OSError(errno.EIO, f"get {rel}: {e}") from e
+        except BotoCoreError as e:  # the body read itself timed out
+            raise OSError(errno.EIO, f"get {rel}: {e}") from e
+        self.counters["gets"] += 1
+        return data, r.get("ETag", "")
+
+    def _head(self, rel: str) -> dict[str, Any] | None:
+        try:
+            return self._s3("head_object", Key=self._key(rel))  # type: ignore[no-any-return]
+        except ClientError as e:
+            if self._missing(e):
+                return None
+            raise OSError(errno.EIO, f"head {rel}: {e}") from e
+
+    def _list(self, rel_prefix: str) -> list[tuple[str, int]]:
+        """(relative key, size) of every object under ``rel_prefix``, sorted."""
+        out: list[tuple[str, int]] = []
+        full = self._key(rel_prefix)
+        strip = len(self._key(""))
+        token: str | None = None
+        while True:
+            kw: dict[str, Any] = {"Prefix": full}
+            if token:
+                kw["ContinuationToken"] = token
+            try:
+                r = self._s3("list_objects_v2", **kw)
+            except ClientError as e:
+                raise OSError(errno.EIO, f"list {rel_prefix}: {e}") from e
+            out += [(o["Key"][strip:], int(o["Size"])) for o in r.get("Contents", [])]
+            if not r.get("IsTruncated"):
+                return sorted(out)
+            token = r["NextContinuationToken"]
+
+    def _put(self, rel: str, data: bytes, **cond: str) -> str:
+        """PUT; a failed precondition raises _Fatal, other errors OSError. Returns the ETag."""
+        try:
+            r = self._s3("put_object", Key=self._key(rel), Body=data, **cond)
+        except ClientError as e:
+            if self._status(e) in (409, 412) or self._code(e) == "PreconditionFailed":
+                raise _Fatal(rel) from e
+            if self._status(e) in (401, 403):
+                raise _Fatal(f"access denied writing {rel}") from e
+            raise OSError(errno.EIO, f"put {rel}: {e}") from e
+        self.counters["puts"] += 1
+        return str(r.get("ETag", ""))
+
+    def _delete(self, rel: str) -> None:
+        try:
+            self._s3("delete_object", Key=self._key(rel))
+        except ClientError as e:
+            if not self._missing(e):
+                raise OSError(errno.EIO, f"delete {rel}: {e}") from e
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return self.get_object(FORMAT_KEY) is not None
+
+    def create(self, format_bytes: bytes) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as e:
+            if not self._missing(e):
+                raise OSError(errno.EIO, f"bucket {self.bucket}: {e}") from e
+            self._s3("create_bucket")
+        except BotoCoreError as e:
+            raise OSError(errno.EIO, f"object store {self.endpoint_url or 'S3'}: {e}") from e
+        # FORMAT last and only if absent: two creators cannot both succeed.
+        try:
+            self._put(FORMAT_KEY, format_bytes, IfNoneMatch="*")
+        except _Fatal:
+            raise StoreError(STORE_EXISTS, f"a store already exists at {self.location}") from None
+
+    def close(self) -> None:
+        try:
+            if self._leased:
+                self.release_lock()
+            else:
+                self.drain()
+        finally:
+            self._writer = False
+            self._stop_threads()
+            for f in self._append_files.values():
+                f.close()
+            self._append_files.clear()
+
+    def _stop_threads(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        for t in self._threads:
+            t.join()
+        self._threads = []
+        self._stop = False
+
+    # -- lease -----------------------------------------------------------------
+
+    def _read_lease(self) -> tuple[LockHolder, float, str] | None:
+        got = self._get(LOCK_KEY)
+        if got is None:
+            return None
+        raw, etag = got
+        try:
+            info = json.loads(raw)
+            holder = LockHolder(int(info["pid"]), str(info["host"]), int(info["since_ns"]))
+            return holder, float(info["expires"]), etag
+        except (ValueError, KeyError, TypeError):
+            return LockHolder(0, "?", 0), 0.0, etag  # unreadable: treat as expired
+
+    def _lease_body(self) -> bytes:
+        assert self._me is not None
+        me = self._me
+        expires = time.time() + self.lease_seconds
+        return json.dumps(
+            {"pid": me.pid, "host": me.host, "since_ns": me.since_ns, "expires": expires}
+        ).encode()
+
+    def _is_live(self, holder: LockHolder, expires: float) -> bool:
+        if expires <= time.time():
+            return False
+        return not (holder.host == self.identity() and not _pid_alive(holder.pid))
+
+    def acquire_lock(self) -> LockHolder | None:
+        if self._leased:
+            raise StoreError(
+                STORE_CONCURRENT_MODIFICATION, f"store {self.location} is already open for writing"
+            )
+        self._me = LockHolder(os.getpid(), self.identity(), self.clock_ns())
+        current = self._read_lease()
+        previous: LockHolder | None = None
+        try:
+            if current is None:
+                self._lease_etag = self._put(LOCK_KEY, self._lease_body(), IfNoneMatch="*")
+            else:
+                holder, expires, etag = current
+                if self._is_live(holder, expires):
+                    raise StoreError(
+                        STORE_CONCURRENT_MODIFICATION,
+                        f"store {self.location} is in use by {holder.describe()} "
+                        f"(lease valid for {expires - time.time():.0f} s more)",
+                    )
+                self._lease_etag = self._put(LOCK_KEY, self._lease_body(), IfMatch=etag)
+                previous = holder
+        except _Fatal:
+            got = self._read_lease()
+            who = got[0].describe() if got else "another writer"
+            raise StoreError(
+                STORE_CONCURRENT_MODIFICATION,
+                f"store {self.location}: {who} took the lock at the same moment",
+            ) from None
+        self._leased = True
+        self._open_journal()
+        renew = threading.Thread(target=self._renew_loop, name="s3-lease", daemon=True)
+        renew.start()
+        self._threads.append(renew)
+        return previous
+
+    def release_lock(self) -> None:
+        if not self._leased:
+            return
+        self.drain()  # give the lease up only once the bucket has everything
+        self._stop_threads()
+        self._leased = False
+        # A failed If-Match means it was taken over meanwhile: no longer ours to delete.
+        with contextlib.suppress(OSError, ClientError):
+            if self._lease_etag:
+                self._s3("delete_object", Key=self._key(LOCK_KEY), IfMatch=self._lease_etag)
+        self._lease_etag = None
+
+    def lock_holder(self) -> LockHolder | None:
+        current = self._read_lease()
+        if current is None or not self._is_live(current[0], current[1]):
+            return None
+        return current[0]
+
+    def _renew_loop(self) -> None:
+        period = self.lease_seconds / 3
+        while True:
+            with self._cv:
+                if self._cv.wait_for(lambda: self._stop, timeout=period):
+                    return
+            try:
+                self._lease_etag = self._put(
+                    LOCK_KEY, self._lease_body(), IfMatch=self._lease_etag or "*"
+                )
+            except _Fatal:
+                self._fail(f"store {self.location}: the writer lease was taken over by another writer")
+                return
+            except OSError:
+                self.counters["retries"] += 1  # endpoint down: try again next period
+
+    # -- journal (local durability) and the uploader ------------------------
+
+    def _open_journal(self) -> None:
+        """Load the journal a previous run of this cache directory left, to resume it first.
+
+        Called at the first write (or at acquire_lock); starts the uploader.
+        """
+        if self._writer:
+            return
+        for sub in ("journal", "segments", "blocks"):
+            (self.cache / sub).mkdir(parents=True, exist_ok=True)
+        ops = []
+        for p in (self.cache / "journal").glob("*.json"):
+            ops.append((int(p.stem), json.loads(p.read_bytes())))
+        ops.sort(key=lambda o: o[0])
+        self._queue = ops
+        self._seq = ops[-1][0] if ops else 0
+        for seq, op in ops:
+            self._note_pending(seq, op)
+        if not ops:
+            self._drop_stale_copies()
+        head = self._head(MANIFEST_KEY)
+        self._manifest_etag = head["ETag"] if head else None
+        self._writer = True
+        upload = threading.Thread(target=self._upload_loop, name="s3-upload", daemon=True)
+        upload.start()
+        self._threads.append(upload)
+
+    def _note_pending(self, seq: int, op: dict[str, Any]) -> None:
+        kind = op["op"]
+        if kind == "put":
+            data = (self.cache / "journal" / f"{seq:012d}.bin").read_bytes()
+            self._pending_obj[op["key"]] = (seq, data)
+        elif kind == "del":
+            self._pending_obj[op["key"]] = (seq, None)
+        elif kind == "delseg":
+            self._pending_seg_delete[op["seg"]] = seq
+        elif kind in ("piece", "truncate"):
+            self._queued_end[op["seg"]] = op["end"]
+
+    def _drop_stale_copies(self) -> None:
+        """With nothing left to upload, the bucket is the truth: drop local copies that differ.
+
+        (Another machine may have written the store since this cache was last used.)
+        """
+        remote = dict.fromkeys((r[len(SEGMENTS) :] for r, _ in self._list(SEGMENTS)), -1)
+        sizes = {r[len(SEGMENTS) :]: n for r, n in self._list(SEGMENTS)}
+        for rel, size in self._list(PIECES):
+            name, start = rel[len(PIECES) :].split("/", 1)
+            if name not in sizes:
+                remote[name] = max(remote.get(name, 0), int(start) + size)
+        remote.update(sizes)
+        for path in (self.cache / "segments").iterdir():
+            if not path.name.startswith(".") and remote.get(path.name) != path.stat().st_size:
+                path.unlink()
+
+    def _enqueue(self, op: dict[str, Any], payload: bytes | None = None) -> None:
+        self._open_journal()
+        self._check_fatal()
+        with self._cv:
+            self._seq += 1
+            seq = self._seq
+            jdir = self.cache / "journal"
+            if payload is not None:
+                with open(jdir / f"{seq:012d}.bin", "wb") as f:
+                    f.write(payload)
+                    f.flush()
+                    os.fsync(f.fileno())
+            _write_durably(jdir / f"{seq:012d}.json", json.dumps(op).encode())
+            self._queue.append((seq, op))
+            self._note_pending(seq, op)
+            self._cv.notify_all()
+
+    def _fail(self, message: str) -> None:
+        with self._cv:
+            self._fatal = StoreError(STORE_CONCURRENT_MODIFICATION, message)
+            self._cv.notify_all()
+
+    def _check_fatal(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+
+    def _upload_loop(self) -> None:
+        delay = 0.05
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop or (self._queue and not self._fatal))
+                if self._stop:
+                    return
+                seq, op = self._queue[0]
+            try:
+                self._apply(seq, op)
+            except _Fatal as e:
+                self._fail(
+                    f"store {self.location}: another writer changed the store "
+                    f"({e}); this writer's unsynced changes stay in {self.cache / 'journal'}"
+                )
+                continue
+            except (OSError, ClientError):
+                self.counters["retries"] += 1
+                with self._cv:  # backoff with full jitter, capped; wakes early on stop
+                    self._cv.wait_for(lambda: self._stop, timeout=random.uniform(0, delay))
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.05
+            with self._cv:
+                self._queue.pop(0)
+                self._retire(seq, op)
+                self._cv.notify_all()
+
+    def _retire(self, seq: int, op: dict[str, Any]) -> None:
+        kind = op["op"]
+        if kind in ("put", "del") and self._pending_obj.get(op["key"], (None,))[0] == seq:
+            del self._pending_obj[op["key"]]
+        if kind == "delseg" and self._pending_seg_delete.get(op["seg"]) == seq:
+            del self._pending_seg_delete[op["seg"]]
+        for suffix in (".json", ".bin"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.cache / "journal" / f"{seq:012d}{suffix}")
+
+    def _apply(self, seq: int, op: dict[str, Any]) -> None:
+        """Perform one journal operation on the bucket (idempotent: it may be replayed)."""
+        kind = op["op"]
+        if kind == "put":
+            data = (self.cache / "journal" / f"{seq:012d}.bin").read_bytes()
+            if op["key"] == MANIFEST_KEY:
+                cond = (
+                    {"IfMatch": self._manifest_etag} if self._manifest_etag else {"IfNoneMatch": "*"}
+                )
+                try:
+                    self._manifest_etag = self._put(MANIFEST_KEY, data, **cond)
+                except _Fatal:
+                    # A replayed PUT that already landed matches itself: not a conflict.
+                    got = self._get(MANIFEST_KEY)
+                    if got is None or got[0] != data:
+                        raise
+                    self._manifest_etag = got[1]
+            else:
+                self._put(op["key"], data)
+        elif kind == "del":
+            self._delete(op["key"])
+        elif kind == "piece":
+            if not self._seg_file(op["seg"]).exists():
+                return  # deleted since: a later delseg removes what was uploaded
+            with open(self._seg_file(op["seg"]), "rb") as f:
+                f.seek(op["start"])
+                data = f.read(op["end"] - op["start"])
+            self._put(f"{PIECES}{op['seg']}/{op['start']:016d}", data)
+        elif kind == "truncate":
+            self._cut_pieces(op["seg"], op["end"])
+        elif kind == "seal":
+            path = self._seg_file(op["seg"])
+            if not path.exists():
+                return
+            try:
+                self.client.upload_file(
+                    str(path), self.bucket, self._key(SEGMENTS + op["seg"]), Config=_MULTIPART
+                )
+            except BotoCoreError as e:
+                raise OSError(errno.EIO, f"upload {op['seg']}: {e}") from e
+            self.counters["puts"] += 1
+            for rel, _size in self._list(f"{PIECES}{op['seg']}/"):
+                self._delete(rel)
+            self._admit_sealed(op["seg"])
+        elif kind == "delseg":
+            self._delete(SEGMENTS + op["seg"])
+            for rel, _size in self._list(f"{PIECES}{op['seg']}/"):
+                self._delete(rel)
+
+    def _cut_pieces(self, seg: str, end: int) -> None:
+        for rel, size in self._list(f"{PIECES}{seg}/"):
+            start = int(rel.rsplit("/", 1)[1])
+            if start >= end:
+                self._delete(rel)
+            elif start + size > end:
+                got = self._get(rel)
+                if got is not None:
+                    self._put(rel, got[0][: end - start])
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until the bucket holds everything written so far (``vegafs sync``).
+
+        Raises OSError(EIO) if the endpoint stays unreachable for ``timeout``
+        seconds (nothing is lost: the journal keeps it and uploading goes on),
+        and STORE_CONCURRENT_MODIFICATION if another writer took the store.
+        """
+        if not self._writer:
+            return
+        limit = self.drain_timeout if timeout is None else timeout
+        with self._cv:
+            done = self._cv.wait_for(lambda: not self._queue or self._fatal, timeout=limit)
+        self._check_fatal()
+        if not done:
+            raise OSError(
+                errno.EIO,
+                f"object store {self.endpoint_url or 'S3'} unreachable for {limit:.0f} s: "
+                f"{len(self._queue)} uploads wait in {self.cache / 'journal'}",
+            )
+
+    def pending_uploads(self) -> int:
+        """Journal operations not yet in the bucket."""
+        with self._cv:
+            return len(self._queue)
+
+    # -- segments --------------------------------------------------------------
+
+    def list_segments(self) -> list[str]:
+        names = {rel[len(SEGMENTS) :] for rel, _ in self._list(SEGMENTS)}
+        names |= {rel[len(PIECES) :].split("/", 1)[0] for rel, _ in self._list(PIECES)}
+        if self._writer:
+            names |= {p.name for p in (self.cache / "segments").iterdir() if p.name[0] != "."}
+            names -= set(self._pending_seg_delete)
+        return sorted(names)
+
+    def _remote_size(self, name: str) -> int | None:
+        head = self._head(SEGMENTS + name)
+        if head is not None:
+            return int(head["ContentLength"])
+        pieces = self._list(f"{PIECES}{name}/")
+        if not pieces:
+            return None
+        return max(int(rel.rsplit("/", 1)[1]) + size for rel, size in pieces)
+
+    def _not_found(self, name: str) -> StoreError:
+        return StoreError(STORE_NOT_FOUND, f"segment {name} is missing from {self.location}")
+
+    def segment_size(self, name: str) -> int:
+        if self._writer:
+            if name in self._pending_seg_delete:
+                raise self._not_found(name)
+            with contextlib.suppress(FileNotFoundError):
+                return os.stat(self._seg_file(name)).st_size
+        size = self._remote_size(name)
+        if size is None:
+            raise self._not_found(name)
+        return size
+
+    def create_segment(self, name: str, initial: bytes) -> None:
+        self._open_journal()
+        path = self._seg_file(name)
+        if path.exists() or (name not in self._pending_seg_delete and self._remote_size(name)):
+            raise StoreError(STORE_EXISTS, f"segment {name} already exists")
+        _write_durably(path, initial)
+        self._queued_end[name] = 0
+        self._pending_seg_delete.pop(name, None)
+        self._enqueue({"op": "piece", "seg": name, "start": 0, "end": len(initial)})
+
+    def _local(self, name: str) -> Path:
+        """The writer's local copy of ``name``, fetched from the bucket if only there."""
+        path = self._seg_file(name)
+        if not path.exists():
+            size = self._remote_size(name)
+            if size is None:
+                raise self._not_found(name)
+            _write_durably(path, self._read_remote(name, 0, size))
+            self._queued_end[name] = size
+        return path
+
+    def _append_file(self, name: str) -> Any:
+        self._open_journal()
+        f = self._append_files.get(name)
+        if f is None:
+            for other in self._append_files.values():
+                other.close()
+            self._append_files.clear()
+            f = self._append_files[name] = open(self._local(name), "ab")  # noqa: SIM115
+        return f
+
+    def append(self, name: str, data: bytes) -> None:
+        self._check_fatal()
+        f = self._append_file(name)
+        f.write(data)
+
+    def sync(self, name: str) -> None:
+        """Local durability now (fsync); the new bytes go to the bucket as one piece, later."""
+        self._check_fatal()
+        f = self._append_file(name)
+        f.flush()
+        os.fsync(f.fileno())
+        end = os.fstat(f.fileno()).st_size
+        start = self._queued_end.get(name, 0)
+        if end > start:
+            self._enqueue({"op": "piece", "seg": name, "start": start, "end": end})
+
+    def truncate(self, name: str, size: int) -> None:
+        f = self._append_file(name)
+        f.flush()
+        os.ftruncate(f.fileno(), size)
+        os.fsync(f.fileno())
+        if self._queued_end.get(name, 0) > size:
+            self._enqueue({"op": "truncate", "seg": name, "end": size})
+
+    def seal(self, name: str) -> None:
+        self.sync(name)
+        f = self._append_files.pop(name, None)
+        if f is not None:
+            f.close()
+        self._enqueue({"op": "seal", "seg": name, "end": self._queued_end.get(name, 0)})
+
+    def _admit_sealed(self, name: str) -> None:
+        """A sealed, uploaded segment's local copy becomes evictable cache."""
+        with contextlib.suppress(FileNotFoundError):
+            size = os.stat(self._seg_file(name)).st_size
+            with self._lru_lock:
+                self._lru[(name, -1)] = size
+                self._lru_bytes += size
+            self._evict()
+
+    def read(self, name: str, offset: int, length: int) -> bytes:
+        if name in self._pending_seg_delete:
+            raise self._not_found(name)
+        if self._writer:
+            try:
+                fd = os.open(self._seg_file(name), os.O_RDONLY)
+            except FileNotFoundError:
+                pass
+            else:
+                try:
+                    f = self._append_files.get(name)
+                    if f is not None:
+                        f.flush()
+                    with self._lru_lock:
+                        if (name, -1) in self._lru:
+                            self._lru.move_to_end((name, -1))
+                    return os.pread(fd, length, offset)
+                finally:
+                    os.close(fd)
+        return self._read_cached(name, offset, length)
+
+    def _read_cached(self, name: str, offset: int, length: int) -> bytes:
+        """Read through the LRU block cache; only full blocks are cached (they never change)."""
+        out = bytearray()
+        pos = offset
+        end = offset + length
+        while pos < end:
+            index = pos // CACHE_BLOCK
+            block = self._cached_block(name, index)
+            if block is None:
+                block = self._read_remote(name, index * CACHE_BLOCK, CACHE_BLOCK)
+                if len(block) == CACHE_BLOCK:
+                    self._store_block(name, index, block)
+            piece = block[pos - index * CACHE_BLOCK : end - index * CACHE_BLOCK]
+            if not piece:
+                break
+            out += piece
+            pos += len(piece)
+            if len(block) < CACHE_BLOCK:
+                break
+        return bytes(out)
+
+    def _index_blocks(self) -> None:
+        """Blocks cached by an earlier run count against the bound, oldest first."""
+        with contextlib.suppress(FileNotFoundError):
+            found = [(p.stat().st_mtime, p) for p in (self.cache / "blocks").iterdir()]
+            for _mtime, p in sorted(found):
+                name, _, index = p.name.rpartition(".")
+                if not p.name.startswith(".") and index.isdigit():
+                    self._lru[(name, int(index))] = p.stat().st_size
+                    self._lru_bytes += p.stat().st_size
+
+    def _block_path(self, name: str, index: int) -> Path:
+        return self.cache / "blocks" / f"{name}.{index}"
+
+    def _cached_block(self, name: str, index: int) -> bytes | None:
+        with self._lru_lock:
+            if (name, index) not in self._lru:
+                return None
+            self._lru.move_to_end((name, index))
+        try:
+            data = self._block_path(name, index).read_bytes()
+        except FileNotFoundError:
+            return None
+        self.counters["cache_hits"] += 1
+        return data
+
+    def _store_block(self, name: str, index: int, data: bytes) -> None:
+        path = self._block_path(name, index)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{threading.get_ident()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:
+            return  # a cache that cannot be written is only slower
+        with self._lru_lock:
+            if (name, index) not in self._lru:
+                self._lru[(name, index)] = len(data)
+                self._lru_bytes += len(data)
+        self._evict()
+
+    def _evict(self) -> None:
+        while True:
+            with self._lru_lock:
+                if self._lru_bytes <= self.cache_size or not self._lru:
+                    return
+                (name, index), size = self._lru.popitem(last=False)
+                self._lru_bytes -= size
+            path = self._seg_file(name) if index < 0 else self._block_path(name, index)
+            if index >= 0 or name not in self._append_files:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def _read_remote(self, name: str, offset: int, length: int) -> bytes:
+        if length <= 0:
+            return b""
+        got = self._get(SEGMENTS + name, f"bytes={offset}-{offset + length - 1}")
+        if got is not None:
+            return got[0]
+        pieces = self._list(f"{PIECES}{name}/")
+        if not pieces:
+            if self._head(SEGMENTS + name) is not None:
+                return b""  # offset past the end
+            raise self._not_found(name)
+        out = bytearray()
+        end = offset + length
+        for rel, size in pieces:
+            start = int(rel.rsplit("/", 1)[1])
+            if start + size <= offset or start >= end or start > offset + len(out):
+                continue
+            lo = offset + len(out) - start
+            hi = min(size, end - start)
+            got = self._get(rel, f"bytes={lo}-{hi - 1}")
+            if got is None:
+                break
+            out += got[0]
+        return bytes(out)
+
+    def delete_segment(self, name: str) -> None:
+        f = self._append_files.pop(name, None)
+        if f is not None:
+            f.close()
+        with self._lru_lock:
+            for key in [k for k in self._lru if k[0] == name]:
+                self._lru_bytes -= self._lru.pop(key)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._seg_file(name))
+        for p in (self.cache / "blocks").glob(f"{name}.*"):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        self._queued_end.pop(name, None)
+        self._enqueue({"op": "delseg", "seg": name})
+
+    # -- small objects ---------------------------------------------------------
+
+    def put_object(self, key: str, data: bytes) -> None:
+        _check_key(key)
+        self._enqueue({"op": "put", "key": key}, data)
+
+    def get_object(self, key: str) -> bytes | None:
+        _check_key(key)
+        if self._writer:
+            with self._cv:
+                pending = self._pending_obj.get(key)
+            if pending is not None:
+                return pending[1]
+        got = self._get(key)
+        return None if got is None else got[0]
+
+    def delete_object(self, key: str) -> None:
+        _check_key(key)
+        self._enqueue({"op": "del", "key": key})
+
+    def list_objects(self, prefix: str) -> list[str]:
+        keys = {
+            rel
+            for rel, _ in self._list(prefix)
+            if not rel.startswith((SEGMENTS, PIECES)) and rel != LOCK_KEY
+        }
+        if self._writer:
+            with self._cv:
+                for key, (_seq, data) in self._pending_obj.items():
+                    if key.startswith(prefix):
+                        (keys.add if data is not None else keys.discard)(key)
+        return sorted(keys)
