@@ -1,0 +1,94 @@
+"""Bounded soak: the daemon's memory while 20,000 small files and 256 MiB go through the mount.
+
+Runs ``benchmarks/soak.py`` (the full soak, see docs/campaigns.md) with small
+parameters and checks what its summary reports:
+
+* the daemon's peak RSS stays under the documented bound (512 MiB);
+* writing files does not leak: deleting and rewriting half the files
+  (the live tree keeps its size) leaves the RSS where it was;
+* what a *live* file costs stays under the documented 2 KiB (the store keeps
+  the head state in memory: docs/architecture.md);
+* ``vegafs gc`` through the daemon gives back the deleted data.
+
+The issue's stronger wish — RSS flat however many files exist — is not what
+vegafs does (its head state is in memory); ``test_rss_flat_in_live_files`` states
+it and is a strict xfail, so it turns into a failure the day it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.mountutil import needs_fuse
+
+pytestmark = [pytest.mark.mount, needs_fuse]
+
+REPO = Path(__file__).resolve().parents[2]
+MiB = 1 << 20
+FILES = 20_000
+RSS_BOUND = 512 * MiB  # docs/campaigns.md
+LIVE_FILE_BOUND = 2048  # bytes of daemon RSS per live small file, docs/campaigns.md
+LEAK_PER_FILE_WRITTEN = 256  # bytes: allocator noise, far below a leaked inode or buffer
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One bounded soak run, shared by the checks below."""
+    base = tmp_path_factory.mktemp("soak")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--files", str(FILES),
+         "--bytes", "256MiB", "--big-file-size", "32MiB", "--churn", "3", "--sample", "1",
+         "--dir", str(base), "--json"],
+        capture_output=True, text=True, timeout=280,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    printable = {k: v for k, v in result.items() if k != "samples"}
+    print("soak summary: " + json.dumps(printable))
+    return result
+
+
+@pytest.mark.timeout(300)
+def test_peak_rss_under_the_bound(summary: dict) -> None:
+    assert summary["files_written"] == FILES
+    assert summary["big_bytes_written"] == 256 * MiB
+    assert summary["rss_peak"] <= RSS_BOUND, f"peak RSS {summary['rss_peak'] / MiB:.1f} MiB"
+
+
+@pytest.mark.timeout(300)
+def test_no_leak_per_file_written(summary: dict) -> None:
+    """Rounds 2 and 3 rewrite 20,000 files over the same live tree: RSS must stay level."""
+    churn = summary["rss_churn"]
+    assert len(churn) == 3
+    rewritten = (len(churn) - 1) * (FILES - FILES // 2)
+    growth = churn[-1] - churn[0]
+    assert growth <= rewritten * LEAK_PER_FILE_WRITTEN, \
+        f"RSS grew {growth / MiB:.1f} MiB over {rewritten} rewritten files: {churn}"
+
+
+@pytest.mark.timeout(300)
+def test_live_file_cost_bounded(summary: dict) -> None:
+    per_file = (summary["rss_after_all_files"] - summary["rss_after_half_files"]) / (FILES // 2)
+    print(f"daemon RSS per live small file: {per_file:.0f} bytes")
+    assert per_file <= LIVE_FILE_BOUND
+
+
+@pytest.mark.timeout(300)
+def test_gc_reclaims_deleted_data(summary: dict) -> None:
+    """All 32 MiB files but one and 90% of the small files deleted: gc gives most bytes back."""
+    assert summary["store_bytes_after_gc"] < summary["store_bytes_after_delete"] / 3
+    assert summary["gc_report"]["bytes_after"] < summary["gc_report"]["bytes_before"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(strict=True, reason="vegafs design: the store keeps the head state in memory "
+                   "(docs/architecture.md), ~1.2 KiB per live file, so RSS grows with the files that "
+                   "exist; 1,000,000 files would need ~1.2 GiB, over the issue's 512 MiB target")
+def test_rss_flat_in_live_files(summary: dict) -> None:
+    """The issue's wording: RSS after 2N files within 10% of RSS after N files."""
+    assert summary["rss_after_all_files"] <= summary["rss_after_half_files"] * 1.10
