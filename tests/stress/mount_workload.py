@@ -331,6 +331,7 @@ class Replay:
     snapshots: dict[str, tuple[int, bool]]  # name -> (state index, returned before the kill)
     ops_done: int  # ops that returned before the kill
     denials: int
+    early_errors: list[str]  # unexpected results logged before the kill: always a failure
 
 
 def replay(log_path: Path, round_no: int, seed: int, cut: int) -> Replay:
@@ -349,6 +350,7 @@ def replay(log_path: Path, round_no: int, seed: int, cut: int) -> Replay:
     durable = ops_done = denials = 0
     intents: dict[int, dict[str, Any]] = {}
     done: dict[int, tuple[str, bool]] = {}
+    early_errors: list[str] = []
     end = 0
     for raw in log_path.read_bytes().splitlines(keepends=True):
         end += len(raw)
@@ -359,6 +361,9 @@ def replay(log_path: Path, round_no: int, seed: int, cut: int) -> Replay:
             intents[rec["i"]] = {k: v for k, v in rec.items() if k not in ("i", "phase")}
         elif rec["phase"] == "done":
             done[rec["i"]] = (rec["result"], end <= cut)
+        elif rec["phase"] == "error" and end <= cut:
+            early_errors.append(f"op {rec['i']} {intents[rec['i']]}: {rec['result']}, "
+                                f"expected {rec['expected']}")
     for op_no in sorted(intents):
         op = intents[op_no]
         result, before_kill = done.get(op_no, (model.expect(op), False))
@@ -372,7 +377,7 @@ def replay(log_path: Path, round_no: int, seed: int, cut: int) -> Replay:
             denials += result != "ok"
             if op["op"] in DURABLE_OPS:
                 durable = len(states) - 1
-    return Replay(states, durable, contents, snapshots, ops_done, denials)
+    return Replay(states, durable, contents, snapshots, ops_done, denials, early_errors)
 
 
 def read_tree(base: Path, roots: list[str]) -> State:

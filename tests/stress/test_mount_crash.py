@@ -108,6 +108,7 @@ def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int
 
     allowed = replay(log, round_no, seed, cut)
     roots = [f"{d}/r{round_no}" for d in ROUND_DIRS]
+    assert not allowed.early_errors, f"{what}: failed before the kill: {allowed.early_errors}"
     got = read_tree(m.mnt, roots)
     foreign = {p: e for p, e in got.items() if e[0] == "f" and e[1] not in allowed.contents}
     assert not foreign, f"{what}: content the workload never wrote (torn or mixed): {sorted(foreign)}"
