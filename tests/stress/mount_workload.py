@@ -328,6 +328,7 @@ class Replay:
     states: list[State]  # micro-states in order; states[0] is the round's empty roots
     durable: int  # index in states of the last state a durable op covered before the kill
     contents: set[str]  # every content hash the workload ever wrote
+    line_counts: set[int]  # newlines in each of those versions (what line_count.vega may stamp)
     snapshots: dict[str, tuple[int, bool]]  # name -> (state index, returned before the kill)
     ops_done: int  # ops that returned before the kill
     denials: int
@@ -346,6 +347,7 @@ def replay(log_path: Path, round_no: int, seed: int, cut: int) -> Replay:
     model = Model(round_no, seed)
     states = [model.state()]
     contents = {digest(b"")}
+    line_counts = {0}
     snapshots: dict[str, tuple[int, bool]] = {}
     durable = ops_done = denials = 0
     intents: dict[int, dict[str, Any]] = {}
@@ -369,7 +371,10 @@ def replay(log_path: Path, round_no: int, seed: int, cut: int) -> Replay:
         result, before_kill = done.get(op_no, (model.expect(op), False))
         for st in model.apply(op_no, op, result):
             states.append(st)
-        contents.update(f.sha for f in model.files.values())
+        for f in model.files.values():
+            if f.sha not in contents:
+                contents.add(f.sha)
+                line_counts.add(f.content.count(b"\n"))
         if op["op"] == "snapshot":
             snapshots[op["name"]] = (len(states) - 1, before_kill)
         if before_kill:
@@ -377,7 +382,8 @@ def replay(log_path: Path, round_no: int, seed: int, cut: int) -> Replay:
             denials += result != "ok"
             if op["op"] in DURABLE_OPS:
                 durable = len(states) - 1
-    return Replay(states, durable, contents, snapshots, ops_done, denials, early_errors)
+    return Replay(states, durable, contents, line_counts, snapshots, ops_done, denials,
+                  early_errors)
 
 
 def read_tree(base: Path, roots: list[str]) -> State:

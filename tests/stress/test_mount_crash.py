@@ -17,6 +17,7 @@ remounts the same store and checks:
 * every snapshot that returned before the kill exists and holds exactly the
   state at the moment it was taken (one racing the kill may hold any allowed
   state up to then: with the daemon gone, the CLI snapshots the last publish);
+* every ``user.lines`` stamped by the after-hook counts the lines of a whole version;
 * the earlier rounds' recovered trees are unchanged; ``vegafs fsck`` is clean.
 
 The rounds share one store, so recovery is also tested on a store that has
@@ -72,8 +73,26 @@ def _wait_first_done(log: Path, child: subprocess.Popen[bytes]) -> None:
         time.sleep(0.01)
 
 
-def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int, int]:
-    """Run, kill, remount, check one round; returns (ops done, denials, matched state offset)."""
+def _check_line_counts(mnt: Path, roots: list[str], counts: set[int], what: str) -> int:
+    """Every ``user.lines`` the after-hook wrote counts the lines of a whole version; returns how many."""
+    stamped = 0
+    for root in roots:
+        for path in (mnt / root).rglob("*.md"):
+            try:
+                value = os.getxattr(path, "user.lines")
+            except OSError:
+                continue  # the hook had not run (or its run was lost with the crash)
+            stamped += 1
+            assert int(value) in counts, f"{what}: {path} user.lines={value!r} counts no version"
+    return stamped
+
+
+def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int, int, int]:
+    """Run, kill, remount, check one round.
+
+    Returns (ops done, denials, offset of the matched state past the durable
+    point, files stamped by the after-hook).
+    """
     rng = random.Random(seed)
     for d in ROUND_DIRS:
         (m.mnt / d / f"r{round_no}").mkdir(parents=True)
@@ -132,11 +151,12 @@ def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int
         else:  # raced the kill: the daemon's, or (daemon gone) the store's last publish
             assert taken in allowed.states[allowed.durable:index + 1], \
                 f"{what}: snapshot {name} (racing the kill) holds no allowed state"
+    stamped = _check_line_counts(m.mnt, roots, allowed.line_counts, what)
     fsck = run_vegafs("fsck", "--store", m.store, "--json", timeout=120)
     assert fsck.returncode == 0, f"{what}: fsck after recovery: {fsck.stdout[-2000:]} {fsck.stderr[-2000:]}"
     print(f"round {round_no}: seed={seed} ops={allowed.ops_done} denials={allowed.denials} "
           f"recovered state {matched} of [{allowed.durable}, {len(allowed.states) - 1}]", flush=True)
-    return allowed.ops_done, allowed.denials, matched - allowed.durable
+    return allowed.ops_done, allowed.denials, matched - allowed.durable, stamped
 
 
 def _campaign(tmp_path: Path, rounds: int) -> None:
@@ -152,14 +172,15 @@ def _campaign(tmp_path: Path, rounds: int) -> None:
     m = Mount(store=tmp_path / "store", mnt=tmp_path / "mnt", extra_args=("--hooks", str(hooks)))
     m.start()
     earlier: list[tuple[int, State]] = []
-    ops = denials = beyond = 0
+    ops = denials = beyond = stamped = 0
     started = time.monotonic()
     try:
         with Watchdog([m], rounds * 30.0 + 60.0) as dog:
             for round_no in range(rounds):
                 seed = master if round_no == 0 else rng.getrandbits(32)
-                done, denied, past_durable = _one_round(m, round_no, seed, logs)
-                ops, denials, beyond = ops + done, denials + denied, beyond + (past_durable > 0)
+                done, denied, past_durable, lines = _one_round(m, round_no, seed, logs)
+                ops, denials, stamped = ops + done, denials + denied, stamped + lines
+                beyond += past_durable > 0
                 for old_round, old_tree in earlier[-KEEP_CHECKING:]:
                     roots = [f"{d}/r{old_round}" for d in ROUND_DIRS]
                     assert read_tree(m.mnt, roots) == old_tree, \
@@ -170,7 +191,7 @@ def _campaign(tmp_path: Path, rounds: int) -> None:
     finally:
         m.stop()
     elapsed = time.monotonic() - started
-    summary = {"rounds": rounds, "ops": ops, "hook_denials": denials,
+    summary = {"rounds": rounds, "ops": ops, "hook_denials": denials, "after_hook_stamps": stamped,
                "rounds_recovered_past_durable_point": beyond, "failures": 0,
                "seed": master, "seconds": round(elapsed, 1)}
     print("mount crash campaign summary: " + json.dumps(summary), flush=True)
