@@ -256,3 +256,32 @@ def test_sigterm_on_a_busy_mount_still_exits_cleanly(store: Path, mnt: Path) -> 
             busy.wait()
     with mounted(store, mnt):
         assert (mnt / "f").read_text() == "kept"
+
+
+def _read_ahead_kb(mnt: Path) -> int:
+    with open("/proc/self/mountinfo") as f:
+        dev = [line.split()[2] for line in f if line.split()[4] == str(mnt)][-1]
+    return int(Path(f"/sys/class/bdi/{dev}/read_ahead_kb").read_text())
+
+
+def _wait_for(predicate: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting a bdi's read_ahead_kb needs root")
+def test_read_ahead_window_is_widened_after_init(store: Path, mnt: Path) -> None:
+    """The daemon sets the mount's readahead window once the kernel's INIT is
+    done (the INIT reply would cap an earlier setting); --read-ahead 0 keeps
+    the kernel's."""
+    with mounted(store, mnt):
+        assert _wait_for(lambda: _read_ahead_kb(mnt) == 1024)
+    with mounted(store, mnt, "--read-ahead", "512"):
+        assert _wait_for(lambda: _read_ahead_kb(mnt) == 512)
+    with mounted(store, mnt, "--read-ahead", "0"):
+        os.listdir(mnt)
+        assert _read_ahead_kb(mnt) == 128

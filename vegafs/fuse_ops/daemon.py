@@ -54,6 +54,25 @@ def escape_option(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,")
 
 
+def set_read_ahead(mountpoint: str, kb: int) -> None:
+    """Widen the kernel's readahead window of a FUSE mount (its bdi's read_ahead_kb).
+
+    Why: with the default 128 KiB, a sequential reader costs one request round
+    trip through the daemon per 128 KiB; a wider window lets the kernel ask for
+    more ahead while the daemon serves, which doubled cold sequential reads
+    here. Needs root (sysfs); otherwise the kernel default stays, logged once.
+    """
+    try:
+        with open("/proc/self/mountinfo") as f:
+            devs = [line.split()[2] for line in f if line.split()[4] == mountpoint]
+        if not devs:
+            raise OSError(f"{mountpoint} is not in /proc/self/mountinfo")
+        with open(f"/sys/class/bdi/{devs[-1]}/read_ahead_kb", "w") as f:
+            f.write(str(kb))
+    except OSError as exc:
+        log.info("kept the kernel's readahead window (%s)", exc)
+
+
 class Daemon:
     """Serves one store at one mount point."""
 
@@ -66,6 +85,7 @@ class Daemon:
         fuse_options: list[str] | None = None,
         commit_interval: float = 1.0,
         writeback_cache: bool = False,
+        read_ahead_kb: int = 0,
         hooks_dir: str | None = None,
     ) -> None:
         self.store = store
@@ -73,6 +93,7 @@ class Daemon:
         self.store_dir = store_dir
         self.commit_interval = commit_interval
         self.hooks_dir = hooks_dir
+        self.read_ahead_kb = read_ahead_kb
         self.hooks = open_engine(store, store_dir, hooks_dir)  # hooks seam (H7)
         self.fs = HookedFileSystem(store, self.hooks, track_lookups=True)
         # hooks seam: with the kernel's writeback cache the kernel keeps its own
@@ -106,6 +127,8 @@ class Daemon:
             nursery.start_soon(self._signals)
             self.fs.bind_trio()  # hooks seam: after-hooks reach the fs through this loop
             self.hooks.replay_journal()
+            if self.read_ahead_kb:
+                nursery.start_soon(self._tune_read_ahead)
             ready()
             await pyfuse3.main()
             # main() returns when the kernel unmounted us, or after terminate()
@@ -124,6 +147,13 @@ class Daemon:
                 self._mounted = False
             self.store.close()
             log.info("closed %s", self.store_dir)
+
+    async def _tune_read_ahead(self) -> None:
+        """Set the readahead window once the kernel's INIT is done: the INIT
+        reply caps the window at what the kernel proposed, so earlier is lost.
+        A stat of the mount point from a worker returns after INIT."""
+        await trio.to_thread.run_sync(os.stat, self.mountpoint)
+        set_read_ahead(self.mountpoint, self.read_ahead_kb)
 
     async def _group_commit(self) -> None:
         """Publish within ``commit_interval`` of any change (closes, metadata)."""
