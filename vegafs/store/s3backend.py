@@ -147,7 +147,7 @@ class S3Backend(Backend):
         cache_dir: str | os.PathLike[str] | None = None,
         cache_size: int = DEFAULT_CACHE_SIZE,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
-        drain_timeout: float = 120.0,
+        drain_timeout: float = float(os.environ.get("VEGAFS_S3_DRAIN_TIMEOUT") or 120),
     ) -> None:
         self.bucket, self.prefix = parse_s3_location(location)
         self.location = location
@@ -181,6 +181,7 @@ class S3Backend(Backend):
         self._pending_seg_delete: dict[str, int] = {}
         self._queued_end: dict[str, int] = {}
         self._fatal: StoreError | None = None
+        self._last_error = ""
         self._stop = False
         self._threads: list[threading.Thread] = []
         self._append_files: dict[str, Any] = {}
@@ -324,6 +325,7 @@ class S3Backend(Backend):
             t.join()
         self._threads = []
         self._stop = False
+        self._writer = False  # the journal is reloaded from disk at the next write
 
     # -- lease -----------------------------------------------------------------
 
@@ -436,12 +438,14 @@ class S3Backend(Backend):
         for p in (self.cache / "journal").glob("*.json"):
             ops.append((int(p.stem), json.loads(p.read_bytes())))
         ops.sort(key=lambda o: o[0])
+        self._queued_end.clear()
+        self._pending_obj.clear()
+        self._pending_seg_delete.clear()
         self._queue = ops
         self._seq = ops[-1][0] if ops else 0
         for seq, op in ops:
             self._note_pending(seq, op)
-        if not ops:
-            self._drop_stale_copies()
+        self._reconcile(journal_empty=not ops)
         head = self._head(MANIFEST_KEY)
         self._manifest_etag = head["ETag"] if head else None
         self._writer = True
@@ -461,21 +465,31 @@ class S3Backend(Backend):
         elif kind in ("piece", "truncate"):
             self._queued_end[op["seg"]] = op["end"]
 
-    def _drop_stale_copies(self) -> None:
-        """With nothing left to upload, the bucket is the truth: drop local copies that differ.
-
-        (Another machine may have written the store since this cache was last used.)
-        """
-        remote = dict.fromkeys((r[len(SEGMENTS) :] for r, _ in self._list(SEGMENTS)), -1)
+    def _remote_sizes(self) -> dict[str, int]:
+        """Size in the bucket of every segment (sealed object, or the end of its pieces)."""
         sizes = {r[len(SEGMENTS) :]: n for r, n in self._list(SEGMENTS)}
+        ends: dict[str, int] = {}
         for rel, size in self._list(PIECES):
             name, start = rel[len(PIECES) :].split("/", 1)
-            if name not in sizes:
-                remote[name] = max(remote.get(name, 0), int(start) + size)
-        remote.update(sizes)
+            ends[name] = max(ends.get(name, 0), int(start) + size)
+        return {**ends, **sizes}
+
+    def _reconcile(self, journal_empty: bool) -> None:
+        """Learn how much of each local segment the bucket covers; drop stale copies.
+
+        With nothing left to upload the bucket is the truth: a local copy of
+        another size is stale (another machine wrote the store since this
+        cache was last used) and is dropped, to be fetched again if needed.
+        """
+        remote = self._remote_sizes()
         for path in (self.cache / "segments").iterdir():
-            if not path.name.startswith(".") and remote.get(path.name) != path.stat().st_size:
+            name = path.name
+            if name.startswith("."):
+                continue
+            if journal_empty and remote.get(name) != path.stat().st_size:
                 path.unlink()
+            elif name not in self._queued_end:
+                self._queued_end[name] = remote.get(name, 0)
 
     def _enqueue(self, op: dict[str, Any], payload: bytes | None = None) -> None:
         self._open_journal()
@@ -519,7 +533,8 @@ class S3Backend(Backend):
                     f"({e}); this writer's unsynced changes stay in {self.cache / 'journal'}"
                 )
                 continue
-            except (OSError, ClientError):
+            except (OSError, ClientError) as e:
+                self._last_error = str(e)
                 self.counters["retries"] += 1
                 with self._cv:  # backoff with full jitter, capped; wakes early on stop
                     self._cv.wait_for(lambda: self._stop, timeout=random.uniform(0, delay))
@@ -550,14 +565,7 @@ class S3Backend(Backend):
                 cond = (
                     {"IfMatch": self._manifest_etag} if self._manifest_etag else {"IfNoneMatch": "*"}
                 )
-                try:
-                    self._manifest_etag = self._put(MANIFEST_KEY, data, **cond)
-                except _Fatal:
-                    # A replayed PUT that already landed matches itself: not a conflict.
-                    got = self._get(MANIFEST_KEY)
-                    if got is None or got[0] != data:
-                        raise
-                    self._manifest_etag = got[1]
+                self._manifest_etag = self._put_fenced(MANIFEST_KEY, data, cond)
             else:
                 self._put(op["key"], data)
         elif kind == "del":
@@ -568,7 +576,8 @@ class S3Backend(Backend):
             with open(self._seg_file(op["seg"]), "rb") as f:
                 f.seek(op["start"])
                 data = f.read(op["end"] - op["start"])
-            self._put(f"{PIECES}{op['seg']}/{op['start']:016d}", data)
+            # A piece is written once: if one is there, another writer appended here.
+            self._put_fenced(f"{PIECES}{op['seg']}/{op['start']:016d}", data, {"IfNoneMatch": "*"})
         elif kind == "truncate":
             self._cut_pieces(op["seg"], op["end"])
         elif kind == "seal":
@@ -589,6 +598,16 @@ class S3Backend(Backend):
             self._delete(SEGMENTS + op["seg"])
             for rel, _size in self._list(f"{PIECES}{op['seg']}/"):
                 self._delete(rel)
+
+    def _put_fenced(self, rel: str, data: bytes, cond: dict[str, str]) -> str:
+        """A conditional PUT; a replayed PUT that already landed matches itself (not a conflict)."""
+        try:
+            return self._put(rel, data, **cond)
+        except _Fatal:
+            got = self._get(rel)
+            if got is None or got[0] != data:
+                raise
+            return got[1]
 
     def _cut_pieces(self, seg: str, end: int) -> None:
         for rel, size in self._list(f"{PIECES}{seg}/"):
@@ -611,13 +630,15 @@ class S3Backend(Backend):
             return
         limit = self.drain_timeout if timeout is None else timeout
         with self._cv:
+            self._cv.notify_all()
             done = self._cv.wait_for(lambda: not self._queue or self._fatal, timeout=limit)
         self._check_fatal()
         if not done:
             raise OSError(
                 errno.EIO,
                 f"object store {self.endpoint_url or 'S3'} unreachable for {limit:.0f} s: "
-                f"{len(self._queue)} uploads wait in {self.cache / 'journal'}",
+                f"{len(self._queue)} uploads wait in {self.cache / 'journal'} "
+                f"(last error: {self._last_error})",
             )
 
     def pending_uploads(self) -> int:
@@ -701,16 +722,22 @@ class S3Backend(Backend):
         f.flush()
         os.fsync(f.fileno())
         end = os.fstat(f.fileno()).st_size
-        start = self._queued_end.get(name, 0)
+        start = self._covered(name)
         if end > start:
             self._enqueue({"op": "piece", "seg": name, "start": start, "end": end})
+
+    def _covered(self, name: str) -> int:
+        """How much of ``name`` is in the bucket or queued for it (pieces start there)."""
+        if name not in self._queued_end:
+            self._queued_end[name] = self._remote_size(name) or 0
+        return self._queued_end[name]
 
     def truncate(self, name: str, size: int) -> None:
         f = self._append_file(name)
         f.flush()
         os.ftruncate(f.fileno(), size)
         os.fsync(f.fileno())
-        if self._queued_end.get(name, 0) > size:
+        if self._covered(name) > size:
             self._enqueue({"op": "truncate", "seg": name, "end": size})
 
     def seal(self, name: str) -> None:
@@ -718,7 +745,7 @@ class S3Backend(Backend):
         f = self._append_files.pop(name, None)
         if f is not None:
             f.close()
-        self._enqueue({"op": "seal", "seg": name, "end": self._queued_end.get(name, 0)})
+        self._enqueue({"op": "seal", "seg": name, "end": self._covered(name)})
 
     def _admit_sealed(self, name: str) -> None:
         """A sealed, uploaded segment's local copy becomes evictable cache."""

@@ -1,0 +1,212 @@
+"""What only an object store has: two writers, outages, a second machine, gc and fsck on s3://."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vegafs.store import STORE_CONCURRENT_MODIFICATION, Store, StoreError
+from vegafs.store.s3backend import S3Backend
+
+from .conftest import MotoServer, Outage
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_helpers() -> object:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_s3_store_conftest", _ROOT / "tests/store/conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_h = _load_helpers()
+make_file, read_file, assert_clean = _h.make_file, _h.read_file, _h.assert_clean  # type: ignore[attr-defined]
+
+
+def _backend(location: str, url: str, cache: Path, **kw: object) -> S3Backend:
+    return S3Backend(location, endpoint_url=url, cache_dir=cache, **kw)  # type: ignore[arg-type]
+
+
+def test_second_writer_loses_cleanly(s3_env: str, s3_server: MotoServer, tmp_path: Path) -> None:
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "a"), create=True) as a:
+        make_file(a, b"f", b"from a")
+        a.publish()
+        with pytest.raises(StoreError) as e:
+            Store.open(_backend(s3_env, s3_server.url, tmp_path / "b"))
+        assert e.value.code == STORE_CONCURRENT_MODIFICATION
+        assert f"pid {os.getpid()}" in str(e.value)
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "b"), read_only=True) as r:
+        ino = r.lookup(1, b"f")
+        assert ino is not None and read_file(r, ino) == b"from a"
+
+
+class _HungBackend(S3Backend):
+    """A writer that stops renewing its lease (a hung process), for the fencing test."""
+
+    def _renew_loop(self) -> None:
+        return
+
+
+def test_writer_whose_lease_was_taken_cannot_overwrite_anything(
+    s3_env: str, s3_server: MotoServer, tmp_path: Path
+) -> None:
+    """A hung writer's lease expires; a new writer wins; the old one's uploads are fenced off."""
+    hung = _HungBackend(s3_env, endpoint_url=s3_server.url, cache_dir=tmp_path / "a", lease_seconds=1.0)
+    a = Store.open(hung, create=True)
+    try:
+        make_file(a, b"before", b"a")
+        a.publish()
+        hung.drain()
+        deadline = time.monotonic() + 15
+        b = None
+        while b is None:
+            try:
+                b = Store.open(_backend(s3_env, s3_server.url, tmp_path / "b"))
+            except StoreError as e:
+                assert e.code == STORE_CONCURRENT_MODIFICATION and time.monotonic() < deadline
+                time.sleep(0.2)
+        with b:
+            assert b.taken_over_from is not None
+            make_file(b, b"winner", b"b")
+            b.publish()
+            b.backend.drain()  # type: ignore[attr-defined]
+            make_file(a, b"loser", b"a")  # a wakes up and writes on
+            a.publish()
+            with pytest.raises(StoreError) as e:
+                hung.drain()
+            assert e.value.code == STORE_CONCURRENT_MODIFICATION
+            assert "another writer" in str(e.value)
+    finally:
+        with contextlib.suppress(StoreError, OSError):
+            a.close()
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "c"), read_only=True) as r:
+        assert r.lookup(1, b"winner") is not None and r.lookup(1, b"loser") is None
+        assert_clean(r)
+
+
+def test_outage_mid_upload_loses_nothing_after_sync(
+    s3_env: str, outage: Outage, s3_server: MotoServer, tmp_path: Path
+) -> None:
+    data = os.urandom(3 << 20)
+    s = Store.open(_backend(s3_env, outage.url, tmp_path / "w"), create=True)
+    try:
+        outage.down()  # the endpoint dies while uploads are queued
+        ino = make_file(s, b"big", data)
+        s.publish()  # durable locally at once, although the endpoint is down
+        assert s.backend.pending_uploads() > 0  # type: ignore[attr-defined]
+        with pytest.raises(OSError):
+            s.backend.drain(timeout=1.0)  # type: ignore[attr-defined]
+        assert read_file(s, ino) == data  # reads come from the local cache meanwhile
+        outage.up()
+        s.backend.drain(timeout=60)  # type: ignore[attr-defined]  # uploads resume
+    finally:
+        s.close()
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "r"), read_only=True) as r:
+        got = r.lookup(1, b"big")
+        assert got is not None and read_file(r, got) == data
+        assert_clean(r)
+
+
+def test_crash_with_endpoint_down_loses_nothing_published(
+    s3_env: str, outage: Outage, s3_server: MotoServer, tmp_path: Path
+) -> None:
+    """Level 1 durability: published to the local journal, the process dies, the disk survives."""
+    cache = tmp_path / "w"
+    Store.open(_backend(s3_env, s3_server.url, cache), create=True).close()
+    code = (
+        "import os, sys, stat; from vegafs.store import Store; "
+        "from vegafs.store.s3backend import S3Backend; "
+        "s = Store.open(S3Backend(sys.argv[1], endpoint_url=sys.argv[2], cache_dir=sys.argv[3])); "
+        "print('open', flush=True); sys.stdin.readline(); "
+        "ino = s.alloc_ino(); h = s.put_chunk(b'survives'); "
+        "t = s.transaction(); x = t.__enter__(); "
+        "x.create_inode(ino, mode=stat.S_IFREG | 0o644, uid=0, gid=0, times_ns=1); "
+        "x.update(ino, nlink=1); x.link(1, b'kept', ino); x.set_blocks(ino, {0: h}, 8); "
+        "t.__exit__(None, None, None); s.publish(); os._exit(0)"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code, s3_env, outage.url, str(cache)],
+        cwd=_ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            assert child.stdout is not None and child.stdin is not None
+            assert child.stdout.readline() == "open\n"
+            outage.down()  # the endpoint dies, then the writer publishes and the machine "crashes"
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.wait(timeout=120) == 0
+        finally:
+            child.kill()
+    assert list((cache / "journal").glob("*.json"))  # the journal holds what the bucket lacks
+    outage.up()
+    with Store.open(_backend(s3_env, outage.url, cache)) as s:  # same host, dead pid: taken over
+        s.backend.drain()  # type: ignore[attr-defined]
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "r"), read_only=True) as r:
+        ino = r.lookup(1, b"kept")
+        assert ino is not None and read_file(r, ino) == b"survives"
+
+
+def test_reads_fail_with_eio_in_bounded_time_when_endpoint_is_down(
+    s3_env: str, outage: Outage, tmp_path: Path
+) -> None:
+    with Store.open(_backend(s3_env, outage.url, tmp_path / "w"), create=True) as s:
+        make_file(s, b"f", b"x" * 5000)
+    r = Store.open(_backend(s3_env, outage.url, tmp_path / "r"), read_only=True)
+    try:
+        ino = r.lookup(1, b"f")
+        outage.down()
+        start = time.monotonic()
+        with pytest.raises((OSError, StoreError)):
+            read_file(r, ino)
+        assert time.monotonic() - start < 30
+    finally:
+        r.close()
+
+
+def test_reader_on_another_machine_sees_each_sync(
+    s3_env: str, s3_server: MotoServer, tmp_path: Path
+) -> None:
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "w"), create=True) as w:
+        for i in range(3):
+            make_file(w, f"f{i}".encode(), f"v{i}".encode() * 100)
+            w.publish()
+            w.backend.drain()  # type: ignore[attr-defined]
+            with Store.open(_backend(s3_env, s3_server.url, tmp_path / f"r{i}"), read_only=True) as r:
+                assert [n for n, _ in r.listdir(1)] == [f"f{j}".encode() for j in range(i + 1)]
+
+
+def test_gc_and_fsck_on_s3(s3_env: str, s3_server: MotoServer, tmp_path: Path) -> None:
+    keep = os.urandom(200_000)
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "w"), create=True) as s:
+        k = make_file(s, b"keep", keep)
+        for i in range(5):
+            make_file(s, f"tmp{i}".encode(), os.urandom(100_000))
+        for i in range(5):
+            with s.transaction() as t:
+                ino = s.lookup(1, f"tmp{i}".encode())
+                t.unlink(1, f"tmp{i}".encode())
+                t.delete_inode(ino)
+        s.publish()
+        before = s.stats()
+        report = s.gc()
+        s.gc()
+        assert read_file(s, k) == keep
+        assert_clean(s)
+        assert s.stats() != before and report is not None
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "r"), read_only=True) as r:
+        assert read_file(r, r.lookup(1, b"keep")) == keep
+        report = r.fsck()
+        assert report.ok, report.describe()
