@@ -210,3 +210,15 @@ def test_gc_and_fsck_on_s3(s3_env: str, s3_server: MotoServer, tmp_path: Path) -
         assert read_file(r, r.lookup(1, b"keep")) == keep
         report = r.fsck()
         assert report.ok, report.describe()
+
+
+def test_cli_takes_s3_endpoint_flag(
+    s3_env: str, s3_server: MotoServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vegafs.cli.main import main
+
+    Store.open(s3_env, create=True).close()
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # only the flag names the server now
+    assert main(["snapshot", "create", "one", "--store", s3_env, "--s3-endpoint", s3_server.url]) == 0
+    assert main(["fsck", "--store", s3_env, "--s3-endpoint", s3_server.url]) == 0
+    assert "fsck: clean" in capsys.readouterr().out

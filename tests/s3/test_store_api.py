@@ -4,7 +4,8 @@ Imported, not copied: this module only swaps the ``store_path`` fixture for
 an ``s3://`` location served by the loopback server, so every ``Store.open``
 of those tests goes through ``open_backend`` to an S3Backend. Tests that
 inspect the local directory layout itself (paths, rmtree of ``index/``) are
-left out by name: they test LocalBackend, not the store.
+left out by name: they test LocalBackend, not the store (gc and fsck on s3 are
+checked in test_s3.py instead).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _LOCAL_ONLY = {
     "test_gc_keeps_everything_reachable_and_reclaims_the_rest",
     "test_segments_roll_and_checkpoint_reopens_fast",
     "test_snapshot_view_and_rollback_with_undo",
+    "test_fsck_reports_and_repairs_damage",
 }
 
 
@@ -35,7 +37,7 @@ def _load(name: str) -> object:
     return module
 
 
-for _module in map(_load, ("test_api", "test_fsck", "test_snapshots_gc")):
+for _module in map(_load, ("test_api", "test_fsck", "test_snapshots_gc", "test_cli")):
     for _name in dir(_module):
         if _name.startswith("test_") and _name not in _LOCAL_ONLY:
             globals()[_name] = getattr(_module, _name)

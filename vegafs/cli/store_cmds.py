@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -80,7 +81,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
-    p.add_argument("--store", metavar="PATH", help="store directory (default: the embedded store)")
+    p.add_argument(
+        "--store",
+        metavar="PATH|s3://BUCKET/PREFIX",
+        help="store directory or S3 location (default: the embedded store)",
+    )
+    p.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="endpoint of an S3-compatible server (else boto3's configuration; docs/s3.md)",
+    )
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -88,11 +98,17 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
 # -- plumbing -----------------------------------------------------------------
 
 
-def _store_dir(args: argparse.Namespace) -> Path:
+def _store_dir(args: argparse.Namespace) -> Path | str:
+    """The store's location: a directory, or an ``s3://`` URI kept as text."""
+    if getattr(args, "s3_endpoint", None):
+        # boto3 reads this variable; children (a mount daemon) inherit it.
+        os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
+    if args.store and args.store.startswith("s3://"):
+        return str(args.store)
     return Path(args.store).absolute() if args.store else default_store_path()
 
 
-def _ask_daemon(store_dir: Path, op: str, **op_args: Any) -> tuple[bool, Any]:
+def _ask_daemon(store_dir: Path | str, op: str, **op_args: Any) -> tuple[bool, Any]:
     """(True, result) if a mount daemon served ``op``; (False, None) if none listens."""
     try:
         from vegafs.cli import control
@@ -109,7 +125,7 @@ def _ask_daemon(store_dir: Path, op: str, **op_args: Any) -> tuple[bool, Any]:
     return True, response.get("result")
 
 
-def _open(store_dir: Path, read_only: bool = False, repair: bool = False) -> Store:
+def _open(store_dir: Path | str, read_only: bool = False, repair: bool = False) -> Store:
     try:
         return Store.open(store_dir, read_only=read_only, repair=repair)
     except StoreError as e:
