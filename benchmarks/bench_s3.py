@@ -15,7 +15,8 @@ data, 128 KiB blocks put with ``put_chunk``, one transaction per file and a
   ``vegafs sync`` waits for) and close.
 
 The drain time after the last publish shows how much upload was left when
-the ingest ended (uploads run during the ingest, not after it). Target (issue 6): ``s3 +sync`` >= 0.5x of local throughput with the server on loopback.
+the ingest ended (uploads run during the ingest, not after it). Target
+(issue 6): ``s3 +sync`` >= 0.5x of local throughput with the server on loopback.
 Medians over ``--repeat`` rounds (the shared VM is noisy).
 """
 

@@ -446,8 +446,15 @@ class S3Backend(Backend):
         for seq, op in ops:
             self._note_pending(seq, op)
         self._reconcile(journal_empty=not ops)
-        head = self._head(MANIFEST_KEY)
-        self._manifest_etag = head["ETag"] if head else None
+        # A journal left by a crash continues from the MANIFEST this writer last
+        # wrote, not from whatever is there now: if another writer changed it
+        # meanwhile, the replay is fenced off instead of overwriting its head.
+        saved = self.cache / "manifest.etag"
+        if ops and saved.exists():
+            self._manifest_etag = saved.read_text() or None
+        else:
+            head = self._head(MANIFEST_KEY)
+            self._manifest_etag = head["ETag"] if head else None
         self._writer = True
         upload = threading.Thread(target=self._upload_loop, name="s3-upload", daemon=True)
         upload.start()
@@ -566,6 +573,7 @@ class S3Backend(Backend):
                     {"IfMatch": self._manifest_etag} if self._manifest_etag else {"IfNoneMatch": "*"}
                 )
                 self._manifest_etag = self._put_fenced(MANIFEST_KEY, data, cond)
+                _write_durably(self.cache / "manifest.etag", self._manifest_etag.encode())
             else:
                 self._put(op["key"], data)
         elif kind == "del":
