@@ -42,7 +42,7 @@ def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("soak")
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--files", str(FILES),
-         "--bytes", "256MiB", "--big-file-size", "32MiB", "--churn", "3", "--sample", "1",
+         "--bytes", "256MiB", "--big-file-size", "32MiB", "--churn", "3", "--sample", "1", "--reserve", "64MiB",
          "--dir", str(base), "--json"],
         capture_output=True, text=True, timeout=280,
     )
