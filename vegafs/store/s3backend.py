@@ -77,6 +77,7 @@ DEFAULT_LEASE_SECONDS = 30.0
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 20.0
 CLIENT_ATTEMPTS = 3
+_MIN_PART = 5 << 20  # S3's smallest multipart part (but the last)
 _MULTIPART = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
 _S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$")
 
@@ -190,7 +191,7 @@ class S3Backend(Backend):
         self._lru_bytes = 0
         self._lru_lock = threading.Lock()
         self._index_blocks()
-        self.counters = {"puts": 0, "gets": 0, "retries": 0, "cache_hits": 0}
+        self.counters = {"puts": 0, "gets": 0, "retries": 0, "cache_hits": 0, "copied_parts": 0}
 
     # -- paths and S3 calls ----------------------------------------------------
 
@@ -593,9 +594,7 @@ class S3Backend(Backend):
             if not path.exists():
                 return
             try:
-                self.client.upload_file(
-                    str(path), self.bucket, self._key(SEGMENTS + op["seg"]), Config=_MULTIPART
-                )
+                self._assemble(op["seg"], path)
             except BotoCoreError as e:
                 raise OSError(errno.EIO, f"upload {op['seg']}: {e}") from e
             self.counters["puts"] += 1
@@ -606,6 +605,80 @@ class S3Backend(Backend):
             self._delete(SEGMENTS + op["seg"])
             for rel, _size in self._list(f"{PIECES}{op['seg']}/"):
                 self._delete(rel)
+
+    def _assemble(self, name: str, path: Path) -> None:
+        """Make the sealed object from the pieces already in the bucket, where it can.
+
+        The pieces hold every byte already (a reader needed them), so a
+        multipart upload copies the large ones server-side (UploadPartCopy)
+        and sends only runs of small pieces (parts must be >= 5 MiB but the
+        last) from the local copy: the segment's bytes cross the network about
+        once, not twice. Without large pieces, a plain (multipart) upload.
+        """
+        key = self._key(SEGMENTS + name)
+        pieces = [(int(rel.rsplit("/", 1)[1]), size, rel) for rel, size in self._list(f"{PIECES}{name}/")]
+        total = os.stat(path).st_size
+        covered = sum(size for _start, size, _rel in pieces)
+        if covered != total or not any(size >= _MIN_PART for _s, size, _r in pieces):
+            self.client.upload_file(str(path), self.bucket, key, Config=_MULTIPART)
+            return
+        upload = self._s3("create_multipart_upload", Key=key)["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            run: tuple[int, int] | None = None  # a run of small pieces, sent from the local copy
+
+            def send_run() -> None:
+                nonlocal run
+                if run is None:
+                    return
+                with open(path, "rb") as f:
+                    f.seek(run[0])
+                    body = f.read(run[1] - run[0])
+                r = self._s3(
+                    "upload_part", Key=key, UploadId=upload, PartNumber=len(parts) + 1, Body=body
+                )
+                parts.append({"PartNumber": len(parts) + 1, "ETag": r["ETag"]})
+                run = None
+
+            for start, size, rel in sorted(pieces):
+                skip = 0  # bytes of this piece sent with the run before it
+                if run is not None and run[1] - run[0] < _MIN_PART:
+                    # The run is too small to stand alone: top it up from this piece.
+                    skip = min(size, _MIN_PART - (run[1] - run[0]))
+                    if size - skip < _MIN_PART:
+                        skip = size
+                    run = (run[0], start + skip)
+                    if skip == size:
+                        continue
+                elif size < _MIN_PART:
+                    send_run()
+                    run = (start, start + size)
+                    continue
+                send_run()
+                r = self._s3(
+                    "upload_part_copy",
+                    Key=key,
+                    UploadId=upload,
+                    PartNumber=len(parts) + 1,
+                    CopySource={"Bucket": self.bucket, "Key": self._key(rel)},
+                    CopySourceRange=f"bytes={skip}-{size - 1}",
+                )
+                etag = r["CopyPartResult"]["ETag"]
+                parts.append({"PartNumber": len(parts) + 1, "ETag": etag, "copied": True})
+            send_run()
+            self.counters["copied_parts"] += sum(1 for p in parts if p.get("copied"))
+            for p in parts:
+                p.pop("copied", None)
+            self._s3(
+                "complete_multipart_upload",
+                Key=key,
+                UploadId=upload,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            with contextlib.suppress(OSError, ClientError):
+                self._s3("abort_multipart_upload", Key=key, UploadId=upload)
+            raise
 
     def _put_fenced(self, rel: str, data: bytes, cond: dict[str, str]) -> str:
         """A conditional PUT; a replayed PUT that already landed matches itself (not a conflict)."""
