@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import sys
@@ -243,3 +244,25 @@ def test_seal_assembles_the_object_from_pieces(new_backend) -> None:  # type: ig
     assert r.segment_size("000000-00000000.seg") == len(expected)
     assert r.read("000000-00000000.seg", 0, len(expected) + 10) == expected
     assert r.read("000000-00000000.seg", (6 << 20) + 1, 200) == expected[(6 << 20) + 1 : (6 << 20) + 201]
+
+
+def test_writes_fail_cleanly_at_the_cache_bound_during_an_outage(
+    s3_env: str, outage: Outage, s3_server: MotoServer, tmp_path: Path
+) -> None:
+    backend = _backend(s3_env, outage.url, tmp_path / "w", cache_size=1 << 20)
+    with Store.open(backend, create=True) as s:
+        outage.down()
+        make_file(s, b"small", b"s" * 1000)
+        s.publish()  # fits under the bound: durable locally
+        make_file(s, b"fill", os.urandom(900_000))
+        s.publish()
+        with pytest.raises(StoreError) as e:
+            make_file(s, b"over", os.urandom(300_000))
+        assert e.value.errno == errno.ENOSPC
+        assert s.lookup(1, b"over") is None  # the failed write was not applied
+        outage.up()
+        backend.drain(timeout=60)
+        make_file(s, b"after", b"ok")  # room again once the uploads caught up
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "r"), read_only=True) as r:
+        assert [n for n, _ in r.listdir(1)] == [b"small", b"fill", b"after"]
+        assert_clean(r)

@@ -183,6 +183,8 @@ class S3Backend(Backend):
         self._queued_end: dict[str, int] = {}
         self._fatal: StoreError | None = None
         self._last_error = ""
+        self._failing = False  # the last upload attempt failed (endpoint down)
+        self._pending_piece_bytes = 0  # segment bytes published locally, not yet uploaded
         self._stop = False
         self._threads: list[threading.Thread] = []
         self._append_files: dict[str, Any] = {}
@@ -440,6 +442,7 @@ class S3Backend(Backend):
             ops.append((int(p.stem), json.loads(p.read_bytes())))
         ops.sort(key=lambda o: o[0])
         self._queued_end.clear()
+        self._pending_piece_bytes = 0
         self._pending_obj.clear()
         self._pending_seg_delete.clear()
         self._queue = ops
@@ -472,6 +475,8 @@ class S3Backend(Backend):
             self._pending_seg_delete[op["seg"]] = seq
         elif kind in ("piece", "truncate"):
             self._queued_end[op["seg"]] = op["end"]
+            if kind == "piece":
+                self._pending_piece_bytes += op["end"] - op["start"]
 
     def _remote_sizes(self) -> dict[str, int]:
         """Size in the bucket of every segment (sealed object, or the end of its pieces)."""
@@ -542,6 +547,9 @@ class S3Backend(Backend):
                 )
                 continue
             except (OSError, ClientError) as e:
+                with self._cv:
+                    self._failing = True
+                    self._cv.notify_all()
                 self._last_error = str(e)
                 self.counters["retries"] += 1
                 with self._cv:  # backoff with full jitter, capped; wakes early on stop
@@ -550,12 +558,15 @@ class S3Backend(Backend):
                 continue
             delay = 0.05
             with self._cv:
+                self._failing = False
                 self._queue.pop(0)
                 self._retire(seq, op)
                 self._cv.notify_all()
 
     def _retire(self, seq: int, op: dict[str, Any]) -> None:
         kind = op["op"]
+        if kind == "piece":
+            self._pending_piece_bytes -= op["end"] - op["start"]
         if kind in ("put", "del") and self._pending_obj.get(op["key"], (None,))[0] == seq:
             del self._pending_obj[op["key"]]
         if kind == "delseg" and self._pending_seg_delete.get(op["seg"]) == seq:
@@ -792,8 +803,33 @@ class S3Backend(Backend):
         return f
 
     def append(self, name: str, data: bytes) -> None:
+        """Append to the local segment; bounded by ``cache_size`` of bytes not yet uploaded.
+
+        Over the bound, wait for the uploader while it makes progress
+        (backpressure); with the endpoint down, fail at once with ENOSPC, which
+        the store turns into a clean STORE_IO_ERROR (the transaction is not
+        applied; writes succeed again once uploads catch up).
+        """
         self._check_fatal()
         f = self._append_file(name)
+        unsynced = f.tell() - self._covered(name)
+        with self._cv:
+            self._cv.wait_for(
+                lambda: self._pending_piece_bytes + unsynced + len(data) <= self.cache_size
+                or self._pending_piece_bytes == 0
+                or self._failing
+                or self._fatal is not None,
+                timeout=self.drain_timeout,
+            )
+            over = self._pending_piece_bytes + unsynced + len(data) > self.cache_size
+        self._check_fatal()
+        if over:
+            raise OSError(
+                errno.ENOSPC,
+                f"the local cache of {self.location} holds {self.cache_size} bytes not yet "
+                f"uploaded (its bound) and the object store is not taking more "
+                f"({self._last_error or 'no progress'})",
+            )
         f.write(data)
 
     def sync(self, name: str) -> None:
