@@ -223,6 +223,9 @@ def test_cli_takes_s3_endpoint_flag(
     assert main(["snapshot", "create", "one", "--store", s3_env, "--s3-endpoint", s3_server.url]) == 0
     assert main(["fsck", "--store", s3_env, "--s3-endpoint", s3_server.url]) == 0
     assert "fsck: clean" in capsys.readouterr().out
+    assert main(["stats", "--store", s3_env, "--s3-endpoint", "http://127.0.0.1:1"]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("vegafs: cannot open the store at s3://") and "Traceback" not in err
 
 
 def test_seal_assembles_the_object_from_pieces(new_backend) -> None:  # type: ignore[no-untyped-def]

@@ -137,6 +137,8 @@ def _open(store_dir: Path | str, read_only: bool = False, repair: bool = False) 
                 "(wait for it, or unmount it with `vegafs umount`)"
             ) from None
         raise CliError(str(e)) from None
+    except OSError as e:  # an unreachable object store, a missing directory
+        raise CliError(f"cannot open the store at {store_dir}: {e.strerror or e}") from None
 
 
 def _run(args: argparse.Namespace, op: str, local: Callable[[Store], Any], **op_args: Any) -> Any:

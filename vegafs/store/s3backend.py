@@ -211,7 +211,7 @@ class S3Backend(Backend):
         except ClientError:
             raise
         except BotoCoreError as e:
-            raise OSError(errno.EIO, f"object store {self.endpoint_url or 'S3'}: {e}") from e
+            raise OSError(errno.EIO, f"object store {self.client.meta.endpoint_url}: {e}") from e
 
     @staticmethod
     def _code(e: ClientError) -> str:
@@ -300,7 +300,7 @@ class S3Backend(Backend):
                 raise OSError(errno.EIO, f"bucket {self.bucket}: {e}") from e
             self._s3("create_bucket")
         except BotoCoreError as e:
-            raise OSError(errno.EIO, f"object store {self.endpoint_url or 'S3'}: {e}") from e
+            raise OSError(errno.EIO, f"object store {self.client.meta.endpoint_url}: {e}") from e
         # FORMAT last and only if absent: two creators cannot both succeed.
         try:
             self._put(FORMAT_KEY, format_bytes, IfNoneMatch="*")
@@ -728,7 +728,7 @@ class S3Backend(Backend):
         if not done:
             raise OSError(
                 errno.EIO,
-                f"object store {self.endpoint_url or 'S3'} unreachable for {limit:.0f} s: "
+                f"object store {self.client.meta.endpoint_url} unreachable for {limit:.0f} s: "
                 f"{len(self._queue)} uploads wait in {self.cache / 'journal'} "
                 f"(last error: {self._last_error})",
             )
