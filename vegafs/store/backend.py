@@ -482,9 +482,7 @@ def open_backend(location: str | os.PathLike[str]) -> Backend:
     from vegafs.store.s3backend import DEFAULT_CACHE_SIZE, S3Backend
 
     return S3Backend(
-        text,
-        cache_dir=os.environ.get("VEGAFS_S3_CACHE") or None,
-        cache_size=int(os.environ.get("VEGAFS_S3_CACHE_SIZE") or DEFAULT_CACHE_SIZE),
+        text, cache_size=int(os.environ.get("VEGAFS_S3_CACHE_SIZE") or DEFAULT_CACHE_SIZE)
     )
 
 

@@ -90,6 +90,21 @@ def parse_s3_location(location: str) -> tuple[str, str]:
     return m.group(1), (m.group(2) or "").strip("/")
 
 
+def default_cache_dir(location: str) -> Path:
+    """The local cache (and journal) directory of an s3:// store on this machine.
+
+    ``$VEGAFS_S3_CACHE`` if set, else ``$XDG_CACHE_HOME/vegafs/s3/BUCKET/PREFIX``
+    (``~/.cache/...``). A mount keeps its log and control socket here too: it
+    is the store's local state directory.
+    """
+    env = os.environ.get("VEGAFS_S3_CACHE")
+    if env:
+        return Path(env)
+    bucket, prefix = parse_s3_location(location)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "vegafs", "s3", bucket, prefix.replace("/", "%"))
+
+
 def _check_key(key: str) -> None:
     if any(p in ("", ".", "..") for p in key.split("/")):
         raise ValueError(f"bad object key {key!r}")
@@ -156,10 +171,7 @@ class S3Backend(Backend):
         self.cache_size = cache_size
         self.lease_seconds = lease_seconds
         self.drain_timeout = drain_timeout
-        if cache_dir is None:
-            base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-            cache_dir = Path(base, "vegafs", "s3", self.bucket, self.prefix.replace("/", "%"))
-        self.cache = Path(cache_dir)
+        self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(location)
         self.client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
