@@ -110,43 +110,29 @@ class Output(VegaObject):
         return len(view)
 
 
+#: Event fields a hook reads as plain attributes (``ev.path``, ``ev.offset``...).
+_PLAIN_FIELDS = (
+    "event",
+    "path",
+    "uid",
+    "gid",
+    "pid",
+    "offset",
+    "size",
+    "file_size",
+    "old_path",
+    "new_path",
+    "meta",
+    "output",
+)
+
+
 class HookEvent(VegaObject):
     """One filesystem event as a hook sees it (see the module docstring)."""
 
-    __slots__ = (
-        "event",
-        "path",
-        "uid",
-        "gid",
-        "pid",
-        "offset",
-        "size",
-        "file_size",
-        "old_path",
-        "new_path",
-        "meta",
-        "output",
-        "owner",
-        "_data",
-        "_load_data",
-    )
+    __slots__ = (*_PLAIN_FIELDS, "owner", "_data", "_load_data")
     type_name = "event"
-    _PLAIN: ClassVar[frozenset[str]] = frozenset(
-        {
-            "event",
-            "path",
-            "uid",
-            "gid",
-            "pid",
-            "offset",
-            "size",
-            "file_size",
-            "old_path",
-            "new_path",
-            "meta",
-            "output",
-        }
-    )
+    _PLAIN: ClassVar[frozenset[str]] = frozenset(_PLAIN_FIELDS)
 
     def __init__(
         self,
