@@ -190,6 +190,8 @@ class S3Backend(Backend):
         self._cv = threading.Condition()
         self._seq = 0
         self._queue: list[tuple[int, dict[str, Any]]] = []  # journal, in order
+        self._seal_queue: list[tuple[int, dict[str, Any]]] = []  # seals being made
+        self._sealing: dict[str, int] = {}  # segment -> journal seq of its seal
         self._pending_obj: dict[str, tuple[int, bytes | None]] = {}
         self._pending_seg_delete: dict[str, int] = {}
         self._queued_end: dict[str, int] = {}
@@ -454,6 +456,8 @@ class S3Backend(Backend):
             ops.append((int(p.stem), json.loads(p.read_bytes())))
         ops.sort(key=lambda o: o[0])
         self._queued_end.clear()
+        self._seal_queue.clear()
+        self._sealing.clear()
         self._pending_piece_bytes = 0
         self._pending_obj.clear()
         self._pending_seg_delete.clear()
@@ -472,9 +476,10 @@ class S3Backend(Backend):
             head = self._head(MANIFEST_KEY)
             self._manifest_etag = head["ETag"] if head else None
         self._writer = True
-        upload = threading.Thread(target=self._upload_loop, name="s3-upload", daemon=True)
-        upload.start()
-        self._threads.append(upload)
+        for loop in (self._upload_loop, self._seal_loop):
+            t = threading.Thread(target=loop, name=f"s3{loop.__name__}", daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def _note_pending(self, seq: int, op: dict[str, Any]) -> None:
         kind = op["op"]
@@ -542,14 +547,16 @@ class S3Backend(Backend):
         if self._fatal is not None:
             raise self._fatal
 
-    def _upload_loop(self) -> None:
+    def _run_op(self, seq: int, op: dict[str, Any]) -> bool:
+        """Apply one journal operation, retrying transient faults with backoff and full jitter.
+
+        False if it was not done: the backend is stopping, or another writer
+        fenced this one off (then every later operation stays in the journal).
+        """
         delay = 0.05
         while True:
-            with self._cv:
-                self._cv.wait_for(lambda: self._stop or (self._queue and not self._fatal))
-                if self._stop:
-                    return
-                seq, op = self._queue[0]
+            if self._stop or self._fatal is not None:
+                return False
             try:
                 self._apply(seq, op)
             except _Fatal as e:
@@ -557,21 +564,67 @@ class S3Backend(Backend):
                     f"store {self.location}: another writer changed the store "
                     f"({e}); this writer's unsynced changes stay in {self.cache / 'journal'}"
                 )
-                continue
+                return False
             except (OSError, ClientError) as e:
                 with self._cv:
                     self._failing = True
+                    self._last_error = str(e)
+                    self.counters["retries"] += 1
                     self._cv.notify_all()
-                self._last_error = str(e)
-                self.counters["retries"] += 1
-                with self._cv:  # backoff with full jitter, capped; wakes early on stop
                     self._cv.wait_for(lambda: self._stop, timeout=random.uniform(0, delay))
                 delay = min(delay * 2, 5.0)
                 continue
-            delay = 0.05
             with self._cv:
                 self._failing = False
+            return True
+
+    def _upload_loop(self) -> None:
+        """Replay the journal in order; seals go to the sealer thread (see _seal_loop)."""
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop or (self._queue and not self._fatal))
+                if self._stop:
+                    return
+                seq, op = self._queue[0]
+                if op["op"] == "seal":
+                    self._queue.pop(0)
+                    self._sealing[op["seg"]] = seq
+                    self._seal_queue.append((seq, op))
+                    self._cv.notify_all()
+                    continue
+                seg = op.get("seg")
+                if seg in self._sealing:
+                    # Nothing may touch a segment while its sealed object is being made.
+                    self._cv.wait_for(
+                        lambda seg=seg: seg not in self._sealing or self._stop or self._fatal
+                    )
+                    continue
+            if not self._run_op(seq, op):
+                continue
+            with self._cv:
                 self._queue.pop(0)
+                self._retire(seq, op)
+                self._cv.notify_all()
+
+    def _seal_loop(self) -> None:
+        """Make sealed objects beside the ordered replay.
+
+        A seal only replaces a segment's pieces by one object with the same
+        bytes — a reader sees the same segment either way — so it need not
+        hold up the pieces and MANIFEST writes behind it (the next segment's
+        publishes): the sealing of a full segment overlaps the ingest.
+        """
+        while True:
+            with self._cv:
+                self._cv.wait_for(lambda: self._stop or (self._seal_queue and not self._fatal))
+                if self._stop:
+                    return
+                seq, op = self._seal_queue[0]
+            if not self._run_op(seq, op):
+                continue
+            with self._cv:
+                self._seal_queue.pop(0)
+                del self._sealing[op["seg"]]
                 self._retire(seq, op)
                 self._cv.notify_all()
 
@@ -735,20 +788,22 @@ class S3Backend(Backend):
         limit = self.drain_timeout if timeout is None else timeout
         with self._cv:
             self._cv.notify_all()
-            done = self._cv.wait_for(lambda: not self._queue or self._fatal, timeout=limit)
+            done = self._cv.wait_for(
+                lambda: not (self._queue or self._seal_queue) or self._fatal, timeout=limit
+            )
         self._check_fatal()
         if not done:
             raise OSError(
                 errno.EIO,
                 f"object store {self.client.meta.endpoint_url} unreachable for {limit:.0f} s: "
-                f"{len(self._queue)} uploads wait in {self.cache / 'journal'} "
+                f"{len(self._queue) + len(self._seal_queue)} uploads wait in {self.cache / 'journal'} "
                 f"(last error: {self._last_error})",
             )
 
     def pending_uploads(self) -> int:
         """Journal operations not yet in the bucket."""
         with self._cv:
-            return len(self._queue)
+            return len(self._queue) + len(self._seal_queue)
 
     # -- segments --------------------------------------------------------------
 
