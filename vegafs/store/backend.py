@@ -168,6 +168,17 @@ class Backend(ABC):
     def list_objects(self, prefix: str) -> list[str]:
         """Keys that start with ``prefix`` (e.g. ``"index/"``), sorted."""
 
+    # -- remote durability ---------------------------------------------------
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until everything written so far is in the backend's final home.
+
+        A local backend is durable at :meth:`sync` already (no-op). A backend
+        that publishes into a local journal first (S3) waits for its uploads:
+        this is ``vegafs sync``; raises OSError(EIO) after ``timeout``.
+        """
+        return None
+
     # -- host facts (ASL-HOST §7) --------------------------------------------
 
     def clock_ns(self) -> int:
