@@ -114,6 +114,10 @@ def _ask_daemon(store_dir: Path | str, op: str, **op_args: Any) -> tuple[bool, A
         from vegafs.cli import control
     except ImportError:  # the mount layer is not installed
         return False, None
+    if isinstance(store_dir, str):  # s3://: a mount's socket is in the local cache directory
+        from vegafs.store.s3backend import default_cache_dir
+
+        store_dir = default_cache_dir(store_dir)
     try:
         response = control.request(store_dir, op, **op_args)
     except (OSError, control.ControlError) as e:
