@@ -77,6 +77,7 @@ DEFAULT_LEASE_SECONDS = 30.0
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 20.0
 CLIENT_ATTEMPTS = 3
+_MAX_PIECE = 32 << 20  # the most bytes one merged piece PUT carries
 _MIN_PART = 5 << 20  # S3's smallest multipart part (but the last)
 _MULTIPART = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
 _S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$")
@@ -206,6 +207,7 @@ class S3Backend(Backend):
         self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._lru_bytes = 0
         self._lru_lock = threading.Lock()
+        self._piece_lists: dict[str, list[tuple[str, int]]] = {}  # reader's listing of pieces
         self._index_blocks()
         self.counters = {"puts": 0, "gets": 0, "retries": 0, "cache_hits": 0, "copied_parts": 0}
 
@@ -599,12 +601,37 @@ class S3Backend(Backend):
                         lambda seg=seg: seg not in self._sealing or self._stop or self._fatal
                     )
                     continue
+                batch = self._batch()
+                if len(batch) > 1:  # consecutive publishes of one segment: one PUT
+                    op = {**op, "end": batch[-1][1]["end"]}
             if not self._run_op(seq, op):
                 continue
             with self._cv:
-                self._queue.pop(0)
-                self._retire(seq, op)
+                for done_seq, done_op in batch:
+                    self._queue.pop(0)
+                    self._retire(done_seq, done_op)
                 self._cv.notify_all()
+
+    def _batch(self) -> list[tuple[int, dict[str, Any]]]:
+        """The head of the journal, with the contiguous pieces of its segment that follow it.
+
+        A mount publishes on every fsync and group commit: thousands of small
+        pieces. Sent one by one they would leave the bucket far behind; merged,
+        the bucket gets the same bytes in fewer objects (readers and recovery
+        accept pieces that overlap, see _read_remote and _put_fenced).
+        """
+        batch = [self._queue[0]]
+        if batch[0][1]["op"] != "piece":
+            return batch
+        seg, end = batch[0][1]["seg"], batch[0][1]["end"]
+        for seq, op in self._queue[1:]:
+            if op["op"] != "piece" or op["seg"] != seg or op["start"] != end:
+                break
+            if op["end"] - batch[0][1]["start"] > _MAX_PIECE:
+                break
+            batch.append((seq, op))
+            end = op["end"]
+        return batch
 
     def _seal_loop(self) -> None:
         """Make sealed objects beside the ordered replay.
@@ -662,7 +689,8 @@ class S3Backend(Backend):
                 f.seek(op["start"])
                 data = f.read(op["end"] - op["start"])
             # A piece is written once: if one is there, another writer appended here.
-            self._put_fenced(f"{PIECES}{op['seg']}/{op['start']:016d}", data, {"IfNoneMatch": "*"})
+            key = f"{PIECES}{op['seg']}/{op['start']:016d}"
+            self._put_fenced(key, data, {"IfNoneMatch": "*"}, merged_ok=True)
         elif kind == "truncate":
             self._cut_pieces(op["seg"], op["end"])
         elif kind == "seal":
@@ -756,13 +784,20 @@ class S3Backend(Backend):
                 self._s3("abort_multipart_upload", Key=key, UploadId=upload)
             raise
 
-    def _put_fenced(self, rel: str, data: bytes, cond: dict[str, str]) -> str:
-        """A conditional PUT; a replayed PUT that already landed matches itself (not a conflict)."""
+    def _put_fenced(
+        self, rel: str, data: bytes, cond: dict[str, str], merged_ok: bool = False
+    ) -> str:
+        """A conditional PUT; a replayed PUT that already landed matches itself (not a conflict).
+
+        With ``merged_ok`` (pieces) an object that starts with ``data`` also
+        matches: a merged PUT of this piece and the next ones landed before a
+        crash kept their journal entries.
+        """
         try:
             return self._put(rel, data, **cond)
         except _Fatal:
             got = self._get(rel)
-            if got is None or got[0] != data:
+            if got is None or not (got[0] == data or (merged_ok and got[0].startswith(data))):
                 raise
             return got[1]
 
@@ -1034,27 +1069,32 @@ class S3Backend(Backend):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def _read_remote(self, name: str, offset: int, length: int) -> bytes:
+    def _read_remote(self, name: str, offset: int, length: int, retry: bool = True) -> bytes:
+        """Read from the sealed object, or else from the pieces (listed once, relisted when short)."""
         if length <= 0:
             return b""
         got = self._get(SEGMENTS + name, f"bytes={offset}-{offset + length - 1}")
         if got is not None:
             return got[0]
-        pieces = self._list(f"{PIECES}{name}/")
+        end = offset + length
+        pieces = self._piece_lists.get(name)
+        if pieces is None or max((int(r.rsplit("/", 1)[1]) + n for r, n in pieces), default=0) < end:
+            pieces = self._piece_lists[name] = self._list(f"{PIECES}{name}/")
         if not pieces:
             if self._head(SEGMENTS + name) is not None:
                 return b""  # offset past the end
             raise self._not_found(name)
         out = bytearray()
-        end = offset + length
         for rel, size in pieces:
             start = int(rel.rsplit("/", 1)[1])
-            if start + size <= offset or start >= end or start > offset + len(out):
-                continue
-            lo = offset + len(out) - start
-            hi = min(size, end - start)
-            got = self._get(rel, f"bytes={lo}-{hi - 1}")
-            if got is None:
+            pos = offset + len(out)
+            if start + size <= pos or start >= end or start > pos:
+                continue  # already read (pieces may overlap), or not reached
+            got = self._get(rel, f"bytes={pos - start}-{min(size, end - start) - 1}")
+            if got is None:  # sealed or cut meanwhile: list again, once
+                self._piece_lists.pop(name, None)
+                if retry:
+                    return bytes(out) + self._read_remote(name, pos, end - pos, retry=False)
                 break
             out += got[0]
         return bytes(out)
