@@ -179,3 +179,11 @@ def outage(s3_server: MotoServer) -> Iterator[Outage]:
         yield relay
     finally:
         relay.down()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """sqlite's thousands of fsyncs on s3:// take minutes (each is a publish and a piece):
+    slow here; the same tests run quick on a local store in tests/mount."""
+    for item in items:
+        if item.path.name == "test_mount_tools_s3.py" and "sqlite" in item.name:
+            item.add_marker(pytest.mark.slow)

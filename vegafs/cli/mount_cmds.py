@@ -37,8 +37,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("mountpoint", help="an existing, empty directory")
     p.add_argument(
         "--store",
-        metavar="PATH",
-        help="the store directory (created on first use; default: the embedded default store)",
+        metavar="PATH|s3://BUCKET/PREFIX",
+        help="the store directory or S3 location (created on first use; default: the embedded "
+        "default store)",
+    )
+    p.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="endpoint of an S3-compatible server for an s3:// store (docs/s3.md)",
     )
     p.add_argument("--hooks", metavar="DIR", help="directory of Vega hook files")
     p.add_argument(
@@ -181,7 +187,7 @@ def _setup_logging(store_dir: Path, debug: bool) -> None:
         logging.getLogger("pyfuse3").setLevel(logging.WARNING)
 
 
-def _open_store(store_dir: Path):  # type: ignore[no-untyped-def]
+def _open_store(store_dir: Path | str):  # type: ignore[no-untyped-def]
     from vegafs.store import Store, StoreError
 
     try:
@@ -198,7 +204,17 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     mnt = os.path.abspath(args.mountpoint)
     _check_mountpoint(mnt)
-    store_dir = Path(args.store).absolute() if args.store else default_store_path()
+    if args.store and args.store.startswith("s3://"):
+        from vegafs.store.s3backend import default_cache_dir
+
+        if args.s3_endpoint:
+            os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
+        # The store lives in the bucket; its local state (journal, cache, log,
+        # control socket) in the cache directory, which stands for it here.
+        args.store_location = args.store
+        store_dir = default_cache_dir(args.store)
+    else:
+        store_dir = Path(args.store).absolute() if args.store else default_store_path()
     if args.hooks and not os.path.isdir(args.hooks):
         raise CliError(f"hooks directory {args.hooks} does not exist")
     if args.commit_interval <= 0:
@@ -219,7 +235,7 @@ def _serve(
     from vegafs.fuse_ops import Daemon
 
     store_dir.parent.mkdir(parents=True, exist_ok=True)
-    store = _open_store(store_dir)
+    store = _open_store(getattr(args, "store_location", None) or store_dir)
     try:
         _setup_logging(store_dir, args.debug)
         options = [o for opt in args.options for o in opt.split(",") if o]

@@ -210,6 +210,7 @@ class Daemon:
             return self.hooks.listing()
         if op in ("sync", "shutdown"):
             await self.ops.sync()
+            await trio.to_thread.run_sync(store.backend.drain)  # an s3:// store: until uploaded
             return self.status()
         if op == "snapshot_create":
             await self.ops.commit_all()
