@@ -32,6 +32,21 @@ SCHEMES: dict[str, str] = {
 _OPENERS: dict[str, Callable[[str], Any]] = {}
 
 
+def uri_directory(uri: str, scheme: str, what: str) -> str:
+    """The absolute host directory a ``scheme:///abs/dir`` URI names.
+
+    Raises VfsError("invalid") for another scheme or a relative path (a relative
+    path would depend on the host's working directory, which a script must not).
+    """
+    prefix = f"{scheme}://"
+    if not uri.startswith(prefix):
+        raise VfsError("invalid", f"not a {prefix} URI: {uri!r}")
+    path = uri[len(prefix):]
+    if not path.startswith("/"):
+        raise VfsError("invalid", f"{prefix} needs an absolute {what}, got {path!r}")
+    return path
+
+
 def register_scheme(scheme: str, opener: Callable[[str], Any]) -> None:
     """Make ``scheme://...`` open through ``opener(uri)`` (tests, embedding hosts)."""
     _OPENERS[scheme] = opener

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+from vegafs.drivers import uri_directory
 from vegafs.vm.vfs import (
     Buffer,
     DriverCaps,
@@ -174,12 +175,7 @@ class PosixDriver:
     @classmethod
     def from_uri(cls, uri: str) -> PosixDriver:
         """``posix:///abs/dir`` -> a driver confined to /abs/dir."""
-        if not uri.startswith("posix://"):
-            raise VfsError("invalid", f"not a posix:// URI: {uri!r}")
-        root = uri[len("posix://"):]
-        if not root.startswith("/"):
-            raise VfsError("invalid", f"posix:// needs an absolute directory, got {root!r}")
-        return cls(root)
+        return cls(uri_directory(uri, "posix", "directory"))
 
     def capabilities(self) -> DriverCaps:
         return _CAPS

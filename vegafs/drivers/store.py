@@ -11,6 +11,7 @@ script wrote is durable when `vegafs run` returns.
 
 from __future__ import annotations
 
+from vegafs.drivers import uri_directory
 from vegafs.drivers.fs import FsDriver
 from vegafs.fs import FileSystem
 from vegafs.store import Store, StoreError
@@ -33,11 +34,7 @@ class StoreDriver(FsDriver):
     @classmethod
     def from_uri(cls, uri: str) -> StoreDriver:
         """``store:///abs/store/dir`` -> the store there (created if missing)."""
-        if not uri.startswith("store://"):
-            raise VfsError("invalid", f"not a store:// URI: {uri!r}")
-        path = uri[len("store://"):]
-        if not path.startswith("/"):
-            raise VfsError("invalid", f"store:// needs an absolute store directory, got {path!r}")
+        path = uri_directory(uri, "store", "store directory")
         try:
             return cls(Store.open(path, create=True))
         except StoreError as exc:
