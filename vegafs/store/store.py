@@ -891,15 +891,22 @@ class Store(_StateReads):
         self._since_checkpoint += 1
         return logseq, loc
 
+    def _fail_sticky(self, what: str, cause: OSError) -> str:
+        """Stop accepting writes for good (the on-disk tail is no longer known to be
+        consistent): every later write fails with this message until a reopen."""
+        self._failed = (
+            f"store {self.location} stopped accepting writes: {what} "
+            f"({cause.strerror or cause}); reopen it to recover at the last publish"
+        )
+        return self._failed
+
     def _restore_tail(self, name: str, cause: OSError) -> None:
         """After a failed append, cut the segment back to the last good record or fail sticky."""
         try:
             self.backend.truncate(name, self._tail.end)
         except OSError as e:
-            self._failed = (
-                f"store {self.location} stopped accepting writes: a failed append "
-                f"({cause.strerror or cause}) could not be undone ({e.strerror or e}); "
-                "reopen it to recover at the last publish"
+            self._fail_sticky(
+                f"a failed append ({cause.strerror or cause}) could not be undone", e
             )
 
     def transaction(self) -> Transaction:
@@ -1019,11 +1026,9 @@ class Store(_StateReads):
             try:
                 self.backend.sync(name)
             except OSError as e:
-                self._failed = (
-                    f"store {self.location} stopped accepting writes: fsync failed "
-                    f"({e.strerror or e}); reopen it to recover at the last publish"
-                )
-                raise StoreError(STORE_IO_ERROR, self._failed, e.errno) from e
+                raise StoreError(
+                    STORE_IO_ERROR, self._fail_sticky("fsync failed", e), e.errno
+                ) from e
             faultpoints.hit("publish.after_sync")
             with self._lock:
                 self._published_logseq = max(self._published_logseq, logseq)
@@ -1065,11 +1070,9 @@ class Store(_StateReads):
         try:
             self.backend.seal(old)
         except OSError as e:
-            self._failed = (
-                f"store {self.location} stopped accepting writes: sealing segment {old} failed "
-                f"({e.strerror or e}); reopen it to recover at the last publish"
-            )
-            raise StoreError(STORE_IO_ERROR, self._failed, e.errno) from e
+            raise StoreError(
+                STORE_IO_ERROR, self._fail_sticky(f"sealing segment {old} failed", e), e.errno
+            ) from e
 
     # ------------------------------------------------------- snapshots, views
 
