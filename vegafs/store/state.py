@@ -76,22 +76,9 @@ class Inode:
         ]
 
     def copy(self) -> Inode:
-        return Inode(
-            self.ino,
-            self.mode,
-            self.uid,
-            self.gid,
-            self.nlink,
-            self.rdev,
-            self.size,
-            self.atime_ns,
-            self.mtime_ns,
-            self.ctime_ns,
-            self.target,
-            dict(self.blocks),
-            self.version,
-            dict(self.xattrs),
-        )
+        """An independent copy (its block map and xattrs are copied too)."""
+        *attrs, blocks, version, xattrs = self.to_list()
+        return Inode(*attrs, dict(blocks), version, dict(xattrs))  # type: ignore[arg-type]
 
 
 _MISSING = object()
