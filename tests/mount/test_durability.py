@@ -203,36 +203,41 @@ def _whole_version(data: bytes) -> bool:
     return data == _content(i)
 
 
+def _kill_after_acks(m: Mount, argv: list[str], acks_wanted: int, what: str) -> int:
+    """Run a client that prints one index per durable step (an fsync, a COMMIT
+    that returned); SIGKILL the daemon after ``acks_wanted`` of them.
+
+    Returns the last index the client reported, counting acks it printed
+    after our last read but before the kill.
+    """
+    client = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    last = -1
+    try:
+        assert client.stdout is not None
+        for line in client.stdout:
+            last = int(line)
+            if last + 1 >= acks_wanted:
+                break
+        assert last + 1 >= acks_wanted, f"client stopped after {last + 1} {what}"
+        m.kill9()
+    finally:
+        client.send_signal(signal.SIGKILL)
+        client.wait()
+        if client.stdout is not None:
+            for line in client.stdout.read().split():
+                last = int(line)
+            client.stdout.close()
+    return last
+
+
 def _kill_during_writes(m: Mount, root: Path, acks_before_kill: int) -> int:
     """Run the writer in ``root``, SIGKILL the daemon after ``acks_before_kill`` fsyncs.
 
     Returns the last file index whose fsync the writer reported.
     """
     root.mkdir()
-    writer = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(root)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    last = -1
-    try:
-        assert writer.stdout is not None
-        for line in writer.stdout:
-            last = int(line)
-            if last + 1 >= acks_before_kill:
-                break
-        assert last + 1 >= acks_before_kill, f"writer stopped after {last + 1} fsyncs"
-        m.kill9()
-    finally:
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
-        if writer.stdout is not None:
-            # acks printed after our last read but before the kill still count
-            for line in writer.stdout.read().split():
-                last = int(line)
-            writer.stdout.close()
-    return last
+    return _kill_after_acks(m, [sys.executable, "-c", WRITER, str(root)], acks_before_kill,
+                            "fsyncs")
 
 
 @pytest.mark.timeout(240)
@@ -310,28 +315,10 @@ def test_sqlite_survives_kill9_of_the_daemon(vmount: Mount, journal_mode: str) -
     acks_wanted = random.Random(seed).randrange(50, 300)
     print(f"sqlite kill -9 after {acks_wanted} commits (seed {seed})")
     db = vmount.mnt / "crash.db"
-    client = subprocess.Popen(
-        [sys.executable, "-c", SQLITE_CLIENT, str(db), journal_mode],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    last = _kill_after_acks(
+        vmount, [sys.executable, "-c", SQLITE_CLIENT, str(db), journal_mode], acks_wanted,
+        "commits",
     )
-    last = -1
-    try:
-        assert client.stdout is not None
-        for line in client.stdout:
-            last = int(line)
-            if last + 1 >= acks_wanted:
-                break
-        assert last + 1 >= acks_wanted, f"client stopped after {last + 1} commits"
-        vmount.kill9()
-    finally:
-        client.send_signal(signal.SIGKILL)
-        client.wait()
-        if client.stdout is not None:
-            for line in client.stdout.read().split():
-                last = int(line)
-            client.stdout.close()
     vmount.stop()
     vmount.start()
     con = sqlite3.connect(db)
