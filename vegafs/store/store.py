@@ -321,6 +321,14 @@ class _WindowReader:
             raise StoreError(STORE_IO_ERROR, f"{damaged} ({e!r:.80})", errno.EIO) from e
 
 
+@dataclass
+class _Batch:
+    """Ops and undo steps of the transactions of one ``Store.batch()`` block."""
+
+    ops: list[list[Any]] = field(default_factory=list)
+    undo: Undo = field(default_factory=list)
+
+
 class Store(_StateReads):
     """An open store. See docs/architecture.md ("The store API") for the contract."""
 
@@ -335,6 +343,7 @@ class Store(_StateReads):
         self._ino_lock = threading.Lock()
         self._failed: str | None = None
         self._closed = False
+        self._batch: _Batch | None = None  # see batch()
         self.taken_over_from = None
         self._compress = False
         self._zstd = threading.local()
@@ -912,31 +921,82 @@ class Store(_StateReads):
     def transaction(self) -> Transaction:
         return Transaction(self)
 
-    def _commit(self, ops: list[list[Any]]) -> int:
-        """Apply ``ops`` to the head (validated, undoable), then append their TXN record."""
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Log every transaction of the block as ONE TXN record, when it exits.
+
+        Why: an upper layer (the hooks) sometimes needs several transactions,
+        each built by code that reads the head the previous one left, to be
+        all-or-nothing after a crash. Inside the block each transaction is
+        applied to the head at once, as usual, but appended only at the end,
+        all ops in order in one record. An exception escaping the block, or a
+        failed append, undoes every one of them. Transactions inside have
+        ``logseq`` None. A nested batch joins the outer one.
+
+        Holds ``_lock`` for the whole block, so no other thread appends (nor
+        checkpoints a head that is ahead of the log) meanwhile: keep the block
+        short, and never wait in it for another thread that writes.
+        """
+        if self._batch is not None:
+            yield
+            return
+        self._check_writable()
+        with self._lock:
+            batch = self._batch = _Batch()
+            try:
+                yield
+            except BaseException:
+                self._batch = None
+                self._undo(batch.undo)
+                raise
+            self._batch = None
+            if batch.ops:
+                try:
+                    logseq, loc = self._append(TXN, pack(batch.ops))
+                except BaseException:
+                    self._undo(batch.undo)
+                    raise
+                self._logged(logseq, loc, batch.ops)
+
+    @staticmethod
+    def _undo(undo: Undo) -> None:
+        for fn in reversed(undo):
+            fn()
+
+    def _commit(self, ops: list[list[Any]]) -> int | None:
+        """Apply ``ops`` to the head (validated, undoable), then append their TXN
+        record (inside a batch: remember them for the batch's record; None)."""
         self._check_writable()
         if not ops:
             return self._head_logseq
-        payload = pack(ops)
         with self._lock:
+            batch = self._batch  # set only by the thread holding _lock: this one
             undo: Undo = []
             try:
                 self._apply_ops(ops, 0, undo)
-                logseq, loc = self._append(TXN, payload)
+                if batch is None:
+                    logseq, loc = self._append(TXN, pack(ops))
             except BaseException:
-                for fn in reversed(undo):
-                    fn()
+                self._undo(undo)
                 raise
-            self._meta.add(logseq, loc)
-            pending = self._pending
-            for op in ops:
-                if op[0] == OP_ANNOTATE:
-                    self._annotations.setdefault(op[1], []).append((logseq, op[2]))
-                elif op[0] == OP_SET_BLOCKS and pending:
-                    for h in op[2].values():
-                        if h is not None:
-                            pending.pop(h, None)
+            if batch is not None:
+                batch.ops += ops
+                batch.undo += undo
+                return None
+            self._logged(logseq, loc, ops)
             return logseq
+
+    def _logged(self, logseq: int, loc: int, ops: list[list[Any]]) -> None:
+        """Bookkeeping once a TXN record is in the log (caller holds ``_lock``)."""
+        self._meta.add(logseq, loc)
+        pending = self._pending
+        for op in ops:
+            if op[0] == OP_ANNOTATE:
+                self._annotations.setdefault(op[1], []).append((logseq, op[2]))
+            elif op[0] == OP_SET_BLOCKS and pending:
+                for h in op[2].values():
+                    if h is not None:
+                        pending.pop(h, None)
 
     def _compressor(self) -> zstandard.ZstdCompressor:
         c = getattr(self._zstd, "c", None)
