@@ -18,7 +18,7 @@ from vegafs.hooks.engine import (
     versions_at,
 )
 from vegafs.hooks.fs import HookedFileSystem
-from vegafs.hooks.trace import Tracer, sqlite_db, trace_path
+from vegafs.hooks.trace import Tracer, read_spans, sqlite_db, trace_path
 
 from .conftest import CTX, Rig
 
@@ -299,9 +299,39 @@ def test_spans_are_json_lines_and_queryable_in_sqlite(rig: Rig) -> None:
     rig.write_file("/a", b"12345")
     rig.engine.tracer.flush()
     db = sqlite_db(rig.root)
-    rows = db.execute("SELECT hook, event, path, decision, status, bytes FROM spans").fetchall()
+    rows = db.execute(
+        "SELECT phase, hook, event, path, decision, status, bytes FROM spans ORDER BY phase"
+    ).fetchall()
+    # the operation is a span too, the parent of its hook runs (same trace)
+    ids = db.execute(
+        "SELECT h.trace_id = o.trace_id, h.parent_id = o.span_id, o.parent_id IS NULL, "
+        "o.latency_us >= h.latency_us FROM spans h JOIN spans o "
+        "ON h.phase = 'on' AND o.phase = 'op'"
+    ).fetchall()
     db.close()
-    assert rows == [("a", "write", "/a", "allow", "ok", 5)]
+    assert rows == [
+        ("on", "a", "write", "/a", "allow", "ok", 5),
+        ("op", None, "write", "/a", "allow", "ok", 5),
+    ]
+    assert ids == [(1, 1, 1, 1)]
+
+
+def test_a_denied_operation_span_says_so(rig: Rig) -> None:
+    rig.hook("no.vega", 'hook no on mkdir "/x" { fn run(ev) { return deny(EACCES, "nope"); } }')
+    with pytest.raises(FsError):
+        rig.mkdirs("/x")
+    rig.engine.tracer.flush()
+    spans = [s for _, s in read_spans(trace_path(rig.root))]
+    op = next(s for s in spans if s["phase"] == "op")
+    assert (op["event"], op["path"], op["decision"], op["errno"], op["status"]) == (
+        "mkdir",
+        "/x",
+        "deny",
+        "EACCES",
+        "denied",
+    )
+    assert op["message"] == "nope" and op["hook"] is None
+    assert next(s for s in spans if s["phase"] == "on")["parent_id"] == op["span_id"]
 
 
 def test_thousand_non_matching_hooks_are_not_tried(rig: Rig) -> None:
@@ -342,6 +372,43 @@ def test_synchronous_effects_land_with_the_operation(rig: Rig) -> None:
     rig.write_file("/jobs/a", b"")
     assert rig.read_file("/audit/log") == b"created /jobs/a\nsecond line\n"
     assert rig.fs.lookup_path("/audit/dir") is not None
+
+
+def _view_path(view: object, path: str) -> int | None:
+    ino: int | None = 1
+    for part in path.strip("/").split("/"):
+        ino = view.lookup(ino, part.encode())  # type: ignore[attr-defined]
+        if ino is None:
+            return None
+    return ino
+
+
+def test_effects_are_in_the_same_log_record_as_the_operation(rig: Rig) -> None:
+    """Every logseq shows the create with all its hook's effects, or none of
+    them: what recovery after a crash at any point would open."""
+    rig.mkdirs("/audit")
+    rig.mkdirs("/jobs")
+    rig.hook("stage.vega", STAGER.format(settings="", ending="return allow();"))
+    rig.hook(
+        "later.vega",
+        'hook later after create "/jobs/**" { fn run(ev) { return allow(); } }\n',
+    )
+    rig.store.publish()
+    before = rig.store.head_logseq
+    rig.fs.create(rig.fs.lookup_path("/jobs"), b"a", 0o644, os.O_RDWR, CTX)
+    rig.store.publish()
+    assert rig.engine.wait_idle(10)
+    created = None
+    for logseq in range(before, rig.store.head_logseq + 1):
+        view = rig.store.view_at(logseq)
+        parts = [_view_path(view, p) is not None for p in ("/jobs/a", "/audit/log", "/audit/dir")]
+        assert parts in ([False] * 3, [True] * 3), (logseq, parts)
+        if created is None and parts[0]:
+            created = logseq
+    assert created is not None
+    # the after-hook's journal record is that same record, too
+    journaled = [seq for seq, _ in rig.store.annotations(JOURNAL_KIND)]
+    assert journaled == [created]
 
 
 @pytest.mark.parametrize(

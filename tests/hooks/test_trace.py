@@ -18,6 +18,7 @@ def _span(n: int) -> dict:
     return {
         "trace_id": "ab" * 16,
         "span_id": "cd" * 8,
+        "parent_id": None,
         "ts_ns": 1_000_000 + n,
         "hook": f"h{n}",
         "version": "0123456789abcdef",
@@ -106,14 +107,21 @@ def test_spans_are_exported_over_otlp_http(
 ) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector)
     tracer = Tracer(trace_path(tmp_path))  # OTLP on because the variable is set
+    op = _span(6)
+    op.update(phase="op", hook=None, version=None, file=None, span_id="0e" * 8)
     span = _span(7)
-    span["hook"] = "redact_env_otlp"
+    span.update(hook="redact_env_otlp", span_id="0f" * 8, parent_id=op["span_id"])
+    tracer.record(op)
     tracer.record(span)
     tracer.close()
     paths = [p for p, _ in _Collector.received]
     assert "/v1/traces" in paths
     payload = b"".join(body for _, body in _Collector.received)
     assert b"redact_env_otlp" in payload and b"vegafs.path" in payload
+    # OTLP carries vegafs's own ids: the hook run's parent is the operation's span
+    assert payload.count(bytes.fromhex("ab" * 16)) == 2
+    assert payload.count(bytes.fromhex("0e" * 8)) == 2  # the op's id, the child's parent
+    assert payload.count(bytes.fromhex("0f" * 8)) == 1
 
 
 def test_span_lines_are_valid_json_for_any_text() -> None:

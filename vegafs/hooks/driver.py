@@ -28,6 +28,7 @@ from vegafs.vm.vfs import OpenFlags, VfsError
 if TYPE_CHECKING:
     from vegafs.hooks.fs import HookedFileSystem
 
+
 def _suppressed(fs: HookedFileSystem, fn: Callable[[], Any]) -> Any:
     with fs.hooks.suppress():
         return fn()

@@ -52,7 +52,7 @@ from vegafs.hooks.events import Decision, HookEvent, Output
 from vegafs.hooks.globs import Glob, GlobError, GlobIndex, compile_glob
 from vegafs.hooks.settings import EVENTS, HookSettings, SettingsError, parse_settings
 from vegafs.hooks.supervisor import AfterQueue, Attempt, CircuitBreaker, Job
-from vegafs.hooks.trace import Tracer, new_trace_id
+from vegafs.hooks.trace import Tracer, hex_id, new_span_id, new_trace_id
 from vegafs.vm.caps import Capabilities, Grant
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.vfs import Driver
@@ -122,6 +122,7 @@ class LoadedHook:
     state: str = "active"  # active | stopped | escalated
     caps_cache: dict[str, Capabilities] = field(default_factory=dict)
     uses_vfs: bool = True  # False: the run needs no driver (see vega.VFS_BUILTINS)
+    transforms: bool = False  # a read hook whose code may write ev.output
 
     @property
     def key(self) -> str:
@@ -169,10 +170,48 @@ class _Run:
         return self.status not in ("ok", "denied")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
+class OpSpan:
+    """A filesystem operation that runs hooks: the parent span of their runs."""
+
+    event: str
+    trace_id: int = field(default_factory=new_trace_id)
+    span_id: int = field(default_factory=new_span_id)
+    t0_ns: int = field(default_factory=time.perf_counter_ns)
+    denied: bool = False  # a hook denied it (vs. the operation failing by itself)
+
+
+#: Bound on the (event, path) -> hooks answers a hook set remembers.
+_MATCH_CACHE = 16384
+
+
 class _HookSet:
-    on: GlobIndex[LoadedHook]
-    after: GlobIndex[LoadedHook]
+    """The active hooks, indexed, with a cache of match answers.
+
+    Immutable apart from its cache: a reload builds a new set (so the cache
+    never outlives the hooks it describes). The cache holds the answers for
+    the paths of recent operations (a hot file is matched on every read and
+    write); a new path costs one walk of the index.
+    """
+
+    __slots__ = ("on", "after", "events", "_cache")
+
+    def __init__(self, hooks: Sequence[LoadedHook] = ()) -> None:
+        self.on: GlobIndex[LoadedHook] = GlobIndex(h for h in hooks if h.when == "on")
+        self.after: GlobIndex[LoadedHook] = GlobIndex(h for h in hooks if h.when == "after")
+        self.events = frozenset(h.event for h in hooks)
+        self._cache: dict[tuple[str, str], tuple[Sequence[LoadedHook], Sequence[LoadedHook]]] = {}
+
+    def match(self, event: str, path: str) -> tuple[Sequence[LoadedHook], Sequence[LoadedHook]]:
+        """(synchronous hooks, after-hooks) of ``event`` on ``path``."""
+        key = (event, path)
+        found = self._cache.get(key)
+        if found is None:
+            found = (self.on.match(event, path), self.after.match(event, path))
+            if len(self._cache) >= _MATCH_CACHE:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
 
 
 def source_hash(data: bytes) -> str:
@@ -196,13 +235,10 @@ class HookEngine:
         self.store = store
         self.tracer = tracer
         self.host: Host | None = None
-        self._tls = threading.local()  # per-thread suppression depth (see suppressed)
-        self._suppressing = 0  # threads' depths summed: 0 is the fast "nobody" answer
-        self._suppress_lock = threading.Lock()
+        self._depths: dict[int, int] = {}  # thread id -> suppression depth (see suppressed)
         self._clock = clock
         self._files: dict[str, HookFile] = {}
-        self._set = _HookSet(GlobIndex(), GlobIndex())
-        self._events: frozenset[str] = frozenset()  # events any hook listens to
+        self._set = _HookSet()
         self._last_scan = float("-inf")
         self._scan_error: str | None = None
         self._lock = threading.RLock()  # serialises reloads (op path vs CLI/tests)
@@ -227,20 +263,24 @@ class HookEngine:
         hooks fire while it is positive. Per thread: an after-hook running on
         the worker must not switch off the synchronous hooks of the operations
         the filesystem thread serves meanwhile. The common answer (no thread
-        suppresses) costs one attribute read."""
-        if not self._suppressing:
+        suppresses) costs one attribute read. No lock: a thread only ever
+        changes its own entry, and single dict operations are atomic."""
+        depths = self._depths
+        if not depths:
             return 0
-        return getattr(self._tls, "depth", 0)
+        return depths.get(threading.get_ident(), 0)
 
-    def _enter_suppressed(self) -> None:
-        self._tls.depth = getattr(self._tls, "depth", 0) + 1
-        with self._suppress_lock:
-            self._suppressing += 1
+    def _enter_suppressed(self) -> int:
+        me = threading.get_ident()
+        self._depths[me] = self._depths.get(me, 0) + 1
+        return me
 
-    def _leave_suppressed(self) -> None:
-        self._tls.depth -= 1
-        with self._suppress_lock:
-            self._suppressing -= 1
+    def _leave_suppressed(self, me: int) -> None:
+        depth = self._depths[me] - 1
+        if depth:
+            self._depths[me] = depth
+        else:
+            del self._depths[me]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -379,6 +419,7 @@ class HookEngine:
                     stats,
                     CircuitBreaker(settings.breaker),
                     uses_vfs=decl.uses_vfs,
+                    transforms=decl.event == "read" and decl.writes_output,
                 )
             )
         if problems:
@@ -416,11 +457,7 @@ class HookEngine:
 
     def _rebuild(self) -> None:
         active = [h for f in sorted(self._files.values(), key=lambda f: f.name) for h in f.hooks]
-        self._set = _HookSet(
-            GlobIndex(h for h in active if h.when == "on"),
-            GlobIndex(h for h in active if h.when == "after"),
-        )
-        self._events = frozenset(h.event for h in active)
+        self._set = _HookSet(active)
 
     # ------------------------------------------------------------------ matching
 
@@ -428,10 +465,14 @@ class HookEngine:
         """Synchronous hooks for ``event`` on ``path`` (empty while suppressed)."""
         if self.suppressed:
             return ()
-        hooks = self._set.on
-        if not hooks.has_event(event):
-            return ()
-        return hooks.match(event, path)
+        return self._set.match(event, path)[0]
+
+    def match_all(self, event: str, path: str) -> tuple[Sequence[LoadedHook], Sequence[LoadedHook]]:
+        """(synchronous hooks, after-hooks) for ``event`` on ``path``; both
+        empty while suppressed. One dictionary lookup for a recent path."""
+        if self.suppressed:
+            return (), ()
+        return self._set.match(event, path)
 
     def wants(self, event: str) -> bool:
         """Cheap pre-check before a path is even computed: does any hook,
@@ -439,11 +480,7 @@ class HookEngine:
         asks this, with or without hooks: one clock read, one set lookup.)"""
         if self._clock() - self._last_scan >= RESCAN_INTERVAL_S:
             self.reload()
-        return event in self._events and not self.suppressed
-
-    def has_after_match(self, event: str, path: str) -> bool:
-        """Does an after-hook watch ``event`` on ``path``?"""
-        return self.has_after(event) and bool(self._set.after.match(event, path))
+        return event in self._set.events and not self.suppressed
 
     def has_after(self, event: str) -> bool:
         return not self.suppressed and self._set.after.has_event(event)
@@ -497,11 +534,17 @@ class HookEngine:
         return rt
 
     def run_on(
-        self, hooks: Sequence[LoadedHook], ev: HookEvent, trace_id: str | None = None
+        self,
+        hooks: Sequence[LoadedHook],
+        ev: HookEvent,
+        trace_id: int | str | None = None,
+        parent_id: int | None = None,
     ) -> Verdict:
-        """Run the synchronous ``hooks`` for ``ev`` in order; the first denial wins."""
+        """Run the synchronous ``hooks`` for ``ev`` in order; the first denial
+        wins. Each run's span is a child of ``parent_id`` (the operation's span)."""
         verdict = Verdict()
-        trace_id = trace_id or new_trace_id()
+        if trace_id is None:
+            trace_id = new_trace_id()
         staging = getattr(self.host, "staging_driver", None)
         for hook in hooks:
             if hook.state != "active":
@@ -518,25 +561,26 @@ class HookEngine:
                     if hook.settings.failure_open
                     else Decision(False, ERRNOS["EIO"], run.message)
                 )
+            decision = run.decision
             if (
-                (run.decision is None or run.decision.allowed)
+                (decision is None or decision.allowed)
                 and ev.output is not None
                 and ev.output.written
             ):
                 verdict.output = bytes(ev.output.buffer)
                 run.out_bytes = len(verdict.output)
-            self._span(hook, ev, trace_id, run)
-            if run.decision is not None and not run.decision.allowed:
+            self._span(hook, ev, trace_id, parent_id, run)
+            if decision is not None and not decision.allowed:
                 log.info(
                     "hooks: %s denied %s %s: %s %s",
                     hook.key,
                     ev.event,
                     ev.path,
-                    errno_name(run.decision.errno),
-                    run.decision.message,
+                    errno_name(decision.errno),
+                    decision.message,
                 )
                 verdict.allowed = False
-                verdict.errno, verdict.message = run.decision.errno, run.decision.message
+                verdict.errno, verdict.message = decision.errno, decision.message
                 verdict.effects = []  # a denied operation takes its hooks' effects with it
                 break
         return verdict
@@ -562,13 +606,13 @@ class HookEngine:
         t0 = time.perf_counter()
         run = _Run(None, "ok")
         rt = self._runtime(hook, ev, run.events, from_worker=from_worker, driver=driver)
-        self._enter_suppressed()
+        me = self._enter_suppressed()
         try:
             outcome = hook.decl.invoke(ev, rt)
             if outcome.trap is not None:
                 run.status = "budget" if outcome.trap.is_budget else "trap"
                 run.kind, run.message = outcome.trap.kind, str(outcome.trap)
-            elif outcome.value is None or isinstance(outcome.value, Decision):
+            elif outcome.value is None or type(outcome.value) is Decision:
                 run.decision = outcome.value
             else:
                 run.status = run.kind = "error"
@@ -581,7 +625,7 @@ class HookEngine:
             run.message = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("hooks: %s raised", hook.key)
         finally:
-            self._leave_suppressed()
+            self._leave_suppressed(me)
             ev.end()
             rt.finish()
         run.steps = rt.meter.steps_used
@@ -608,7 +652,8 @@ class HookEngine:
         self,
         hook: LoadedHook,
         ev: HookEvent,
-        trace_id: str,
+        trace_id: int | str,
+        parent_id: int | str | None,
         run: _Run,
         *,
         attempt: int = 1,
@@ -616,22 +661,23 @@ class HookEngine:
     ) -> None:
         if self.tracer is None:
             return
-        denied = run.decision is not None and not run.decision.allowed
-        decision = "deny" if denied else ("transform" if run.out_bytes else "allow")
-        # A row in trace.COLUMNS order (span_id is drawn when it is written).
+        decision = run.decision
+        denied = decision is not None and not decision.allowed
+        # A row in trace.COLUMNS order (formatted by the tracer's flusher thread).
         self.tracer.record_row(
             (
                 trace_id,
-                None,
-                time.time_ns(),
+                new_span_id(),
+                parent_id,
+                time.time_ns() - int(run.latency_us * 1000),
                 hook.name,
                 hook.version,
                 hook.file,
                 phase,
                 ev.event,
                 ev.path,
-                decision,
-                errno_name(run.decision.errno) if denied and run.decision else None,
+                "deny" if denied else ("transform" if run.out_bytes else "allow"),
+                errno_name(decision.errno) if denied and decision is not None else None,
                 run.message,
                 run.status,
                 run.steps,
@@ -643,40 +689,83 @@ class HookEngine:
             )
         )
 
+    def op_span(self, op: OpSpan, path: str, errno: int, message: str, nbytes: int) -> None:
+        """Record the span of a filesystem operation that ran or published hooks
+        (the parent of their spans): ``errno`` 0 if it succeeded."""
+        if self.tracer is None:
+            return
+        latency_ns = time.perf_counter_ns() - op.t0_ns
+        self.tracer.record_row(
+            (
+                op.trace_id,
+                op.span_id,
+                None,
+                time.time_ns() - latency_ns,
+                None,
+                None,
+                None,
+                "op",
+                op.event,
+                path,
+                "deny" if op.denied else "allow",
+                errno_name(errno) if errno else None,
+                message,
+                "ok" if not errno else ("denied" if op.denied else "failed"),
+                0,
+                nbytes,
+                round(latency_ns / 1000, 2),
+                1,
+                0,
+                None,
+            )
+        )
+
     # ------------------------------------------------------------------ after-hooks
 
-    def publish_after(self, fields: dict[str, Any], trace_id: str | None = None) -> int:
-        """Journal and queue the after-hooks matching ``fields`` (an event's plain
-        data: event, path, uid, gid, pid and the event's numbers); returns how
-        many were queued. Called on the filesystem thread, after the operation
-        succeeded."""
-        if self.suppressed or self._queue is None:
-            return 0
-        event, path = fields["event"], fields["path"]
-        index = self._set.after
-        if not index.has_event(event):
-            return 0
-        hooks = [h for h in index.match(event, path) if h.state == "active"]
-        if not hooks:
-            return 0
-        trace_id = trace_id or new_trace_id()
+    def publish_after(
+        self, hooks: Sequence[LoadedHook], fields: dict[str, Any], op: OpSpan
+    ) -> list[Job]:
+        """Journal one job per active after-hook of ``hooks`` for the event
+        ``fields`` (its plain data: event, path, uid, gid, pid and the event's
+        numbers) and return them for :meth:`submit`. Called on the filesystem
+        thread once the operation succeeded, inside its store batch: the
+        operation and its journal records are one log record."""
+        if self._queue is None:
+            return []
         jobs = []
+        trace_id, parent_id = hex_id(op.trace_id, 32), hex_id(op.span_id, 16)
         for hook in hooks:
+            if hook.state != "active":
+                continue
             self._journal_seq += 1
             job_id = f"{time.time_ns():x}-{self._journal_seq}"
-            jobs.append(Job(job_id, hook, dict(fields), hook.settings.retry, trace_id=trace_id))
+            jobs.append(
+                Job(
+                    job_id,
+                    hook,
+                    dict(fields),
+                    hook.settings.retry,
+                    trace_id=trace_id,  # type: ignore[arg-type]
+                    parent_id=parent_id,
+                )
+            )
         self._journal(jobs)
+        return jobs
+
+    def submit(self, jobs: list[Job]) -> None:
+        """Queue journaled jobs (after the operation's record is in the log)."""
+        if self._queue is None:
+            return
         for job in jobs:
             if not self._queue.submit(job):
                 log.warning(
                     "hooks: after-queue full; %s for %s stays journaled for the next mount",
                     job.hook.key,
-                    path,
+                    job.event.get("path"),
                 )
-        return len(jobs)
 
     def _journal(self, jobs: list[Job]) -> None:
-        if self.store is None:
+        if self.store is None or not jobs:
             return
         payloads = [
             json.dumps(
@@ -687,6 +776,7 @@ class HookEngine:
                     "version": j.hook.version,
                     "event": j.event,
                     "trace_id": j.trace_id,
+                    "parent_id": j.parent_id,
                 }
             ).encode()
             for j in jobs
@@ -728,7 +818,8 @@ class HookEngine:
                 hook,
                 entry["event"],
                 hook.settings.retry,
-                trace_id=entry.get("trace_id") or new_trace_id(),
+                trace_id=entry.get("trace_id") or hex_id(new_trace_id(), 32),
+                parent_id=entry.get("parent_id"),
             )
             if self._queue.submit(job):
                 count += 1
@@ -755,7 +846,7 @@ class HookEngine:
             new_path=fields.get("new_path"),
         )
         run = self._invoke(hook, ev, from_worker=True)
-        self._span(hook, ev, job.trace_id, run, attempt=job.attempt, phase="after")
+        self._span(hook, ev, job.trace_id, job.parent_id, run, attempt=job.attempt, phase="after")
         if run.status == "ok":
             return Attempt(True)
         return Attempt(False, run.kind, run.message)
@@ -804,11 +895,11 @@ class HookEngine:
     @contextlib.contextmanager
     def suppress(self) -> Iterator[None]:
         """No hooks fire inside this block (a hook's own VFS effects)."""
-        self._enter_suppressed()
+        me = self._enter_suppressed()
         try:
             yield
         finally:
-            self._leave_suppressed()
+            self._leave_suppressed(me)
 
     # ------------------------------------------------------------------ reporting
 

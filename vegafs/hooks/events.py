@@ -159,7 +159,7 @@ class HookEvent(VegaObject):
         self.old_path, self.new_path = old_path, new_path
         self.meta = meta
         self.output = output
-        self.owner = Owner(f"the data of the {event} event on {path}")
+        self.owner: Owner | None = None  # made when a run first reads ev.data
         self._data = data
         self._load_data = load_data
 
@@ -171,12 +171,15 @@ class HookEvent(VegaObject):
                 self._data = self._load_data()
             if self._data is None:
                 return None
+            if self.owner is None:
+                self.owner = Owner(f"the data of the {self.event} event on {self.path}")
             return Slice(self.owner, self._data)
         return super().get_attr(name)
 
     def end(self) -> None:
         """The run is over: every slice of ``ev.data`` becomes stale."""
-        self.owner.invalidate("the hook run that received it ended")
+        if self.owner is not None:
+            self.owner.invalidate("the hook run that received it ended")
 
 
 def _text(value: Any, what: str) -> str:

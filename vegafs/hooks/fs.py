@@ -45,15 +45,14 @@ import stat
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import blake3
 
 from vegafs.fs import ROOT_CTX, SNAP_BASE, Attr, Ctx, FileSystem, FsError
 from vegafs.hooks.driver import Effect, HookDriver, StagingDriver, land
-from vegafs.hooks.engine import HookEngine, LoadedHook
+from vegafs.hooks.engine import HookEngine, LoadedHook, OpSpan, Verdict
 from vegafs.hooks.events import HookEvent, PendingMeta
-from vegafs.hooks.trace import new_trace_id
 from vegafs.store import ROOT_INO, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -67,8 +66,10 @@ XFORM_KIND = "hooks.xform"
 #: Largest file whose whole content a read or close hook gets as ``ev.data``.
 MAX_EVENT_DATA = 256 << 20
 _MAX_DEPTH = 4096
-_DIR_PATHS_MAX = 65536
-_DATA_EVENTS = ("read", "write", "truncate", "close")
+_PATHS_MAX = 65536
+#: The event fields an after-hook gets (plain data: it runs later, maybe after a remount).
+_AFTER_FIELDS = frozenset({"offset", "size", "file_size", "old_path", "new_path"})
+T = TypeVar("T")
 _SEARCH_LIMIT = 200_000
 
 
@@ -79,7 +80,7 @@ class HookedFileSystem(FileSystem):
         super().__init__(store, **kwargs)
         self.hooks = engine
         self._names: dict[int, tuple[int, bytes]] = {}
-        self._dir_paths: dict[int, str] = {}  # directory ino -> path without trailing "/"
+        self._paths: dict[int, str] = {}  # ino -> path (see path_of)
         self._fh_ctx: dict[int, Ctx] = {}
         self._xform: OrderedDict[tuple[Any, ...], bytes | None] = OrderedDict()
         self._xform_bytes = 0
@@ -133,12 +134,6 @@ class HookedFileSystem(FileSystem):
         """A synchronous hook's driver: its effects are staged (see land)."""
         return StagingDriver(self, accepted)
 
-    def land(self, verdict: Any) -> None:
-        """Apply the staged effects of an operation's hooks, after the operation."""
-        if verdict is not None and verdict.effects:
-            with self.hooks.suppress():
-                land(self, verdict.effects)
-
     # ------------------------------------------------------------------ paths
 
     def _note(self, parent: int, name: bytes, ino: int) -> None:
@@ -146,17 +141,32 @@ class HookedFileSystem(FileSystem):
             entry = (parent, name)
             old = self._names.get(ino)
             if old != entry:
-                if old is not None and self._dir_paths:
-                    self._dir_paths.clear()  # a rename: cached directory paths may be stale
+                if old is not None and self._paths:
+                    self._paths.clear()  # a rename: cached paths below it may be stale
                 self._names[ino] = entry
 
+    def _forget_path(self, ino: int) -> None:
+        """``ino`` lost the name its cached path was built from."""
+        if self._paths.pop(ino, None) is not None and self._paths:
+            inode = self.store.get_inode(ino)
+            if inode is None or stat.S_ISDIR(inode.mode):
+                self._paths.clear()  # paths below a directory were built from its name
+
     def path_of(self, ino: int) -> str | None:
-        """The path of ``ino`` relative to the mount root, or None if unreachable."""
+        """The path of ``ino`` relative to the mount root, or None if unreachable.
+        Cached per inode (every hooked operation asks) until a rename or removal."""
+        path = self._paths.get(ino)
+        if path is not None:
+            return path
         parts: list[bytes] = []
         current = ino
         for _ in range(_MAX_DEPTH):
             if current == ROOT_INO:
-                return "/" + "/".join(os.fsdecode(p) for p in reversed(parts))
+                path = "/" + "/".join(os.fsdecode(p) for p in reversed(parts))
+                if len(self._paths) >= _PATHS_MAX:
+                    self._paths.clear()
+                self._paths[ino] = path
+                return path
             entry = self._names.get(current)
             if entry is None:
                 if not self._search(current):
@@ -185,18 +195,11 @@ class HookedFileSystem(FileSystem):
         return False
 
     def _child_path(self, parent: int, name: bytes) -> str | None:
-        """The path of ``name`` in directory ``parent``; directory paths are
-        cached (namespace events are the hot path of metadata workloads)."""
-        base = self._dir_paths.get(parent)
+        """The path of ``name`` in directory ``parent``."""
+        base = self.path_of(parent)
         if base is None:
-            base = self.path_of(parent)
-            if base is None:
-                return None
-            base = base.rstrip("/")
-            if len(self._dir_paths) >= _DIR_PATHS_MAX:
-                self._dir_paths.clear()
-            self._dir_paths[parent] = base
-        return base + "/" + os.fsdecode(name)
+            return None
+        return (base if parent != ROOT_INO else "") + "/" + os.fsdecode(name)
 
     def lookup_path(self, path: str) -> int | None:
         """Inode of ``path`` (relative to the mount root) in the live tree."""
@@ -211,50 +214,79 @@ class HookedFileSystem(FileSystem):
 
     # ------------------------------------------------------------------ dispatch
 
-    def _run(
+    def _guarded(
         self,
         event: str,
         path: str | None,
         ctx: Ctx | None,
-        trace_id: str,
+        op: Callable[[Verdict | None], T],
         *,
-        hooks: Sequence[LoadedHook] | None = None,
+        matched: tuple[Sequence[LoadedHook], Sequence[LoadedHook]] | None = None,
+        nbytes: int = 0,
         **fields: Any,
-    ) -> Any:
-        """Run the synchronous hooks of ``event`` (``hooks`` if already matched);
-        raise FsError on a denial."""
+    ) -> T:
+        """One operation under its hooks: run the synchronous hooks of ``event``
+        on ``path`` (a denial raises FsError before anything happens), then
+        ``op(verdict)``, the hooks' staged effects and the after-hook journal as
+        ONE store record (a store batch), then queue the after-hooks. The
+        operation is one span, the parent of its hook runs' spans. With no hook
+        matching (``matched``: the engine's answer, if the caller has it) this
+        is just ``op(None)``."""
         if path is None:
-            return None
-        if hooks is None:
-            hooks = self.hooks.match(event, path)
-        if not hooks:
-            return None
+            return op(None)
+        on, after = self.hooks.match_all(event, path) if matched is None else matched
+        if not on and not after:
+            return op(None)
         self._maybe_bind()
         ctx = ctx or ROOT_CTX
-        ev = HookEvent(event, path, uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, **fields)
-        verdict = self.hooks.run_on(hooks, ev, trace_id)
-        if not verdict.allowed:
-            raise FsError(verdict.errno, verdict.message)
-        return verdict
-
-    def _publish(
-        self, event: str, path: str | None, ctx: Ctx | None, trace_id: str, **fields: Any
-    ) -> None:
-        if path is None or not self.hooks.has_after(event):
-            return
-        self._maybe_bind()
-        ctx = ctx or ROOT_CTX
-        self.hooks.publish_after(
-            {
-                "event": event,
-                "path": path,
-                "uid": ctx.uid,
-                "gid": ctx.gid,
-                "pid": ctx.pid,
-                **fields,
-            },
-            trace_id,
-        )
+        span = OpSpan(event)
+        failed: FsError | None = None
+        jobs: list[Any] = []
+        try:
+            verdict = None
+            if on:
+                ev = HookEvent(event, path, uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, **fields)
+                verdict = self.hooks.run_on(on, ev, span.trace_id, span.span_id)
+                if not verdict.allowed:
+                    span.denied = True
+                    raise FsError(verdict.errno, verdict.message)
+            if not after and (verdict is None or not verdict.effects):
+                return op(verdict)
+            with self.store.batch():
+                result = op(verdict)
+                if verdict is not None and verdict.effects:
+                    with self.hooks.suppress():
+                        land(self, verdict.effects)
+                if after:
+                    plain = {k: v for k, v in fields.items() if k in _AFTER_FIELDS}
+                    jobs = self.hooks.publish_after(
+                        after,
+                        {
+                            "event": event,
+                            "path": path,
+                            "uid": ctx.uid,
+                            "gid": ctx.gid,
+                            "pid": ctx.pid,
+                            **plain,
+                        },
+                        span,
+                    )
+        except FsError as exc:
+            failed = exc
+            raise
+        except StoreError as exc:  # the batch's record could not be appended
+            failed = FsError(exc.errno or errno.EIO, str(exc))
+            raise failed from exc
+        finally:
+            self.hooks.op_span(
+                span,
+                path,
+                failed.errno if failed is not None else 0,
+                str(failed) if failed is not None else "",
+                nbytes,
+            )
+        self.hooks.submit(jobs)
+        return result
 
     # ------------------------------------------------------------------ namespace
 
@@ -276,36 +308,28 @@ class HookedFileSystem(FileSystem):
 
     def _make(self, parent: int, name: bytes, mode: int, ctx: Ctx, **kwargs: Any) -> Attr:
         event = "mkdir" if stat.S_ISDIR(mode) else "create"
-        if not self.hooks.wants(event):
-            attr = super()._make(parent, name, mode, ctx, **kwargs)
-            self._note(parent, name, attr.ino)
-            return attr
-        path = self._child_path(parent, name)
-        trace_id = new_trace_id()
-        verdict = self._run(event, path, ctx, trace_id)
-        attr = super()._make(parent, name, mode, ctx, **kwargs)
+
+        def make(_: Verdict | None) -> Attr:
+            return super(HookedFileSystem, self)._make(parent, name, mode, ctx, **kwargs)
+
+        if self.hooks.wants(event):
+            attr = self._guarded(event, self._child_path(parent, name), ctx, make)
+        else:
+            attr = make(None)
         self._note(parent, name, attr.ino)
-        self.land(verdict)
-        self._publish(event, path, ctx, trace_id)
         return attr
 
     def _remove(
         self, event: str, parent: int, name: bytes, ctx: Ctx, remove: Callable[[], None]
     ) -> None:
         ino = self.store.lookup(parent, name)
-        if not self.hooks.wants(event):
-            remove()
+        if self.hooks.wants(event):
+            self._guarded(event, self._child_path(parent, name), ctx, lambda _: remove())
         else:
-            path = self._child_path(parent, name)
-            trace_id = new_trace_id()
-            verdict = self._run(event, path, ctx, trace_id)
             remove()
-            self.land(verdict)
-            self._publish(event, path, ctx, trace_id)
         if ino is not None and self._names.get(ino) == (parent, name):
             del self._names[ino]
-            if ino in self._dir_paths:
-                self._dir_paths.clear()
+            self._forget_path(ino)
         if ino is not None and self.store.get_inode(ino) is None:
             self._accepted.pop(ino, None)
 
@@ -332,18 +356,16 @@ class HookedFileSystem(FileSystem):
     ) -> None:
         src = self.store.lookup(old_parent, old)
         dst = self.store.lookup(new_parent, new)
-        if not self.hooks.wants("rename"):
-            super().rename(old_parent, old, new_parent, new, flags, ctx)
-        else:
+
+        def move(_: Verdict | None) -> None:
+            super(HookedFileSystem, self).rename(old_parent, old, new_parent, new, flags, ctx)
+
+        if self.hooks.wants("rename"):
             old_path = self._child_path(old_parent, old)
             new_path = self._child_path(new_parent, new)
-            trace_id = new_trace_id()
-            verdict = self._run(
-                "rename", old_path, ctx, trace_id, old_path=old_path, new_path=new_path
-            )
-            super().rename(old_parent, old, new_parent, new, flags, ctx)
-            self.land(verdict)
-            self._publish("rename", old_path, ctx, trace_id, old_path=old_path, new_path=new_path)
+            self._guarded("rename", old_path, ctx, move, old_path=old_path, new_path=new_path)
+        else:
+            move(None)
         if src is not None:
             self._note(new_parent, new, src)
         if dst is not None and dst != src and flags & 2:  # RENAME_EXCHANGE
@@ -369,44 +391,35 @@ class HookedFileSystem(FileSystem):
         self, fh: int, off: int, data: bytes | memoryview, ctx: Ctx | None = None
     ) -> list[Any]:
         handle = self._handles.get(fh)
-        if handle is not None and handle.ino < SNAP_BASE and self.hooks.wants("write"):
-            path = self.path_of(handle.ino)
-            file_size = self._file_size(handle.ino)
-            offset = file_size if handle.flags & os.O_APPEND else off
-            ctx = ctx or self._fh_ctx.get(fh)
-            trace_id = new_trace_id()
-            verdict = self._run(
-                "write",
-                path,
-                ctx,
-                trace_id,
-                offset=offset,
-                size=len(data),
-                data=data,
-                file_size=file_size,
-            )
-            jobs = super().write_buffered(fh, off, data, ctx)
-            self.land(verdict)
-            self._publish(
-                "write", path, ctx, trace_id, offset=offset, size=len(data), file_size=file_size
-            )
-            return jobs
-        return super().write_buffered(fh, off, data, ctx)
+        if handle is None or handle.ino >= SNAP_BASE or not self.hooks.wants("write"):
+            return super().write_buffered(fh, off, data, ctx)
+        file_size = self._file_size(handle.ino)
+        ctx = ctx or self._fh_ctx.get(fh)
+        return self._guarded(
+            "write",
+            self.path_of(handle.ino),
+            ctx,
+            lambda _: super(HookedFileSystem, self).write_buffered(fh, off, data, ctx),
+            nbytes=len(data),
+            offset=file_size if handle.flags & os.O_APPEND else off,
+            size=len(data),
+            data=data,
+            file_size=file_size,
+        )
 
     def setattr(self, ino: int, ctx: Ctx, **changes: Any) -> Attr:
         size = changes.get("size")
         if size is None or ino >= SNAP_BASE or not self.hooks.wants("truncate"):
             return super().setattr(ino, ctx, **changes)
-        path = self.path_of(ino)
-        file_size = self._file_size(ino)
-        trace_id = new_trace_id()
-        verdict = self._run(
-            "truncate", path, ctx, trace_id, offset=size, size=size, file_size=file_size
+        return self._guarded(
+            "truncate",
+            self.path_of(ino),
+            ctx,
+            lambda _: super(HookedFileSystem, self).setattr(ino, ctx, **changes),
+            offset=size,
+            size=size,
+            file_size=self._file_size(ino),
         )
-        attr = super().setattr(ino, ctx, **changes)
-        self.land(verdict)
-        self._publish("truncate", path, ctx, trace_id, offset=size, size=size, file_size=file_size)
-        return attr
 
     def flush(self, fh: int) -> None:
         handle = self._handles.get(fh)
@@ -424,20 +437,26 @@ class HookedFileSystem(FileSystem):
             self._closed(handle.ino, ctx, report=False)
 
     def _closed(self, ino: int, ctx: Ctx | None, *, report: bool) -> None:
-        """A handle that wrote was closed: run ``close`` hooks on the new version."""
+        """A handle that wrote was closed: run ``close`` hooks on the new version
+        (already recorded: the hooks judge it; their effects are one record)."""
         if not self.hooks.wants("close"):
             return
         path = self.path_of(ino)
         if path is None or self.store.get_inode(ino) is None:
             return
         size = self._file_size(ino)
-        trace_id = new_trace_id()
+
+        def accept(verdict: Verdict | None) -> None:
+            if verdict is not None:  # the close hooks allowed this content: see revert()
+                inode = self._inode(ino)
+                self._accepted[ino] = (inode.size, dict(inode.blocks))
+
         try:
-            verdict = self._run(
+            self._guarded(
                 "close",
                 path,
                 ctx,
-                trace_id,
+                accept,
                 size=size,
                 file_size=size,
                 load_data=lambda: self._event_data(ino, size),
@@ -445,12 +464,7 @@ class HookedFileSystem(FileSystem):
         except FsError:
             if report:
                 raise
-            return  # release has no caller to tell; the span recorded the denial
-        if verdict is not None:
-            inode = self._inode(ino)
-            self._accepted[ino] = (inode.size, dict(inode.blocks))
-            self.land(verdict)
-        self._publish("close", path, ctx, trace_id, size=size, file_size=size)
+            # release has no caller to tell; the span recorded the denial
 
     def _event_data(self, ino: int, size: int) -> bytes | None:
         """``ev.data`` of a read/close event: the whole file, or nil past the cap
@@ -474,25 +488,39 @@ class HookedFileSystem(FileSystem):
 
     # ------------------------------------------------------------------ read transforms
 
-    def needs_direct_io(self, ino: int) -> bool:
-        """Open ``ino`` with direct I/O? Yes when a data hook (read, write,
-        truncate, close) matches it. With the kernel's page cache in between,
-        a write would be acknowledged before its hook ran (a denial would
-        surface later as EIO, with the refused bytes still cached), a read
-        would not reach its hook, and a transform or ``revert()`` would be
-        hidden behind cached pages."""
+    def hooked_io(self, ino: int, writeback_cache: bool = False) -> str | None:
+        """How the kernel should cache ``ino`` at this open, given its hooks.
+
+        ``"direct"`` (direct I/O: every read and write reaches the daemon, no
+        mmap) when a read hook that may *transform* matches (readers must see
+        its output, not cached stored bytes, and the size differs), or, with
+        the kernel's writeback cache on, when a write hook matches (it would
+        otherwise run at writeback, after write() returned).
+        ``"fresh"`` (page cache kept while the file is open, dropped at this
+        open) when other read hooks match: each open's reads reach them again,
+        mmap works. None: no hook cares; the usual caching. Write hooks need
+        nothing without the writeback cache: every write() is sent to the
+        daemon before it returns, and a refused write leaves no cached page
+        marked valid (the kernel clears them on a failed write).
+        """
         if ino >= SNAP_BASE:
-            return False
-        path: str | None = None
-        for event in _DATA_EVENTS:
-            if self.hooks.wants(event):
-                if path is None:
-                    path = self.path_of(ino)
-                    if path is None:
-                        return False
-                if self.hooks.match(event, path) or self.hooks.has_after_match(event, path):
-                    return True
-        return False
+            return None
+        reads, writes = self.hooks.wants("read"), writeback_cache and self.hooks.wants("write")
+        if not reads and not writes:
+            return None
+        path = self.path_of(ino)
+        if path is None:
+            return None
+        mode = None
+        if reads:
+            on, after = self.hooks.match_all("read", path)
+            if any(h.transforms for h in on):
+                return "direct"
+            if on or after:
+                mode = "fresh"
+        if writes and any(self.hooks.match_all("write", path)):
+            return "direct"
+        return mode
 
     def _xform_key(self, ino: int, hooks: Sequence[LoadedHook]) -> tuple[Any, ...] | None:
         if ino in self._buffers:
@@ -576,19 +604,19 @@ class HookedFileSystem(FileSystem):
         path = self.path_of(attr.ino)
         if path is None:
             return
-        hooks = self.hooks.match("read", path)
-        if not hooks:
-            return
-        key = self._xform_key(attr.ino, hooks)
-        output = self._lookup_xform(attr.ino, path, hooks, key)
+        on = self.hooks.match("read", path)
+        if not any(h.transforms for h in on):
+            return  # no transform: the stored size is what readers see
+        key = self._xform_key(attr.ino, on)
+        output = self._lookup_xform(attr.ino, path, on, key)
         if output is None and (key is None or key not in self._xform):
             try:
-                verdict = self._run(
+                output = self._guarded(
                     "read",
                     path,
                     None,
-                    new_trace_id(),
-                    hooks=hooks,
+                    lambda verdict: self._transformed(attr.ino, path, on, key, verdict),
+                    matched=(on, ()),
                     offset=0,
                     size=0,
                     file_size=attr.size,
@@ -596,14 +624,24 @@ class HookedFileSystem(FileSystem):
                 )
             except FsError:
                 return  # a denial is for readers, not for stat
-            output = verdict.output if verdict is not None else None
-            self._remember_xform(key, output)
-            if key is not None and output is not None:
-                self._store_xform(attr.ino, path, hooks, output)
-            self.land(verdict)
         if output is not None:
             attr.size = len(output)
             attr.blocks = (len(output) + 511) // 512
+
+    def _transformed(
+        self,
+        ino: int,
+        path: str,
+        hooks: Sequence[LoadedHook],
+        key: tuple[Any, ...] | None,
+        verdict: Verdict | None,
+    ) -> bytes | None:
+        """The read hooks ran: remember (and keep in the store) their output."""
+        output = verdict.output if verdict is not None else None
+        self._remember_xform(key, output)
+        if key is not None and output is not None:
+            self._store_xform(ino, path, hooks, output)
+        return output
 
     def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles.get(fh)
@@ -613,33 +651,38 @@ class HookedFileSystem(FileSystem):
         path = self.path_of(ino)
         if path is None:
             return super().read(fh, off, size)
-        hooks = self.hooks.match("read", path)
-        if not hooks:
+        matched = self.hooks.match_all("read", path)
+        on = matched[0]
+        if not on and not matched[1]:
             return super().read(fh, off, size)
-        key = self._xform_key(ino, hooks)
-        cached = self._lookup_xform(ino, path, hooks, key)
-        if cached is not None:
-            return cached[off : off + size]
+        key = None
+        if on and any(h.transforms for h in on):
+            key = self._xform_key(ino, on)
+            cached = self._lookup_xform(ino, path, on, key)
+            if cached is not None:
+                return cached[off : off + size]
+
+        def serve(verdict: Verdict | None) -> bytes:
+            output = self._transformed(ino, path, on, key, verdict) if key else None
+            if output is None and verdict is not None:
+                output = verdict.output  # not cacheable (buffered writes): still served
+            if output is not None:
+                return output[off : off + size]
+            return super(HookedFileSystem, self).read(fh, off, size)
+
         file_size = self._file_size(ino)
-        verdict = self._run(
+        return self._guarded(
             "read",
             path,
             self._fh_ctx.get(fh),
-            new_trace_id(),
-            hooks=hooks,
+            serve,
+            matched=matched,
+            nbytes=size,
             offset=off,
             size=size,
             file_size=file_size,
             load_data=lambda: self._event_data(ino, file_size),
         )
-        output = verdict.output if verdict is not None else None
-        self._remember_xform(key, output)
-        if key is not None and output is not None:
-            self._store_xform(ino, path, hooks, output)
-        self.land(verdict)
-        if output is not None:
-            return output[off : off + size]
-        return super().read(fh, off, size)
 
     # ------------------------------------------------------------------ commit (xattrs)
 
@@ -670,26 +713,27 @@ class HookedFileSystem(FileSystem):
             return
         key = os.fsdecode(name)
         meta = PendingMeta(path, {os.fsdecode(k): v for k, v in inode.xattrs.items()}, {key: value})
-        trace_id = new_trace_id()
-        verdict = self._run("commit", path, ctx, trace_id, meta=meta)
-        extra = {
-            os.fsencode(k): v
-            for k, v in meta.staged.items()
-            if not (k == key and v == value)
-            and not (v is None and k != key and os.fsencode(k) not in inode.xattrs)
-        }
-        for extra_name in extra:
-            if extra_name.startswith(b"vega.") or not extra_name.startswith(
-                (b"user.", b"trusted.", b"security.")
-            ):
-                raise FsError(errno.EPERM, f"a commit hook may not set {extra_name!r}")
-        self._amend = extra or None
-        try:
-            apply()
-        finally:
-            self._amend = None
-        self.land(verdict)
-        self._publish("commit", path, ctx, trace_id)
+
+        def amended(_: Verdict | None) -> None:
+            """Apply the change with the hooks' amendments in the same transaction."""
+            extra = {
+                os.fsencode(k): v
+                for k, v in meta.staged.items()
+                if not (k == key and v == value)
+                and not (v is None and k != key and os.fsencode(k) not in inode.xattrs)
+            }
+            for extra_name in extra:
+                if extra_name.startswith(b"vega.") or not extra_name.startswith(
+                    (b"user.", b"trusted.", b"security.")
+                ):
+                    raise FsError(errno.EPERM, f"a commit hook may not set {extra_name!r}")
+            self._amend = extra or None
+            try:
+                apply()
+            finally:
+                self._amend = None
+
+        self._guarded("commit", path, ctx, amended, meta=meta)
 
     def _txn(self) -> Any:
         txn = super()._txn()
@@ -701,7 +745,7 @@ class HookedFileSystem(FileSystem):
         """The head jumped: names, transforms and accepted contents may all be stale."""
         super().after_rollback()
         self._names.clear()
-        self._dir_paths.clear()
+        self._paths.clear()
         self._xform.clear()
         self._xform_bytes = 0
         self._accepted.clear()

@@ -99,6 +99,7 @@ class Job:
     retry: RetryPolicy
     attempt: int = 0
     trace_id: str = ""
+    parent_id: str | None = None  # span of the operation that published the event
     last_error: str = ""
 
 

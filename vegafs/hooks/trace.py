@@ -1,12 +1,17 @@
-"""Spans of hook runs: JSON lines in the store directory, SQLite on demand, OTLP.
+"""Spans of filesystem operations and hook runs: JSON lines, SQLite on demand, OTLP.
 
-Every hook run becomes one span (a flat dict): ``trace_id`` (shared by all
-hooks of one filesystem operation), ``span_id``, ``ts_ns`` (start, wall
-clock), ``hook``, ``version`` (the hook file's content hash, as recorded in
-the store log), ``file``, ``phase`` (``on`` or ``after``), ``event``,
-``path``, ``decision`` (allow, deny, transform), ``errno``, ``message``,
-``status`` (ok, denied, trap, budget, error, circuit_open, dropped),
-``steps``, ``bytes``, ``latency_us``, ``attempt`` and ``retries``.
+Every filesystem operation that runs hooks is one span (``phase`` ``op``, no
+hook), and every hook run is a span under it (``parent_id`` = the operation's
+``span_id``; after-hook runs too, however late they run). A span is a flat
+dict: ``trace_id`` (shared by the operation and all its hook runs),
+``span_id``, ``parent_id`` (null for an operation), ``ts_ns`` (start, wall
+clock), ``hook``, ``version`` (the hook file's content hash, as recorded in the
+store log), ``file`` (those three null for an operation), ``phase`` (``op``,
+``on`` or ``after``), ``event``, ``path``, ``decision`` (allow, deny,
+transform), ``errno``, ``message``, ``status`` (ok, denied, trap, budget,
+error, circuit_open; for an operation: ok, denied or failed), ``steps``,
+``bytes``, ``latency_us`` (an operation's includes its hooks), ``attempt`` and
+``retries``.
 
 Why JSON lines: appending a line is the cheapest durable-enough record on the
 request path (a buffered write, flushed by a background thread every
@@ -14,7 +19,12 @@ request path (a buffered write, flushed by a background thread every
 derives an SQLite table from it incrementally (derived data: delete the .db
 and it is rebuilt). When ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, spans are
 also exported over OTLP/HTTP with opentelemetry-sdk's batch processor, which
-sends from its own thread.
+sends from its own thread, with the same trace and span ids.
+
+Cost: the operation only appends a tuple (a *row*) to a queue; ids are ints
+until then, and the flusher thread formats rows with one %-template and
+escaped strings cached per hook, so a span costs the request path well under
+a microsecond.
 
 Invariants: recording never raises into a filesystem operation (a full disk
 loses spans, counted in ``dropped``, not requests); the JSON lines file only
@@ -45,6 +55,7 @@ FLUSH_INTERVAL_S = 0.2
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("trace_id", "TEXT"),
     ("span_id", "TEXT"),
+    ("parent_id", "TEXT"),
     ("ts_ns", "INTEGER"),
     ("hook", "TEXT"),
     ("version", "TEXT"),
@@ -63,21 +74,43 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("retries", "INTEGER"),
 )
 _esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-
-
 _NAMES = tuple(name for name, _ in COLUMNS)
-# One %-template for a whole line: formatting a span is the hot part of
-# tracing (json.dumps of a dict is ~2.5x slower); text fields are escaped with
-# the json module's own escaper, so every line is valid JSON.
+_getrandbits = random.getrandbits
+# One %-template for a whole line (json.dumps of a dict is ~2.5x slower); text
+# fields are escaped with the json module's own escaper, so every line is
+# valid JSON.
 _TEMPLATE = (
-    '{"trace_id":"%s","span_id":"%s","ts_ns":%d,"hook":%s,"version":"%s","file":%s,'
-    '"phase":"%s","event":"%s","path":%s,"decision":"%s","errno":%s,"message":%s,'
-    '"status":"%s","steps":%d,"bytes":%d,"latency_us":%r,"attempt":%d,"retries":%d'
+    '{"trace_id":"%s","span_id":"%s","parent_id":%s,"ts_ns":%d,"hook":%s,"version":%s,'
+    '"file":%s,"phase":"%s","event":"%s","path":%s,"decision":"%s","errno":%s,'
+    '"message":%s,"status":"%s","steps":%d,"bytes":%d,"latency_us":%r,"attempt":%d,'
+    '"retries":%d'
 )
 
-#: A span row: the COLUMNS values in order, plus the run's trace::event messages
-#: (a list, or None).
+#: A span row: the COLUMNS values in order (ids as ints or hex strings; a None
+#: span_id is drawn when the row is written), plus the run's trace::event
+#: messages (a list, or None).
 Row = tuple[Any, ...]
+#: Escaped hook/version/file/errno texts: a few distinct values, each met on
+#: every span of its hook.
+_ESCAPED: dict[str, str] = {}
+
+
+def _cached_esc(text: str | None) -> str:
+    if text is None:
+        return "null"
+    out = _ESCAPED.get(text)
+    if out is None:
+        if len(_ESCAPED) > 4096:
+            _ESCAPED.clear()
+        out = _ESCAPED[text] = _esc(text)
+    return out
+
+
+def hex_id(value: int | str | None, width: int) -> str | None:
+    """An id as W3C hex text (ints are how ids travel until written)."""
+    if value is None or type(value) is str:
+        return value
+    return f"{value:0{width}x}"
 
 
 def format_row(row: Row) -> str:
@@ -85,6 +118,7 @@ def format_row(row: Row) -> str:
     (
         trace_id,
         span_id,
+        parent_id,
         ts_ns,
         hook,
         version,
@@ -104,18 +138,19 @@ def format_row(row: Row) -> str:
         events,
     ) = row
     line = _TEMPLATE % (
-        trace_id,
-        span_id or new_span_id(),
+        hex_id(trace_id, 32),
+        hex_id(span_id, 16),
+        "null" if parent_id is None else '"' + hex_id(parent_id, 16) + '"',  # type: ignore[operator]
         ts_ns,
-        _esc(hook),
-        version,
-        _esc(file),
+        _cached_esc(hook),
+        _cached_esc(version),
+        _cached_esc(file),
         phase,
         event,
         _esc(path),
         decision,
-        "null" if errno_ is None else _esc(errno_),
-        _esc(message or ""),
+        _cached_esc(errno_),
+        _esc(message) if message else '""',
         status,
         steps,
         nbytes,
@@ -137,20 +172,25 @@ def row_of(span: dict[str, Any]) -> Row:
         "latency_us": 0.0,
         "attempt": 1,
         "retries": 0,
+        "parent_id": None,
+        "errno": None,
+        "version": None,
+        "file": None,
     }
-    values = [span.get(name, defaults.get(name, "")) for name in _NAMES]
-    values[_NAMES.index("errno")] = span.get("errno")
-    return (*values, span.get("events"))
+    row = [span.get(name, defaults.get(name, "")) for name in _NAMES]
+    if row[1] is None:
+        row[1] = new_span_id()
+    return (*row, span.get("events"))
 
 
-def new_trace_id() -> str:
-    """A 128-bit trace id in hex (W3C / OTLP format)."""
-    return f"{random.getrandbits(128):032x}"
+def new_trace_id() -> int:
+    """A 128-bit trace id (W3C / OTLP), as an int: formatted when written."""
+    return _getrandbits(128)
 
 
-def new_span_id() -> str:
-    """A 64-bit span id in hex."""
-    return f"{random.getrandbits(64):016x}"
+def new_span_id() -> int:
+    """A 64-bit span id, as an int."""
+    return _getrandbits(64)
 
 
 def trace_path(store_dir: str | os.PathLike[str]) -> Path:
@@ -212,9 +252,7 @@ class Tracer:
             if self._otlp is not None:
                 try:
                     for row in pending:
-                        span = dict(zip(_NAMES, row, strict=False))
-                        span["span_id"] = span["span_id"] or new_span_id()
-                        self._otlp.export(span)
+                        self._otlp.export(row)
                     self._otlp.flush()
                 except Exception:  # a collector that is down must not break anything
                     self.dropped += len(pending)
@@ -240,33 +278,82 @@ class Tracer:
                 self._otlp = None
 
 
+class _PresetIds:
+    """An OpenTelemetry id generator that hands out the ids vegafs already drew,
+    so a span exported over OTLP has the trace and span ids of its JSON line."""
+
+    def __init__(self) -> None:
+        self.trace_id = 0
+        self.span_id = 0
+
+    def generate_trace_id(self) -> int:
+        return self.trace_id
+
+    def generate_span_id(self) -> int:
+        return self.span_id
+
+    def is_trace_id_random(self) -> bool:
+        return True  # drawn with random.getrandbits(128) (the W3C "random" trace flag)
+
+
+def _as_int(value: int | str | None) -> int:
+    if value is None or value == "":
+        return 0
+    return value if type(value) is int else int(value, 16)  # type: ignore[arg-type]
+
+
 class _OtlpForwarder:
-    """Turns span dicts into OpenTelemetry spans exported over OTLP/HTTP.
+    """Turns span rows into OpenTelemetry spans exported over OTLP/HTTP.
 
     Configuration is the standard one (``OTEL_EXPORTER_OTLP_ENDPOINT``,
-    ``OTEL_EXPORTER_OTLP_HEADERS``...), read by the exporter itself.
+    ``OTEL_EXPORTER_OTLP_HEADERS``...), read by the exporter itself. A hook
+    run's span is a child of its operation's span (same trace id, parent id).
     """
 
     def __init__(self) -> None:
+        from opentelemetry import trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        self._provider = TracerProvider(resource=Resource.create({"service.name": "vegafs"}))
+        self._trace = trace
+        self._ids = _PresetIds()
+        self._provider = TracerProvider(
+            resource=Resource.create({"service.name": "vegafs"}),
+            id_generator=self._ids,  # type: ignore[arg-type]
+        )
         self._provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
         self._tracer = self._provider.get_tracer("vegafs.hooks")
 
-    def export(self, span: dict[str, Any]) -> None:
-        start = int(span.get("ts_ns", 0))
-        end = start + int(float(span.get("latency_us", 0.0)) * 1000)
-        name = f"hook {span.get('hook')} {span.get('phase', 'on')} {span.get('event')}"
+    def export(self, row: Row) -> None:
+        span = dict(zip(_NAMES, row, strict=False))
+        trace_id = _as_int(span["trace_id"]) or new_trace_id()
+        self._ids.trace_id, self._ids.span_id = trace_id, _as_int(span["span_id"]) or new_span_id()
+        context = None
+        parent = _as_int(span["parent_id"])
+        if parent:
+            trace = self._trace
+            parent_context = trace.SpanContext(
+                trace_id, parent, is_remote=True, trace_flags=trace.TraceFlags(1)
+            )
+            context = trace.set_span_in_context(trace.NonRecordingSpan(parent_context))
+        start = int(span.get("ts_ns") or 0)
+        end = start + int(float(span.get("latency_us") or 0.0) * 1000)
+        if span["phase"] == "op":
+            name = f"{span['event']} {span['path']}"
+        else:
+            name = f"hook {span['hook']} {span['phase']} {span['event']}"
         attributes = {
-            f"vegafs.{key}": value
+            f"vegafs.{key}": hex_id(value, 32 if key == "trace_id" else 16)
+            if key.endswith("_id")
+            else value
             for key, value in span.items()
-            if isinstance(value, str | int | float | bool) and key not in ("ts_ns",)
+            if isinstance(value, str | int | float | bool) and key != "ts_ns"
         }
-        otel_span = self._tracer.start_span(name, start_time=start, attributes=attributes)
+        otel_span = self._tracer.start_span(
+            name, context=context, start_time=start, attributes=attributes
+        )
         otel_span.end(end_time=end)
 
     def flush(self) -> None:
@@ -309,6 +396,10 @@ def sqlite_db(store_dir: str | os.PathLike[str]) -> sqlite3.Connection:
     (Path(store_dir) / TRACE_DIR).mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(Path(store_dir) / TRACE_DIR / TRACE_DB)
     columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
+    have = [r[1] for r in db.execute("PRAGMA table_info(spans)")]
+    if have and have != list(_NAMES):  # written by an older vegafs: derive it again
+        db.execute("DROP TABLE spans")
+        db.execute("DROP TABLE IF EXISTS meta")
     db.execute(f"CREATE TABLE IF NOT EXISTS spans ({columns})")
     db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER)")
     row = db.execute("SELECT value FROM meta WHERE key = 'offset'").fetchone()

@@ -15,6 +15,7 @@ from typing import Any
 from vegafs.hooks.errnos import ERRNOS
 from vegafs.hooks.events import builtin_allow, builtin_deny
 from vegafs.vm import Hook, Program, VegaCompileError, compile_source, run_hook
+from vegafs.vm.fast import compile_fast
 from vegafs.vm.interp import RunOutcome
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.stdlib.registry import Builtin
@@ -123,6 +124,13 @@ class HookDecl:
         return not VFS_BUILTINS.isdisjoint(self.program.symbols)
 
     @property
+    def writes_output(self) -> bool:
+        """Can the file's code write ``ev.output`` (a read transform)? Conservative:
+        any use of an attribute named ``output`` anywhere in the file. A read
+        hook that cannot transform lets its files keep the kernel's page cache."""
+        return "output" in self.program.symbols
+
+    @property
     def position(self) -> str:
         return f"{self.program.filename}:{self.hook.line}"
 
@@ -152,4 +160,7 @@ def compile_hooks(text: str, filename: str) -> list[HookDecl]:
                 '(hook NAME on EVENT "GLOB" { fn run(ev) { ... } })'
             ]
         )
+    # Lower the program for the fast tier now, at load time: otherwise the first
+    # run would pay for it inside its own time budget (tens of ms on a busy machine).
+    compile_fast(program, HOOK_BUILTINS)
     return [HookDecl(program, hook) for hook in program.hooks]
