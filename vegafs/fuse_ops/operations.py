@@ -272,11 +272,14 @@ class VegaOperations(pyfuse3.Operations):
         )
         if version is not None:
             self._cached_version[ino] = version
-        # hooks seam: a file a read hook watches bypasses the page cache (every
-        # read reaches the hook; transformed bytes are not the stored ones).
-        hooked = getattr(self.fs, "needs_direct_io", None)
-        if hooked is not None and hooked(ino):
+        # hooks seam (docs/hooks.md, "Hooks and the page cache"): "direct" for a
+        # read transform (readers must see its output, never cached stored
+        # bytes), "fresh" for other read hooks (cache dropped at each open).
+        hooked = getattr(self.fs, "hooked_io", None)
+        io = hooked(ino, self.enable_writeback_cache) if hooked is not None else None
+        if io == "direct":
             return pyfuse3.FileInfo(fh=fh, keep_cache=False, direct_io=True)
+        keep = keep and io is None
         return pyfuse3.FileInfo(fh=fh, keep_cache=keep, direct_io=bool(flags & os.O_DIRECT))
 
     @errno_guard
