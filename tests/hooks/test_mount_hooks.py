@@ -300,3 +300,108 @@ def test_hooks_test_dry_run_against_a_snapshot(tmp_path: Path) -> None:
         assert "TOKEN=***" in old and "MORE" not in old
         # the dry run is read-only: the file is unchanged
         assert (mnt / "a.env").read_text() == "TOKEN=changed\nMORE=1\n"
+
+
+ALLOW_ALL_DATA = "".join(
+    f'hook allow_{event} on {event} "/**" {{ fn run(ev) {{ return allow(); }} }}\n'
+    for event in ("read", "write", "truncate", "close")
+)
+
+
+def test_git_sqlite_and_mmap_work_under_allow_all_data_hooks(tmp_path: Path) -> None:
+    """Data hooks on every file keep the page cache (no direct I/O), so mmap
+    works and with it git and SQLite (WAL mode maps its -shm file shared);
+    only a read transform makes its files direct I/O."""
+    import mmap
+    import sqlite3
+
+    from tests.mount.helpers import git
+
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "all.vega").write_text(ALLOW_ALL_DATA)
+    _install(hooks, "redact_env.vega")
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mounted(store, mnt, "--hooks", str(hooks)):
+        # shared writable mmap, read back through read() after msync
+        data = mnt / "mapped"
+        data.write_bytes(b"\0" * 8192)
+        with open(data, "r+b") as f, mmap.mmap(f.fileno(), 8192) as m:
+            m[100:105] = b"hello"
+            m.flush()
+        assert data.read_bytes()[100:105] == b"hello"
+
+        # SQLite in WAL mode (mmaps its -shm file)
+        db = sqlite3.connect(mnt / "app.db")
+        try:
+            assert db.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+            db.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+            with db:
+                db.executemany("INSERT INTO t (v) VALUES (?)", [(f"row {i}",) for i in range(500)])
+            assert db.execute("SELECT count(*), max(v) FROM t").fetchone() == (500, "row 99")
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        finally:
+            db.close()
+
+        # git: init, commit, gc (packs are read through mmap), log, fsck
+        repo = mnt / "repo"
+        repo.mkdir()
+        git(repo, "init", "-q")
+        for n in range(3):
+            (repo / f"f{n}.txt").write_text(f"version {n}\n" * 50)
+            git(repo, "add", "-A")
+            git(repo, "commit", "-q", "-m", f"commit {n}")
+        git(repo, "gc", "-q")
+        assert git(repo, "log", "--oneline").count("\n") == 3
+        git(repo, "fsck", "--full")
+
+        # the hooks really ran (page cache or not, every open's reads reach them)
+        out = run_vegafs("hooks", "list", "--store", str(store), "--json", check=True).stdout
+        rows = {r["hook"]: r for r in map(json.loads, out.splitlines())}
+        assert all(rows[f"allow_{e}"]["runs"] > 0 for e in ("read", "write", "close"))
+
+        # a read transform still gets every read, and its files cannot be mapped
+        env = mnt / "a.env"
+        env.write_text("K=secret\n")
+        assert env.read_text() == "K=***\n"
+        with open(env, "rb") as f, pytest.raises(OSError):
+            mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+
+
+def test_read_hooks_see_each_open_and_a_denied_write_leaves_no_cached_bytes(
+    tmp_path: Path,
+) -> None:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "guard.vega").write_text(
+        'hook count_reads on read "/r/**" { fn run(ev) { return allow(); } }\n'
+        'hook no_x on write "/w/**" {\n'
+        '    fn run(ev) { if bytes::find(ev.data, "X") >= 0 { return deny(EPERM, "no X"); }\n'
+        "        return allow(); } }\n"
+    )
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mounted(store, mnt, "--hooks", str(hooks)):
+        (mnt / "r").mkdir()
+        (mnt / "r" / "f").write_text("cached?")
+
+        def runs() -> int:
+            out = run_vegafs("hooks", "list", "--store", str(store), "--json", check=True).stdout
+            return next(r for r in map(json.loads, out.splitlines()) if r["hook"] == "count_reads")[
+                "runs"
+            ]
+
+        for _ in range(3):
+            assert (mnt / "r" / "f").read_text() == "cached?"
+        assert runs() >= 3  # the page cache is dropped at each open of a read-hooked file
+
+        (mnt / "w").mkdir()
+        target = mnt / "w" / "f"
+        target.write_text("good data")
+        with open(target, "r+b", buffering=0) as f:
+            assert f.read() == b"good data"  # now in the page cache
+            f.seek(0)
+            with pytest.raises(PermissionError):
+                f.write(b"XXXX")
+            f.seek(0)
+            assert f.read() == b"good data"  # the refused bytes are not served from cache
+        assert target.read_bytes() == b"good data"
