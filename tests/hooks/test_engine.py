@@ -533,3 +533,50 @@ def test_an_unreadable_hooks_directory_keeps_the_loaded_hooks(rig: Rig) -> None:
         assert err.value.errno == errno.EACCES
     finally:
         rig.engine.hooks_dir = real
+
+
+def test_staged_reads_see_staged_renames_removals_and_mkdirs(rig: Rig) -> None:
+    """What a synchronous hook reads through the VFS is the tree its own (and
+    earlier hooks') staged effects would leave."""
+    rig.write_file("/live/old", b"live bytes")
+    rig.write_file("/live/gone", b"x")
+    rig.hook(
+        "shuffle.vega",
+        """hook shuffle on create "/jobs/**" {
+    capabilities [fs::read, fs::write, meta::read, meta::write]
+    fn run(ev) {
+        if write("/nodir/a", "x").success { return deny(EIO, "a write into no directory"); }
+        mkdir("/s");
+        write("/s/a", "staged");
+        rename("/s/a", "/s/b");
+        if exists("/s/a") { return deny(EIO, "/s/a still visible after its rename"); }
+        if read("/s/b") != "staged" { return deny(EIO, "/s/b does not show the renamed content"); }
+        rename("/live/old", "/live/new");
+        if exists("/live/old") { return deny(EIO, "a renamed live file is still there"); }
+        if read("/live/new") != "live bytes" { return deny(EIO, "live rename not followed"); }
+        let m = lookup("/live/new");
+        m.set("user.tag", "t");
+        m.commit();
+        if lookup("/live/new").get("user.tag") != "t" { return deny(EIO, "staged meta lost"); }
+        remove("/live/gone");
+        if exists("/live/gone") { return deny(EIO, "a removed file is still there"); }
+        mkdir("/s/d");
+        if stat("/s/d").kind != "dir" { return deny(EIO, "a staged mkdir is not a directory"); }
+        let names = "";
+        for n in list("/live") { names = names + n + ","; }
+        if names != "new," { return deny(EIO, "list(/live) = " + names); }
+        names = "";
+        for n in list("/s") { names = names + n + ","; }
+        if names != "b,d," { return deny(EIO, "list(/s) = " + names); }
+        return allow();
+    }
+}
+""",
+    )
+    rig.write_file("/jobs/a", b"")  # raises FsError(EIO, what) on a failed check
+    assert rig.read_file("/s/b") == b"staged"
+    assert rig.read_file("/live/new") == b"live bytes"
+    assert rig.fs.lookup_path("/live/old") is None and rig.fs.lookup_path("/live/gone") is None
+    assert rig.fs.lookup_path("/s/d") is not None and rig.fs.lookup_path("/s/a") is None
+    ino = rig.fs.lookup_path("/live/new")
+    assert rig.store.get_inode(ino).xattrs[b"user.tag"] == b"t"  # type: ignore[union-attr]

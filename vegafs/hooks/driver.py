@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from vegafs.drivers.fs import FsDriver
-from vegafs.vm.vfs import OpenFlags, VfsError
+from vegafs.vm.vfs import OpenFlags, StatInfo, VfsError
 
 if TYPE_CHECKING:
     from vegafs.hooks.fs import HookedFileSystem
@@ -58,15 +59,38 @@ class HookDriver(FsDriver):
 Effect = tuple[Any, ...]
 
 
+def _within(path: str, top: str) -> bool:
+    """``path`` is ``top`` or below it."""
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+@dataclass
+class _Staged:
+    """What a path is once this operation's staged effects are applied.
+
+    ``kind``: ``file`` (staged ``content``), ``dir`` (a staged mkdir), ``gone``
+    (removed, renamed away, or under a directory that did not exist) or
+    ``live`` (the live tree's ``live`` path: itself, or where a staged rename
+    took it from). ``meta``: staged metadata changes on it, oldest first.
+    """
+
+    kind: str
+    content: bytes = b""
+    live: str = ""
+    meta: list[dict[str, bytes | None]] = field(default_factory=list)
+
+
 class StagingDriver(HookDriver):
-    """The driver of a *synchronous* hook: reads see the live tree plus what
-    this operation's hooks staged so far; writes, metadata commits, mkdir,
+    """The driver of a *synchronous* hook: reads see the live tree as this
+    operation's hooks' staged effects so far would leave it (contents,
+    metadata, mkdirs, renames and removals); writes, metadata commits, mkdir,
     rename and remove are recorded in :attr:`effects` instead of applied.
 
-    The filesystem applies the effects of every hook that allowed, after the
-    operation itself succeeded (:meth:`HookedFileSystem.land`); a denial, a
-    trap or a budget stop discards them. ``revert`` is the exception: it
-    applies at once (undoing a bad save is the point of denying it).
+    The filesystem applies the effects of every hook that allowed together
+    with the operation itself, as one store record (HookedFileSystem's
+    ``_guarded``); a denial, a trap or a budget stop discards them. ``revert``
+    is the exception: it applies at once (undoing a bad save is the point of
+    denying it).
     """
 
     def __init__(self, fs: HookedFileSystem, accepted: list[Effect]) -> None:
@@ -74,20 +98,45 @@ class StagingDriver(HookDriver):
         self._accepted = accepted
         self.effects: list[Effect] = []
 
-    def _staged(self, path: str) -> bytes | None:
-        """The newest staged content of ``path`` (raises not_found if staged removed)."""
+    def _resolve(self, path: str) -> _Staged:
+        """Walk the staged effects newest first, following renames back to
+        where the path's content came from (see :class:`_Staged`)."""
+        meta: list[dict[str, bytes | None]] = []
         for effect in reversed(self._accepted + self.effects):
-            if effect[0] == "write" and effect[1] == path:
-                return effect[2]
-            if effect[0] == "remove" and effect[1] == path:
-                raise VfsError("not_found", f"{path} was removed by this operation's hooks")
-        return None
+            kind = effect[0]
+            if kind == "write" and effect[1] == path:
+                return _Staged("file", effect[2], meta=meta[::-1])
+            if kind == "meta" and effect[1] == path:
+                meta.append(effect[2])
+            elif kind == "remove" and _within(path, effect[1]):
+                return _Staged("gone")
+            elif kind == "mkdir" and _within(path, effect[1]):
+                return _Staged("dir", meta=meta[::-1]) if path == effect[1] else _Staged("gone")
+            elif kind == "rename":
+                src, dst = effect[1], effect[2]
+                if _within(path, dst):
+                    path = src + path[len(dst) :]
+                elif _within(path, src):
+                    return _Staged("gone")
+        return _Staged("live", live=path, meta=meta[::-1])
+
+    def _found(self, path: str) -> _Staged:
+        """Like _resolve, but a path that does not exist raises not_found."""
+        seen = self._resolve(path)
+        if seen.kind == "gone" or (seen.kind == "live" and self.lookup_path(seen.live) is None):
+            raise VfsError("not_found", f"{path} does not exist")
+        return seen
 
     def _current(self, path: str) -> bytes | None:
-        staged = self._staged(path)
-        if staged is not None:
-            return staged
-        ino = self.lookup_path(path)
+        """The content of file ``path`` as staged so far (None: no such file)."""
+        seen = self._resolve(path)
+        if seen.kind == "file":
+            return seen.content
+        if seen.kind == "dir":
+            raise VfsError("is_dir", f"{path} is a directory")
+        if seen.kind == "gone":
+            return None
+        ino = self.lookup_path(seen.live)
         if ino is None:
             return None
         return self._do(lambda: self.read_all(ino))
@@ -98,22 +147,61 @@ class StagingDriver(HookDriver):
             raise VfsError("not_found", f"{path} does not exist")
         if current is not None and flags.exclusive:
             raise VfsError("exists", f"{path} exists")
+        if current is None:
+            self._check_parent(path)
         if not flags.write:
             return _StagedHandle(self, path, bytearray(current or b""), 0, writable=False)
         data = bytearray() if flags.truncate or current is None else bytearray(current)
         return _StagedHandle(self, path, data, len(data) if flags.append else 0, writable=True)
 
     def read(self, path: str, offset: int, size: int | None) -> bytes:
-        staged = self._staged(path)
-        if staged is None:
-            return super().read(path, offset, size)
-        return staged[offset : len(staged) if size is None else offset + size]
+        seen = self._found(path)
+        if seen.kind == "live":
+            return super().read(seen.live, offset, size)
+        if seen.kind == "dir":
+            raise VfsError("is_dir", f"{path} is a directory")
+        return seen.content[offset : len(seen.content) if size is None else offset + size]
 
     def size(self, path: str) -> int:
-        staged = self._staged(path)
-        return len(staged) if staged is not None else super().size(path)
+        seen = self._found(path)
+        return super().size(seen.live) if seen.kind == "live" else len(seen.content)
+
+    def stat(self, path: str) -> StatInfo:
+        seen = self._found(path)
+        if seen.kind == "live":
+            return super().stat(seen.live)
+        if seen.kind == "dir":
+            return StatInfo("dir", 0, 0, 0o755)
+        return StatInfo("file", len(seen.content), 0, 0o644)
+
+    def list(self, path: str) -> list[str]:
+        seen = self._found(path)
+        if seen.kind == "file":
+            raise VfsError("not_dir", f"{path} is not a directory")
+        names = set(super().list(seen.live)) if seen.kind == "live" else set()
+        base = path.rstrip("/") + "/"
+        for effect in self._accepted + self.effects:
+            for staged in effect[1:3] if effect[0] == "rename" else effect[1:2]:
+                if isinstance(staged, str) and staged.startswith(base):
+                    names.add(staged[len(base) :].split("/", 1)[0])
+        return sorted(
+            n for n in names if self._resolve(base + n).kind != "gone" and self._exists(base + n)
+        )
+
+    def _check_parent(self, path: str) -> None:
+        """A new name needs its directory (live or staged), as the landing will."""
+        parent = path.rstrip("/").rpartition("/")[0] or "/"
+        if parent != "/" and self.stat(parent).kind != "dir":
+            raise VfsError("not_dir", f"{parent} is not a directory")
+
+    def _exists(self, path: str) -> bool:
+        seen = self._resolve(path)
+        return seen.kind in ("file", "dir") or (
+            seen.kind == "live" and self.lookup_path(seen.live) is not None
+        )
 
     def write(self, path: str, offset: int | None, data: memoryview) -> int:
+        self._check_parent(path)
         if offset is None:
             content = bytes(data)
         else:
@@ -126,33 +214,33 @@ class StagingDriver(HookDriver):
         return len(data)
 
     def meta_read(self, path: str) -> dict[str, bytes]:
-        meta = super().meta_read(path)
-        for effect in self._accepted + self.effects:
-            if effect[0] == "meta" and effect[1] == path:
-                for key, value in effect[2].items():
-                    if value is None:
-                        meta.pop(key, None)
-                    else:
-                        meta[key] = value
+        seen = self._found(path)
+        meta = super().meta_read(seen.live) if seen.kind == "live" else {}
+        for changes in seen.meta:
+            for key, value in changes.items():
+                if value is None:
+                    meta.pop(key, None)
+                else:
+                    meta[key] = value
         return meta
 
     def meta_commit(self, path: str, changes: dict[str, bytes | None]) -> None:
-        self._ino_or_staged(path)
+        self._found(path)
         self.effects.append(("meta", path, dict(changes)))
 
-    def _ino_or_staged(self, path: str) -> None:
-        if self._staged(path) is None and self.lookup_path(path) is None:
-            raise VfsError("not_found", f"{path} does not exist")
-
     def mkdir(self, path: str) -> None:
+        if self._exists(path):
+            raise VfsError("exists", f"{path} exists")
+        self._check_parent(path)
         self.effects.append(("mkdir", path))
 
     def rename(self, src: str, dst: str) -> None:
-        self._ino_or_staged(src)
+        self._found(src)
+        self._check_parent(dst)
         self.effects.append(("rename", src, dst))
 
     def remove(self, path: str) -> None:
-        self._ino_or_staged(path)
+        self._found(path)
         self.effects.append(("remove", path))
 
     def sync(self, path: str) -> None:
