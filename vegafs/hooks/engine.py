@@ -52,7 +52,7 @@ from vegafs.hooks.events import Decision, HookEvent, Output
 from vegafs.hooks.globs import Glob, GlobError, GlobIndex, compile_glob
 from vegafs.hooks.settings import EVENTS, HookSettings, SettingsError, parse_settings
 from vegafs.hooks.supervisor import AfterQueue, Attempt, CircuitBreaker, Job
-from vegafs.hooks.trace import Tracer, hex_id, new_span_id, new_trace_id
+from vegafs.hooks.trace import Tracer, hex_id, id_of, new_span_id, new_trace_id
 from vegafs.vm.caps import Capabilities, Grant
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.vfs import Driver
@@ -194,12 +194,13 @@ class _HookSet:
     write); a new path costs one walk of the index.
     """
 
-    __slots__ = ("on", "after", "events", "_cache")
+    __slots__ = ("on", "after", "events", "transforms", "_cache")
 
     def __init__(self, hooks: Sequence[LoadedHook] = ()) -> None:
         self.on: GlobIndex[LoadedHook] = GlobIndex(h for h in hooks if h.when == "on")
         self.after: GlobIndex[LoadedHook] = GlobIndex(h for h in hooks if h.when == "after")
         self.events = frozenset(h.event for h in hooks)
+        self.transforms = any(h.transforms for h in hooks)  # any read transform at all?
         self._cache: dict[tuple[str, str], tuple[Sequence[LoadedHook], Sequence[LoadedHook]]] = {}
 
     def match(self, event: str, path: str) -> tuple[Sequence[LoadedHook], Sequence[LoadedHook]]:
@@ -235,6 +236,7 @@ class HookEngine:
         self.store = store
         self.tracer = tracer
         self.host: Host | None = None
+        self._staging: Callable[[list[Any]], Driver] | None = None  # the host's staging driver
         self._depths: dict[int, int] = {}  # thread id -> suppression depth (see suppressed)
         self._clock = clock
         self._files: dict[str, HookFile] = {}
@@ -287,6 +289,7 @@ class HookEngine:
     def attach(self, host: Host) -> None:
         """Connect the filesystem; starts the after-hook worker."""
         self.host = host
+        self._staging = getattr(host, "staging_driver", None)
         if self._queue is None:
             self._queue = AfterQueue(
                 self._run_job, self._job_finished, self._breaker_of, capacity=self._queue_capacity
@@ -482,6 +485,10 @@ class HookEngine:
             self.reload()
         return event in self._set.events and not self.suppressed
 
+    def transforms(self, hooks: Sequence[LoadedHook]) -> bool:
+        """Does any of ``hooks`` (matched synchronous hooks) transform reads?"""
+        return self._set.transforms and any(h.transforms for h in hooks)
+
     def has_after(self, event: str) -> bool:
         return not self.suppressed and self._set.after.has_event(event)
 
@@ -537,7 +544,7 @@ class HookEngine:
         self,
         hooks: Sequence[LoadedHook],
         ev: HookEvent,
-        trace_id: int | str | None = None,
+        trace_id: int | None = None,
         parent_id: int | None = None,
     ) -> Verdict:
         """Run the synchronous ``hooks`` for ``ev`` in order; the first denial
@@ -545,7 +552,7 @@ class HookEngine:
         verdict = Verdict()
         if trace_id is None:
             trace_id = new_trace_id()
-        staging = getattr(self.host, "staging_driver", None)
+        staging = self._staging
         for hook in hooks:
             if hook.state != "active":
                 continue
@@ -652,8 +659,8 @@ class HookEngine:
         self,
         hook: LoadedHook,
         ev: HookEvent,
-        trace_id: int | str,
-        parent_id: int | str | None,
+        trace_id: int,
+        parent_id: int | None,
         run: _Run,
         *,
         attempt: int = 1,
@@ -682,7 +689,7 @@ class HookEngine:
                 run.status,
                 run.steps,
                 run.out_bytes or ev.size,
-                round(run.latency_us, 2),
+                run.latency_us,
                 attempt,
                 attempt - 1,
                 [e.get("msg", e.get("event")) for e in run.events] if run.events else None,
@@ -713,7 +720,7 @@ class HookEngine:
                 "ok" if not errno else ("denied" if op.denied else "failed"),
                 0,
                 nbytes,
-                round(latency_ns / 1000, 2),
+                latency_ns / 1000,
                 1,
                 0,
                 None,
@@ -733,7 +740,6 @@ class HookEngine:
         if self._queue is None:
             return []
         jobs = []
-        trace_id, parent_id = hex_id(op.trace_id, 32), hex_id(op.span_id, 16)
         for hook in hooks:
             if hook.state != "active":
                 continue
@@ -745,8 +751,8 @@ class HookEngine:
                     hook,
                     dict(fields),
                     hook.settings.retry,
-                    trace_id=trace_id,  # type: ignore[arg-type]
-                    parent_id=parent_id,
+                    trace_id=op.trace_id,
+                    parent_id=op.span_id,
                 )
             )
         self._journal(jobs)
@@ -775,8 +781,8 @@ class HookEngine:
                     "hook": j.hook.name,
                     "version": j.hook.version,
                     "event": j.event,
-                    "trace_id": j.trace_id,
-                    "parent_id": j.parent_id,
+                    "trace_id": hex_id(j.trace_id, 32),
+                    "parent_id": hex_id(j.parent_id, 16),
                 }
             ).encode()
             for j in jobs
@@ -818,8 +824,8 @@ class HookEngine:
                 hook,
                 entry["event"],
                 hook.settings.retry,
-                trace_id=entry.get("trace_id") or hex_id(new_trace_id(), 32),
-                parent_id=entry.get("parent_id"),
+                trace_id=id_of(entry.get("trace_id")) or new_trace_id(),
+                parent_id=id_of(entry.get("parent_id")) or None,
             )
             if self._queue.submit(job):
                 count += 1

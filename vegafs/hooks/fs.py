@@ -514,7 +514,7 @@ class HookedFileSystem(FileSystem):
         mode = None
         if reads:
             on, after = self.hooks.match_all("read", path)
-            if any(h.transforms for h in on):
+            if self.hooks.transforms(on):
                 return "direct"
             if on or after:
                 mode = "fresh"
@@ -605,7 +605,7 @@ class HookedFileSystem(FileSystem):
         if path is None:
             return
         on = self.hooks.match("read", path)
-        if not any(h.transforms for h in on):
+        if not self.hooks.transforms(on):
             return  # no transform: the stored size is what readers see
         key = self._xform_key(attr.ino, on)
         output = self._lookup_xform(attr.ino, path, on, key)
@@ -656,7 +656,7 @@ class HookedFileSystem(FileSystem):
         if not on and not matched[1]:
             return super().read(fh, off, size)
         key = None
-        if on and any(h.transforms for h in on):
+        if self.hooks.transforms(on):
             key = self._xform_key(ino, on)
             cached = self._lookup_xform(ino, path, on, key)
             if cached is not None:

@@ -98,8 +98,8 @@ class Job:
     event: dict[str, Any]
     retry: RetryPolicy
     attempt: int = 0
-    trace_id: str = ""
-    parent_id: str | None = None  # span of the operation that published the event
+    trace_id: int = 0
+    parent_id: int | None = None  # span of the operation that published the event
     last_error: str = ""
 
 

@@ -77,18 +77,17 @@ _esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 _NAMES = tuple(name for name, _ in COLUMNS)
 _getrandbits = random.getrandbits
 # One %-template for a whole line (json.dumps of a dict is ~2.5x slower); text
-# fields are escaped with the json module's own escaper, so every line is
-# valid JSON.
+# fields are escaped with the json module's own escaper (the few distinct hook,
+# version, file and errno texts once each, cached), so every line is valid JSON.
 _TEMPLATE = (
-    '{"trace_id":"%s","span_id":"%s","parent_id":%s,"ts_ns":%d,"hook":%s,"version":%s,'
+    '{"trace_id":"%032x","span_id":"%016x","parent_id":%s,"ts_ns":%d,"hook":%s,"version":%s,'
     '"file":%s,"phase":"%s","event":"%s","path":%s,"decision":"%s","errno":%s,'
     '"message":%s,"status":"%s","steps":%d,"bytes":%d,"latency_us":%r,"attempt":%d,'
     '"retries":%d'
 )
 
-#: A span row: the COLUMNS values in order (ids as ints or hex strings; a None
-#: span_id is drawn when the row is written), plus the run's trace::event
-#: messages (a list, or None).
+#: A span row: the COLUMNS values in order (ids as ints; ``latency_us`` not
+#: yet rounded), plus the run's trace::event messages (a list, or None).
 Row = tuple[Any, ...]
 #: Escaped hook/version/file/errno texts: a few distinct values, each met on
 #: every span of its hook.
@@ -106,11 +105,16 @@ def _cached_esc(text: str | None) -> str:
     return out
 
 
-def hex_id(value: int | str | None, width: int) -> str | None:
-    """An id as W3C hex text (ints are how ids travel until written)."""
-    if value is None or type(value) is str:
-        return value
-    return f"{value:0{width}x}"
+def hex_id(value: int | None, width: int) -> str | None:
+    """An id as W3C hex text (ids travel as ints until written)."""
+    return None if value is None else f"{value:0{width}x}"
+
+
+def id_of(text: str | int | None) -> int:
+    """An id read back from text (a span dict, the after-hook journal); 0 if none."""
+    if not text:
+        return 0
+    return text if type(text) is int else int(text, 16)  # type: ignore[arg-type]
 
 
 def format_row(row: Row) -> str:
@@ -138,9 +142,9 @@ def format_row(row: Row) -> str:
         events,
     ) = row
     line = _TEMPLATE % (
-        hex_id(trace_id, 32),
-        hex_id(span_id, 16),
-        "null" if parent_id is None else '"' + hex_id(parent_id, 16) + '"',  # type: ignore[operator]
+        trace_id,
+        span_id,
+        "null" if parent_id is None else f'"{parent_id:016x}"',
         ts_ns,
         _cached_esc(hook),
         _cached_esc(version),
@@ -154,7 +158,7 @@ def format_row(row: Row) -> str:
         status,
         steps,
         nbytes,
-        float(latency),
+        round(latency, 2),
         attempt,
         retries,
     )
@@ -164,7 +168,7 @@ def format_row(row: Row) -> str:
 
 
 def row_of(span: dict[str, Any]) -> Row:
-    """A span dict as a row (missing fields are empty)."""
+    """A span dict as a row (missing fields are empty; missing ids are drawn)."""
     defaults: dict[str, Any] = {
         "ts_ns": 0,
         "steps": 0,
@@ -178,8 +182,10 @@ def row_of(span: dict[str, Any]) -> Row:
         "file": None,
     }
     row = [span.get(name, defaults.get(name, "")) for name in _NAMES]
-    if row[1] is None:
-        row[1] = new_span_id()
+    row[0] = id_of(row[0]) or new_trace_id()
+    row[1] = id_of(row[1]) or new_span_id()
+    row[2] = id_of(row[2]) or None
+    row[16] = float(row[16])
     return (*row, span.get("events"))
 
 
@@ -296,12 +302,6 @@ class _PresetIds:
         return True  # drawn with random.getrandbits(128) (the W3C "random" trace flag)
 
 
-def _as_int(value: int | str | None) -> int:
-    if value is None or value == "":
-        return 0
-    return value if type(value) is int else int(value, 16)  # type: ignore[arg-type]
-
-
 class _OtlpForwarder:
     """Turns span rows into OpenTelemetry spans exported over OTLP/HTTP.
 
@@ -328,10 +328,10 @@ class _OtlpForwarder:
 
     def export(self, row: Row) -> None:
         span = dict(zip(_NAMES, row, strict=False))
-        trace_id = _as_int(span["trace_id"]) or new_trace_id()
-        self._ids.trace_id, self._ids.span_id = trace_id, _as_int(span["span_id"]) or new_span_id()
+        trace_id = span["trace_id"]
+        self._ids.trace_id, self._ids.span_id = trace_id, span["span_id"]
         context = None
-        parent = _as_int(span["parent_id"])
+        parent = span["parent_id"]
         if parent:
             trace = self._trace
             parent_context = trace.SpanContext(
@@ -339,7 +339,7 @@ class _OtlpForwarder:
             )
             context = trace.set_span_in_context(trace.NonRecordingSpan(parent_context))
         start = int(span.get("ts_ns") or 0)
-        end = start + int(float(span.get("latency_us") or 0.0) * 1000)
+        end = start + int(span["latency_us"] * 1000)
         if span["phase"] == "op":
             name = f"{span['event']} {span['path']}"
         else:
@@ -347,6 +347,8 @@ class _OtlpForwarder:
         attributes = {
             f"vegafs.{key}": hex_id(value, 32 if key == "trace_id" else 16)
             if key.endswith("_id")
+            else round(value, 2)
+            if key == "latency_us"
             else value
             for key, value in span.items()
             if isinstance(value, str | int | float | bool) and key != "ts_ns"
