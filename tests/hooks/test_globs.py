@@ -131,3 +131,37 @@ def test_index_agrees_with_brute_force(patterns: list[list[str]], paths: list[li
         path = "/" + "/".join(parts)
         expected = [i.name for i in items if _brute(i.glob.text, path)]
         assert [i.name for i in index.match("read", path)] == expected, path
+
+
+def test_may_match_child_is_exact_on_literal_prefixes() -> None:
+    """The directory pre-check never says no where a child could match, and
+    says no for directories no literal prefix leads into."""
+    index = GlobIndex(
+        [
+            _item("a", "create", "/logs/**"),
+            _item("b", "create", "/data/x/*.csv"),
+            _item("c", "create", "/top"),
+        ]
+    )
+    candidates = [
+        "/",
+        "/logs",
+        "/logs/2026",
+        "/data",
+        "/data/x",
+        "/data/y",
+        "/other",
+        "/other/deep",
+    ]
+    for directory in candidates:
+        child = directory.rstrip("/") + "/"
+        possible = any(
+            index.match("create", child + name)
+            for name in ("top", "logs", "data", "x", "f.csv", "app.log", "2026")
+        )
+        if possible:
+            assert index.may_match_child("create", directory), directory
+    assert not index.may_match_child("create", "/other")
+    assert not index.may_match_child("create", "/data/y")
+    assert not index.may_match_child("unlink", "/logs")
+    assert index.may_match_child("create", "/logs/2026")  # /logs/** covers every depth

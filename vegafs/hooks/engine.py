@@ -52,7 +52,15 @@ from vegafs.hooks.events import Decision, HookEvent, Output
 from vegafs.hooks.globs import Glob, GlobError, GlobIndex, compile_glob
 from vegafs.hooks.settings import EVENTS, HookSettings, SettingsError, parse_settings
 from vegafs.hooks.supervisor import AfterQueue, Attempt, CircuitBreaker, Job
-from vegafs.hooks.trace import Tracer, hex_id, id_of, new_span_id, new_trace_id
+from vegafs.hooks.trace import (
+    SpanSource,
+    Tracer,
+    hex_id,
+    id_of,
+    new_span_id,
+    new_trace_id,
+    span_source,
+)
 from vegafs.vm.caps import Capabilities, Grant
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.vfs import Driver
@@ -123,6 +131,7 @@ class LoadedHook:
     caps_cache: dict[str, Capabilities] = field(default_factory=dict)
     uses_vfs: bool = True  # False: the run needs no driver (see vega.VFS_BUILTINS)
     transforms: bool = False  # a read hook whose code may write ev.output
+    span_sources: dict[str, SpanSource] = field(default_factory=dict)  # per phase
 
     @property
     def key(self) -> str:
@@ -194,7 +203,7 @@ class _HookSet:
     write); a new path costs one walk of the index.
     """
 
-    __slots__ = ("on", "after", "events", "transforms", "_cache")
+    __slots__ = ("on", "after", "events", "transforms", "_cache", "_below")
 
     def __init__(self, hooks: Sequence[LoadedHook] = ()) -> None:
         self.on: GlobIndex[LoadedHook] = GlobIndex(h for h in hooks if h.when == "on")
@@ -202,6 +211,20 @@ class _HookSet:
         self.events = frozenset(h.event for h in hooks)
         self.transforms = any(h.transforms for h in hooks)  # any read transform at all?
         self._cache: dict[tuple[str, str], tuple[Sequence[LoadedHook], Sequence[LoadedHook]]] = {}
+        self._below: dict[tuple[str, str], bool] = {}
+
+    def below(self, event: str, directory: str) -> bool:
+        """May a hook of ``event`` match a path directly inside ``directory``?"""
+        key = (event, directory)
+        found = self._below.get(key)
+        if found is None:
+            found = self.on.may_match_child(event, directory) or self.after.may_match_child(
+                event, directory
+            )
+            if len(self._below) >= _MATCH_CACHE:
+                self._below.clear()
+            self._below[key] = found
+        return found
 
     def match(self, event: str, path: str) -> tuple[Sequence[LoadedHook], Sequence[LoadedHook]]:
         """(synchronous hooks, after-hooks) of ``event`` on ``path``."""
@@ -485,6 +508,12 @@ class HookEngine:
             self.reload()
         return event in self._set.events and not self.suppressed
 
+    def watches_inside(self, event: str, directory: str) -> bool:
+        """May a hook of ``event`` watch a name inside ``directory`` (a path)?
+        Namespace operations ask before building the child's path: with a
+        thousand hooks elsewhere, the answer is one dictionary lookup."""
+        return self._set.below(event, directory)
+
     def transforms(self, hooks: Sequence[LoadedHook]) -> bool:
         """Does any of ``hooks`` (matched synchronous hooks) transform reads?"""
         return self._set.transforms and any(h.transforms for h in hooks)
@@ -670,18 +699,19 @@ class HookEngine:
             return
         decision = run.decision
         denied = decision is not None and not decision.allowed
-        # A row in trace.COLUMNS order (formatted by the tracer's flusher thread).
-        self.tracer.record_row(
+        source = hook.span_sources.get(phase)
+        if source is None:
+            source = hook.span_sources[phase] = span_source(
+                hook.name, hook.version, hook.file, phase, hook.event
+            )
+        latency = run.latency_us
+        self.tracer.record_row(  # a trace.Row, formatted by the tracer's flusher thread
             (
                 trace_id,
                 new_span_id(),
                 parent_id,
-                time.time_ns() - int(run.latency_us * 1000),
-                hook.name,
-                hook.version,
-                hook.file,
-                phase,
-                ev.event,
+                time.time_ns() - int(latency * 1000),
+                source,
                 ev.path,
                 "deny" if denied else ("transform" if run.out_bytes else "allow"),
                 errno_name(decision.errno) if denied and decision is not None else None,
@@ -689,7 +719,7 @@ class HookEngine:
                 run.status,
                 run.steps,
                 run.out_bytes or ev.size,
-                run.latency_us,
+                latency,
                 attempt,
                 attempt - 1,
                 [e.get("msg", e.get("event")) for e in run.events] if run.events else None,
@@ -708,11 +738,7 @@ class HookEngine:
                 op.span_id,
                 None,
                 time.time_ns() - latency_ns,
-                None,
-                None,
-                None,
-                "op",
-                op.event,
+                span_source(None, None, None, "op", op.event),
                 path,
                 "deny" if op.denied else "allow",
                 errno_name(errno) if errno else None,

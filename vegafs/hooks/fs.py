@@ -201,6 +201,16 @@ class HookedFileSystem(FileSystem):
             return None
         return (base if parent != ROOT_INO else "") + "/" + os.fsdecode(name)
 
+    def _watched_child(self, event: str, parent: int, name: bytes) -> str | None:
+        """The path of ``name`` in ``parent`` if a hook of ``event`` may watch
+        it; None (nothing to run) otherwise, without building the path."""
+        if not self.hooks.wants(event):
+            return None
+        base = self.path_of(parent)
+        if base is None or not self.hooks.watches_inside(event, base):
+            return None
+        return (base if parent != ROOT_INO else "") + "/" + os.fsdecode(name)
+
     def lookup_path(self, path: str) -> int | None:
         """Inode of ``path`` (relative to the mount root) in the live tree."""
         ino = ROOT_INO
@@ -312,10 +322,7 @@ class HookedFileSystem(FileSystem):
         def make(_: Verdict | None) -> Attr:
             return super(HookedFileSystem, self)._make(parent, name, mode, ctx, **kwargs)
 
-        if self.hooks.wants(event):
-            attr = self._guarded(event, self._child_path(parent, name), ctx, make)
-        else:
-            attr = make(None)
+        attr = self._guarded(event, self._watched_child(event, parent, name), ctx, make)
         self._note(parent, name, attr.ino)
         return attr
 
@@ -323,10 +330,7 @@ class HookedFileSystem(FileSystem):
         self, event: str, parent: int, name: bytes, ctx: Ctx, remove: Callable[[], None]
     ) -> None:
         ino = self.store.lookup(parent, name)
-        if self.hooks.wants(event):
-            self._guarded(event, self._child_path(parent, name), ctx, lambda _: remove())
-        else:
-            remove()
+        self._guarded(event, self._watched_child(event, parent, name), ctx, lambda _: remove())
         if ino is not None and self._names.get(ino) == (parent, name):
             del self._names[ino]
             self._forget_path(ino)
@@ -360,12 +364,12 @@ class HookedFileSystem(FileSystem):
         def move(_: Verdict | None) -> None:
             super(HookedFileSystem, self).rename(old_parent, old, new_parent, new, flags, ctx)
 
-        if self.hooks.wants("rename"):
-            old_path = self._child_path(old_parent, old)
+        old_path = self._watched_child("rename", old_parent, old)
+        if old_path is None:
+            move(None)
+        else:
             new_path = self._child_path(new_parent, new)
             self._guarded("rename", old_path, ctx, move, old_path=old_path, new_path=new_path)
-        else:
-            move(None)
         if src is not None:
             self._note(new_parent, new, src)
         if dst is not None and dst != src and flags & 2:  # RENAME_EXCHANGE

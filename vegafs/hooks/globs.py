@@ -143,6 +143,25 @@ class GlobIndex(Generic[T]):
         """Cheap pre-check: is any hook declared for ``event`` at all?"""
         return event in self._roots
 
+    def may_match_child(self, event: str, directory: str) -> bool:
+        """Could an item for ``event`` match some path directly inside
+        ``directory``? Conservative (True may still match nothing), exact on
+        the literal prefixes: a child's path has one more segment than
+        ``directory``, so only patterns whose literal prefix is a prefix of
+        the directory's, or the directory's plus one segment, can match it.
+        Lets a namespace operation skip building the path at all."""
+        node = self._roots.get(event)
+        if node is None:
+            return False
+        for segment in directory[1:].split("/") if directory != "/" else ():
+            if node.items:
+                return True
+            nxt = node.children.get(segment)
+            if nxt is None:
+                return False
+            node = nxt
+        return bool(node.items or node.children)
+
     def match(self, event: str, path: str) -> Sequence[T]:
         """The items for ``event`` whose glob matches ``path``, in added order."""
         node = self._roots.get(event)

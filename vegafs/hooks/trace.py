@@ -74,35 +74,62 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("retries", "INTEGER"),
 )
 _esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
-_NAMES = tuple(name for name, _ in COLUMNS)
 _getrandbits = random.getrandbits
 # One %-template for a whole line (json.dumps of a dict is ~2.5x slower); text
-# fields are escaped with the json module's own escaper (the few distinct hook,
-# version, file and errno texts once each, cached), so every line is valid JSON.
+# fields are escaped with the json module's own escaper, so every line is
+# valid JSON. What a span is about (hook, version, file, phase, event) is one
+# interned SpanSource whose JSON fragment is built once.
 _TEMPLATE = (
-    '{"trace_id":"%032x","span_id":"%016x","parent_id":%s,"ts_ns":%d,"hook":%s,"version":%s,'
-    '"file":%s,"phase":"%s","event":"%s","path":%s,"decision":"%s","errno":%s,'
-    '"message":%s,"status":"%s","steps":%d,"bytes":%d,"latency_us":%r,"attempt":%d,'
-    '"retries":%d'
+    '{"trace_id":"%032x","span_id":"%016x","parent_id":%s,"ts_ns":%d,%s,"path":%s,'
+    '"decision":"%s","errno":%s,"message":%s,"status":"%s","steps":%d,"bytes":%d,'
+    '"latency_us":%.2f,"attempt":%d,"retries":%d'
 )
 
-#: A span row: the COLUMNS values in order (ids as ints; ``latency_us`` not
-#: yet rounded), plus the run's trace::event messages (a list, or None).
+
+class SpanSource:
+    """What a span is about: one hook (name, version, file) in a phase of an
+    event, or (no hook, phase ``op``) a filesystem operation. Interned by
+    :func:`span_source`, so its JSON fragment is escaped once, not per span."""
+
+    __slots__ = ("hook", "version", "file", "phase", "event", "fragment")
+
+    def __init__(
+        self, hook: str | None, version: str | None, file: str | None, phase: str, event: str
+    ) -> None:
+        self.hook, self.version, self.file = hook, version, file
+        self.phase, self.event = phase, event
+        self.fragment = ",".join(
+            f'"{name}":{"null" if value is None else _esc(value)}'
+            for name, value in zip(
+                ("hook", "version", "file", "phase", "event"),
+                (hook, version, file, phase, event),
+                strict=True,
+            )
+        )
+
+
+_SOURCES: dict[tuple[str | None, ...], SpanSource] = {}
+
+
+def span_source(
+    hook: str | None, version: str | None, file: str | None, phase: str, event: str
+) -> SpanSource:
+    """The interned :class:`SpanSource` of these values."""
+    key = (hook, version, file, phase, event)
+    source = _SOURCES.get(key)
+    if source is None:
+        if len(_SOURCES) > 65536:
+            _SOURCES.clear()
+        source = _SOURCES[key] = SpanSource(*key)
+    return source
+
+
+#: A span row: trace_id, span_id, parent_id (ids as ints), ts_ns, a
+#: SpanSource, path, decision, errno, message, status, steps, bytes,
+#: latency_us (not yet rounded), attempt, retries, and the run's trace::event
+#: messages (a list, or None). The operation builds the tuple; the flusher
+#: thread formats it.
 Row = tuple[Any, ...]
-#: Escaped hook/version/file/errno texts: a few distinct values, each met on
-#: every span of its hook.
-_ESCAPED: dict[str, str] = {}
-
-
-def _cached_esc(text: str | None) -> str:
-    if text is None:
-        return "null"
-    out = _ESCAPED.get(text)
-    if out is None:
-        if len(_ESCAPED) > 4096:
-            _ESCAPED.clear()
-        out = _ESCAPED[text] = _esc(text)
-    return out
 
 
 def hex_id(value: int | None, width: int) -> str | None:
@@ -119,74 +146,76 @@ def id_of(text: str | int | None) -> int:
 
 def format_row(row: Row) -> str:
     """One JSON line (without the newline) for a span row."""
-    (
-        trace_id,
-        span_id,
-        parent_id,
-        ts_ns,
-        hook,
-        version,
-        file,
-        phase,
-        event,
-        path,
-        decision,
-        errno_,
-        message,
-        status,
-        steps,
-        nbytes,
-        latency,
-        attempt,
-        retries,
-        events,
-    ) = row
+    parent_id, errno_, message, events = row[2], row[7], row[8], row[15]
     line = _TEMPLATE % (
-        trace_id,
-        span_id,
+        row[0],
+        row[1],
         "null" if parent_id is None else f'"{parent_id:016x}"',
-        ts_ns,
-        _cached_esc(hook),
-        _cached_esc(version),
-        _cached_esc(file),
-        phase,
-        event,
-        _esc(path),
-        decision,
-        _cached_esc(errno_),
+        row[3],
+        row[4].fragment,
+        _esc(row[5]),
+        row[6],
+        "null" if errno_ is None else _esc(errno_),
         _esc(message) if message else '""',
-        status,
-        steps,
-        nbytes,
-        round(latency, 2),
-        attempt,
-        retries,
+        row[9],
+        row[10],
+        row[11],
+        row[12],
+        row[13],
+        row[14],
     )
     if events:
         line += ',"events":' + json.dumps(events)
     return line + "}"
 
 
+def span_of(row: Row) -> dict[str, Any]:
+    """A span row as the dict its JSON line holds (ids still ints)."""
+    source: SpanSource = row[4]
+    return {
+        "trace_id": row[0],
+        "span_id": row[1],
+        "parent_id": row[2],
+        "ts_ns": row[3],
+        "hook": source.hook,
+        "version": source.version,
+        "file": source.file,
+        "phase": source.phase,
+        "event": source.event,
+        "path": row[5],
+        "decision": row[6],
+        "errno": row[7],
+        "message": row[8],
+        "status": row[9],
+        "steps": row[10],
+        "bytes": row[11],
+        "latency_us": row[12],
+        "attempt": row[13],
+        "retries": row[14],
+    }
+
+
 def row_of(span: dict[str, Any]) -> Row:
     """A span dict as a row (missing fields are empty; missing ids are drawn)."""
-    defaults: dict[str, Any] = {
-        "ts_ns": 0,
-        "steps": 0,
-        "bytes": 0,
-        "latency_us": 0.0,
-        "attempt": 1,
-        "retries": 0,
-        "parent_id": None,
-        "errno": None,
-        "version": None,
-        "file": None,
-    }
-    row = [span.get(name, defaults.get(name, "")) for name in _NAMES]
-    row[0] = id_of(row[0]) or new_trace_id()
-    row[1] = id_of(row[1]) or new_span_id()
-    row[2] = id_of(row[2]) or None
-    row[16] = float(row[16])
-    return (*row, span.get("events"))
+    get = span.get
+    return (
+        id_of(get("trace_id")) or new_trace_id(),
+        id_of(get("span_id")) or new_span_id(),
+        id_of(get("parent_id")) or None,
+        get("ts_ns", 0),
+        span_source(get("hook"), get("version"), get("file"), get("phase", ""), get("event", "")),
+        get("path", ""),
+        get("decision", ""),
+        get("errno"),
+        get("message", ""),
+        get("status", ""),
+        get("steps", 0),
+        get("bytes", 0),
+        float(get("latency_us", 0.0)),
+        get("attempt", 1),
+        get("retries", 0),
+        get("events"),
+    )
 
 
 def new_trace_id() -> int:
@@ -327,7 +356,7 @@ class _OtlpForwarder:
         self._tracer = self._provider.get_tracer("vegafs.hooks")
 
     def export(self, row: Row) -> None:
-        span = dict(zip(_NAMES, row, strict=False))
+        span = span_of(row)
         trace_id = span["trace_id"]
         self._ids.trace_id, self._ids.span_id = trace_id, span["span_id"]
         context = None
@@ -399,7 +428,9 @@ def sqlite_db(store_dir: str | os.PathLike[str]) -> sqlite3.Connection:
     db = sqlite3.connect(Path(store_dir) / TRACE_DIR / TRACE_DB)
     columns = ", ".join(f"{name} {kind}" for name, kind in COLUMNS)
     have = [r[1] for r in db.execute("PRAGMA table_info(spans)")]
-    if have and have != list(_NAMES):  # written by an older vegafs: derive it again
+    if have and have != [
+        name for name, _ in COLUMNS
+    ]:  # written by an older vegafs: derive it again
         db.execute("DROP TABLE spans")
         db.execute("DROP TABLE IF EXISTS meta")
     db.execute(f"CREATE TABLE IF NOT EXISTS spans ({columns})")
