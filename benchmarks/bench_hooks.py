@@ -6,9 +6,11 @@ Three mounts of fresh stores, measured in one run, workload by workload:
 
 * ``none``  — no hook files (the baseline);
 * ``allow`` — one file with a trivial allow-all ``on read`` and ``on write``
-  hook on ``/**`` (every read and write request runs a Vega hook; such files
-  are opened with direct I/O, and the mount has no writeback cache, exactly as
-  a user would get it);
+  hook on ``/**`` (every read and write request that reaches the daemon runs
+  a Vega hook, and its operation and hook run are traced; the files keep the
+  page cache, dropped at each open for the read hook — docs/hooks.md, "Hooks
+  and the page cache" — and the mount has no writeback cache, exactly as a
+  user would get it);
 * ``1000``  — 1,000 hooks on create/unlink/mkdir/rename/commit whose globs
   match nothing the workload touches (``/elsewhere<i>/**``).
 
@@ -19,7 +21,8 @@ N files). The per-run overhead is measured twice: end to end, as the extra
 time of a 4 KiB ``O_DIRECT`` pread (every one reaches the daemon, on both
 mounts; best batch of 100) with the allow-all read hook; and in-process on the filesystem layer
 (no FUSE): the median CPU time of a 4 KiB write plus read with the allow-all
-hooks (spans written included) minus the same without hooks, per hook run.
+hooks (spans written included: the operation's and the hook run's) minus the
+same without hooks, per hook run.
 The hooks' own run latency (VM only) is reported by ``vegafs hooks list`` and
 printed too.
 

@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -74,6 +75,8 @@ JOURNAL_DONE_KIND = "hooks.after.done"
 _LATENCY_SAMPLES = 2048
 _GLOB_CHARS = frozenset("*?[")
 _CAPS_CACHE = 256
+_SPAN_MASK = (1 << 64) - 1
+_getrandbits = random.getrandbits
 
 
 class Host(Protocol):
@@ -179,15 +182,18 @@ class _Run:
         return self.status not in ("ok", "denied")
 
 
-@dataclass(slots=True)
 class OpSpan:
-    """A filesystem operation that runs hooks: the parent span of their runs."""
+    """A filesystem operation that runs hooks: the parent span of their runs.
+    (A plain class: one is made per hooked operation, on the hot path.)"""
 
-    event: str
-    trace_id: int = field(default_factory=new_trace_id)
-    span_id: int = field(default_factory=new_span_id)
-    t0_ns: int = field(default_factory=time.perf_counter_ns)
-    denied: bool = False  # a hook denied it (vs. the operation failing by itself)
+    __slots__ = ("event", "trace_id", "span_id", "t0_ns", "denied")
+
+    def __init__(self, event: str) -> None:
+        self.event = event
+        ids = _getrandbits(192)  # both ids in one draw
+        self.trace_id, self.span_id = ids >> 64, ids & _SPAN_MASK
+        self.t0_ns = time.perf_counter_ns()
+        self.denied = False  # a hook denied it (vs. the operation failing by itself)
 
 
 #: Bound on the (event, path) -> hooks answers a hook set remembers.
@@ -786,7 +792,7 @@ class HookEngine:
 
     def submit(self, jobs: list[Job]) -> None:
         """Queue journaled jobs (after the operation's record is in the log)."""
-        if self._queue is None:
+        if not jobs or self._queue is None:
             return
         for job in jobs:
             if not self._queue.submit(job):
