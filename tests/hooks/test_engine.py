@@ -580,3 +580,29 @@ def test_staged_reads_see_staged_renames_removals_and_mkdirs(rig: Rig) -> None:
     assert rig.fs.lookup_path("/s/d") is not None and rig.fs.lookup_path("/s/a") is None
     ino = rig.fs.lookup_path("/live/new")
     assert rig.store.get_inode(ino).xattrs[b"user.tag"] == b"t"  # type: ignore[union-attr]
+
+
+def test_how_hooked_files_are_cached(rig: Rig) -> None:
+    """Direct I/O only where the page cache would hide what hooks do."""
+    rig.example("redact_env.vega")
+    rig.hook(
+        "data.vega",
+        'hook r on read "/r/**" { fn run(ev) { return allow(); } }\n'
+        'hook w on write "/w/**" { fn run(ev) { return allow(); } }\n',
+    )
+    env, r, w, plain = (rig.write_file(p, b"K=v\n") for p in ("/a.env", "/r/f", "/w/f", "/p"))
+    assert rig.fs.hooked_io(env) == "direct"  # a transform: readers must see its output
+    assert rig.fs.hooked_io(r) == "fresh"  # page cache, dropped at each open
+    assert rig.fs.hooked_io(w) is None  # write-through reaches the hook anyway
+    assert rig.fs.hooked_io(w, writeback_cache=True) == "direct"
+    assert rig.fs.hooked_io(plain) is None
+
+
+def test_stat_runs_only_transforming_read_hooks(rig: Rig) -> None:
+    rig.hook("r.vega", 'hook r on read "/**" { fn run(ev) { return allow(); } }\n')
+    ino = rig.write_file("/f", b"abc")
+    rig.fs.getattr(ino)
+    rig.fs.lookup(1, b"f")
+    assert _stats(rig, "r")["runs"] == 0  # a non-transforming hook cannot change the size
+    assert rig.read_file("/f") == b"abc"
+    assert _stats(rig, "r")["runs"] == 1

@@ -136,3 +136,21 @@ def test_span_lines_are_valid_json_for_any_text() -> None:
         events=["one", "two"],
     )
     assert json.loads(format_row(row_of(span))) == span
+
+
+def test_an_sqlite_table_of_an_older_format_is_derived_again(tmp_path: Path) -> None:
+    import sqlite3
+
+    (tmp_path / "traces").mkdir()
+    old = sqlite3.connect(tmp_path / "traces" / "hooks.sqlite")
+    old.execute("CREATE TABLE spans (trace_id TEXT, hook TEXT)")  # no parent_id, ...
+    old.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER)")
+    old.execute("INSERT INTO meta VALUES ('offset', 0)")
+    old.commit()
+    old.close()
+    tracer = Tracer(trace_path(tmp_path), otlp=False)
+    tracer.record(_span(1))
+    tracer.close()
+    db = sqlite_db(tmp_path)
+    assert db.execute("SELECT hook, parent_id FROM spans").fetchall() == [("h1", None)]
+    db.close()

@@ -524,9 +524,6 @@ class HookEngine:
         """Does any of ``hooks`` (matched synchronous hooks) transform reads?"""
         return self._set.transforms and any(h.transforms for h in hooks)
 
-    def has_after(self, event: str) -> bool:
-        return not self.suppressed and self._set.after.has_event(event)
-
     # ------------------------------------------------------------------ running
 
     def _caps(self, hook: LoadedHook, path: str) -> Capabilities:
