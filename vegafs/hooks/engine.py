@@ -588,7 +588,7 @@ class HookEngine:
         for hook in hooks:
             if hook.state != "active":
                 continue
-            if ev.event == "read":
+            if hook.transforms:
                 ev.output = Output()
             driver = staging(verdict.effects) if staging is not None and hook.uses_vfs else None
             run = self._invoke(hook, ev, from_worker=False, driver=driver)
@@ -645,7 +645,9 @@ class HookEngine:
         t0 = time.perf_counter()
         run = _Run(None, "ok")
         rt = self._runtime(hook, ev, run.events, from_worker=from_worker, driver=driver)
-        me = self._enter_suppressed()
+        # Suppression keeps a hook's own VFS effects from firing hooks; a hook
+        # whose code reaches no VFS builtin has none to suppress.
+        me = self._enter_suppressed() if hook.uses_vfs else None
         try:
             outcome = hook.decl.invoke(ev, rt)
             if outcome.trap is not None:
@@ -664,7 +666,8 @@ class HookEngine:
             run.message = f"internal error: {type(exc).__name__}: {exc}"
             log.exception("hooks: %s raised", hook.key)
         finally:
-            self._leave_suppressed(me)
+            if me is not None:
+                self._leave_suppressed(me)
             ev.end()
             rt.finish()
         run.steps = rt.meter.steps_used
@@ -673,7 +676,8 @@ class HookEngine:
         stats.runs += 1
         stats.latencies_us.append(run.latency_us)
         if run.status == "ok":
-            hook.breaker.success()
+            if hook.breaker.failures:
+                hook.breaker.success()
             if run.decision is not None and not run.decision.allowed:
                 stats.denies += 1
                 run.status, run.kind = "denied", "deny"

@@ -14,8 +14,8 @@ from typing import Any
 
 from vegafs.hooks.errnos import ERRNOS
 from vegafs.hooks.events import builtin_allow, builtin_deny
-from vegafs.vm import Hook, Program, VegaCompileError, compile_source, run_hook
-from vegafs.vm.fast import compile_fast
+from vegafs.vm import Hook, Program, VegaCompileError, compile_source
+from vegafs.vm.fast import compile_fast, run_fast
 from vegafs.vm.interp import RunOutcome
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.stdlib.registry import Builtin
@@ -135,12 +135,15 @@ class HookDecl:
         return f"{self.program.filename}:{self.hook.line}"
 
     def invoke(self, ev: Any, rt: Runtime) -> RunOutcome:
-        """Run ``run(ev)`` on ``rt`` (the caller finishes the runtime)."""
-        return run_hook(
+        """Run ``run(ev)`` on ``rt`` (the caller finishes the runtime). Straight
+        on the fast tier (``run_hook``'s default tier, which falls back to the
+        interpreter by itself): a hook run is on every hooked request's path,
+        and the tier lookup is a per-call import."""
+        return run_fast(
             self.program,
-            self.hook,
             rt,
-            ev,
+            self.hook.run,
+            [ev],
             builtins=HOOK_BUILTINS,
             constants=HOOK_CONSTANTS,
             finish=False,
