@@ -24,8 +24,12 @@ Invariants:
 - A denial reaches the caller as its errno; a failure (trap, budget, bad
   return) is EIO with ``failure closed`` and is ignored with ``failure open``;
   both are traced.
+- A synchronous hook's staged effects, and the journal records of the
+  after-hooks an operation publishes, land in the same store record as the
+  operation (a store batch), or not at all.
 - An after-hook event is journaled in the store before it is queued and
   marked done after its last attempt: at-least-once across crashes.
+- Every hooked operation is a span, the parent of its hook runs' spans.
 - A read transform runs once per (file version, hook versions); ``stat``
   reports its size.
 """
