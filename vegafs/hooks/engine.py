@@ -592,9 +592,10 @@ class HookEngine:
                 ev.output = Output()
             driver = staging(verdict.effects) if staging is not None and hook.uses_vfs else None
             run = self._invoke(hook, ev, from_worker=False, driver=driver)
-            if driver is not None and not run.failed:
+            failed = run.failed
+            if driver is not None and not failed:
                 verdict.effects += driver.effects  # a failed run's effects are dropped
-            if run.failed:
+            if failed:
                 run.decision = (
                     None
                     if hook.settings.failure_open

@@ -247,7 +247,8 @@ class HookedFileSystem(FileSystem):
         on, after = self.hooks.match_all(event, path) if matched is None else matched
         if not on and not after:
             return op(None)
-        self._maybe_bind()
+        if self._trio_token is None:
+            self._maybe_bind()
         ctx = ctx or ROOT_CTX
         span = OpSpan(event)
         failed: FsError | None = None
