@@ -194,22 +194,18 @@ class HookedFileSystem(FileSystem):
                     queue.append(child)
         return False
 
-    def _child_path(self, parent: int, name: bytes) -> str | None:
-        """The path of ``name`` in directory ``parent``."""
+    def _child_path(self, parent: int, name: bytes, event: str | None = None) -> str | None:
+        """The path of ``name`` in directory ``parent``. With ``event``: only
+        if a hook of that event may watch it — None (nothing to run)
+        otherwise, decided before the path is built."""
         base = self.path_of(parent)
-        if base is None:
+        if base is None or (event is not None and not self.hooks.watches_inside(event, base)):
             return None
         return (base if parent != ROOT_INO else "") + "/" + os.fsdecode(name)
 
     def _watched_child(self, event: str, parent: int, name: bytes) -> str | None:
-        """The path of ``name`` in ``parent`` if a hook of ``event`` may watch
-        it; None (nothing to run) otherwise, without building the path."""
-        if not self.hooks.wants(event):
-            return None
-        base = self.path_of(parent)
-        if base is None or not self.hooks.watches_inside(event, base):
-            return None
-        return (base if parent != ROOT_INO else "") + "/" + os.fsdecode(name)
+        """The path of ``name`` in ``parent`` if a hook of ``event`` may watch it."""
+        return self._child_path(parent, name, event) if self.hooks.wants(event) else None
 
     def lookup_path(self, path: str) -> int | None:
         """Inode of ``path`` (relative to the mount root) in the live tree."""
