@@ -208,6 +208,7 @@ class S3Backend(Backend):
         self._lru_bytes = 0
         self._lru_lock = threading.Lock()
         self._piece_lists: dict[str, list[tuple[str, int]]] = {}  # reader's listing of pieces
+        self._sealed: set[str] = set()  # segments read from their sealed object
         self._index_blocks()
         self.counters = {"puts": 0, "gets": 0, "retries": 0, "cache_hits": 0, "copied_parts": 0}
 
@@ -1006,7 +1007,10 @@ class S3Backend(Backend):
             block = self._cached_block(name, index)
             if block is None:
                 block = self._read_remote(name, index * CACHE_BLOCK, CACHE_BLOCK)
-                if len(block) == CACHE_BLOCK:
+                # Only a sealed object's blocks are final: the pieces of an open
+                # segment may hold an unpublished tail that a crashed writer's
+                # successor cuts and writes again (a follower must not keep it).
+                if len(block) == CACHE_BLOCK and name in self._sealed:
                     self._store_block(name, index, block)
             piece = block[pos - index * CACHE_BLOCK : end - index * CACHE_BLOCK]
             if not piece:
@@ -1075,6 +1079,7 @@ class S3Backend(Backend):
             return b""
         got = self._get(SEGMENTS + name, f"bytes={offset}-{offset + length - 1}")
         if got is not None:
+            self._sealed.add(name)
             return got[0]
         end = offset + length
         pieces = self._piece_lists.get(name)
