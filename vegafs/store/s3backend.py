@@ -67,6 +67,8 @@ LOCK_KEY = "lock"
 MANIFEST_KEY = "MANIFEST"
 SEGMENTS = "segments/"
 PIECES = "open/"
+#: ``open/NAME/sealed``: the segment was sealed as its pieces (they are final).
+SEALED_MARK = "sealed"
 #: Reads of data not in the cache are cut into blocks of this size, cached LRU.
 CACHE_BLOCK = 1 << 20
 DEFAULT_CACHE_SIZE = 1 << 30
@@ -148,6 +150,25 @@ class _Fatal(Exception):
     """An upload that retrying cannot fix (precondition failed, access denied)."""
 
 
+class _Pieces:
+    """The pieces of one segment in the bucket, and whether they are its sealed form."""
+
+    def __init__(self, listing: list[tuple[str, int]]) -> None:
+        self.final = False
+        self.pieces: list[tuple[int, int, str]] = []  # (start, size, relative key), by start
+        for rel, size in listing:
+            tail = rel.rsplit("/", 1)[1]
+            if tail == SEALED_MARK:
+                self.final = True
+            else:
+                self.pieces.append((int(tail), size, rel))
+        self.pieces.sort()
+
+    @property
+    def end(self) -> int:
+        return max((start + size for start, size, _rel in self.pieces), default=0)
+
+
 class S3Backend(Backend):
     """A store in an S3-compatible bucket, with a local journal and a bounded LRU cache.
 
@@ -207,7 +228,7 @@ class S3Backend(Backend):
         self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._lru_bytes = 0
         self._lru_lock = threading.Lock()
-        self._piece_lists: dict[str, list[tuple[str, int]]] = {}  # reader's listing of pieces
+        self._piece_lists: dict[str, _Pieces] = {}  # reader's listing of pieces
         self._sealed: set[str] = set()  # segments read from their sealed object
         self._index_blocks()
         self.counters = {"puts": 0, "gets": 0, "retries": 0, "cache_hits": 0, "copied_parts": 0}
@@ -504,7 +525,8 @@ class S3Backend(Backend):
         ends: dict[str, int] = {}
         for rel, size in self._list(PIECES):
             name, start = rel[len(PIECES) :].split("/", 1)
-            ends[name] = max(ends.get(name, 0), int(start) + size)
+            if start != SEALED_MARK:
+                ends[name] = max(ends.get(name, 0), int(start) + size)
         return {**ends, **sizes}
 
     def _reconcile(self, journal_empty: bool) -> None:
@@ -698,20 +720,35 @@ class S3Backend(Backend):
             path = self._seg_file(op["seg"])
             if not path.exists():
                 return
-            try:
-                self._assemble(op["seg"], path)
-            except BotoCoreError as e:
-                raise OSError(errno.EIO, f"upload {op['seg']}: {e}") from e
+            listing = self._pieces(op["seg"])
+            total = os.stat(path).st_size
+            if listing.final or (
+                listing.end == total
+                and sum(size for _s, size, _r in listing.pieces) == total
+                and len(listing.pieces) <= max(1, total // CACHE_BLOCK)
+            ):
+                # Pieces of a read block or more on average: a reader needs no
+                # more requests than for one object, so they stay the sealed
+                # form (no copy on the server, no second crossing).
+                self._put(f"{PIECES}{op['seg']}/{SEALED_MARK}", b"")
+            else:
+                try:
+                    self._assemble(op["seg"], path, listing)
+                except BotoCoreError as e:
+                    raise OSError(errno.EIO, f"upload {op['seg']}: {e}") from e
+                for _start, _size, rel in listing.pieces:
+                    self._delete(rel)
             self.counters["puts"] += 1
-            for rel, _size in self._list(f"{PIECES}{op['seg']}/"):
-                self._delete(rel)
             self._admit_sealed(op["seg"])
         elif kind == "delseg":
             self._delete(SEGMENTS + op["seg"])
             for rel, _size in self._list(f"{PIECES}{op['seg']}/"):
                 self._delete(rel)
 
-    def _assemble(self, name: str, path: Path) -> None:
+    def _pieces(self, name: str) -> _Pieces:
+        return _Pieces(self._list(f"{PIECES}{name}/"))
+
+    def _assemble(self, name: str, path: Path, listing: _Pieces) -> None:
         """Make the sealed object from the pieces already in the bucket, where it can.
 
         The pieces hold every byte already (a reader needed them), so a
@@ -721,7 +758,7 @@ class S3Backend(Backend):
         once, not twice. Without large pieces, a plain (multipart) upload.
         """
         key = self._key(SEGMENTS + name)
-        pieces = [(int(rel.rsplit("/", 1)[1]), size, rel) for rel, size in self._list(f"{PIECES}{name}/")]
+        pieces = listing.pieces
         total = os.stat(path).st_size
         covered = sum(size for _start, size, _rel in pieces)
         if covered != total or not any(size >= _MIN_PART for _s, size, _r in pieces):
@@ -803,8 +840,7 @@ class S3Backend(Backend):
             return got[1]
 
     def _cut_pieces(self, seg: str, end: int) -> None:
-        for rel, size in self._list(f"{PIECES}{seg}/"):
-            start = int(rel.rsplit("/", 1)[1])
+        for start, size, rel in self._pieces(seg).pieces:
             if start >= end:
                 self._delete(rel)
             elif start + size > end:
@@ -855,10 +891,8 @@ class S3Backend(Backend):
         head = self._head(SEGMENTS + name)
         if head is not None:
             return int(head["ContentLength"])
-        pieces = self._list(f"{PIECES}{name}/")
-        if not pieces:
-            return None
-        return max(int(rel.rsplit("/", 1)[1]) + size for rel, size in pieces)
+        listing = self._pieces(name)
+        return listing.end if listing.pieces else None
 
     def _not_found(self, name: str) -> StoreError:
         return StoreError(STORE_NOT_FOUND, f"segment {name} is missing from {self.location}")
@@ -1074,29 +1108,35 @@ class S3Backend(Backend):
                     path.unlink()
 
     def _read_remote(self, name: str, offset: int, length: int, retry: bool = True) -> bytes:
-        """Read from the sealed object, or else from the pieces (listed once, relisted when short)."""
+        """Read from the sealed object, or else from the pieces (listed once, relisted when short).
+
+        Pieces marked final (sealed as pieces) never change: no sealed object
+        is asked for, and their blocks may be cached.
+        """
         if length <= 0:
             return b""
-        got = self._get(SEGMENTS + name, f"bytes={offset}-{offset + length - 1}")
-        if got is not None:
-            self._sealed.add(name)
-            return got[0]
+        listing = self._piece_lists.get(name)
+        if listing is None or not listing.final:
+            got = self._get(SEGMENTS + name, f"bytes={offset}-{offset + length - 1}")
+            if got is not None:
+                self._sealed.add(name)
+                return got[0]
         end = offset + length
-        pieces = self._piece_lists.get(name)
-        if pieces is None or max((int(r.rsplit("/", 1)[1]) + n for r, n in pieces), default=0) < end:
-            pieces = self._piece_lists[name] = self._list(f"{PIECES}{name}/")
-        if not pieces:
+        if listing is None or (not listing.final and listing.end < end):
+            listing = self._piece_lists[name] = self._pieces(name)
+            if listing.final:
+                self._sealed.add(name)
+        if not listing.pieces:
             if self._head(SEGMENTS + name) is not None:
                 return b""  # offset past the end
             raise self._not_found(name)
         out = bytearray()
-        for rel, size in pieces:
-            start = int(rel.rsplit("/", 1)[1])
+        for start, size, rel in listing.pieces:
             pos = offset + len(out)
             if start + size <= pos or start >= end or start > pos:
                 continue  # already read (pieces may overlap), or not reached
             got = self._get(rel, f"bytes={pos - start}-{min(size, end - start) - 1}")
-            if got is None:  # sealed or cut meanwhile: list again, once
+            if got is None:  # sealed, cut or deleted meanwhile: list again, once
                 self._piece_lists.pop(name, None)
                 if retry:
                     return bytes(out) + self._read_remote(name, pos, end - pos, retry=False)
