@@ -422,7 +422,15 @@ class Store(_StateReads):
         ``store.damage`` instead of raised.
         """
         backend = path if isinstance(path, Backend) else open_backend(path)
-        if not backend.exists():
+        try:
+            exists = backend.exists()
+        except OSError as e:  # e.g. an object store that does not answer
+            raise StoreError(
+                STORE_IO_ERROR,
+                f"cannot open the store at {backend.location}: {e.strerror or e}",
+                e.errno,
+            ) from e
+        if not exists:
             if not create or read_only:
                 raise StoreError(STORE_NOT_FOUND, f"no store at {backend.location}")
             if compression not in (None, "zstd"):
