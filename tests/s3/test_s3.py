@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -291,3 +292,22 @@ def test_writes_fail_cleanly_at_the_cache_bound_during_an_outage(
     with Store.open(_backend(s3_env, s3_server.url, tmp_path / "r"), read_only=True) as r:
         assert [n for n, _ in r.listdir(1)] == [b"small", b"fill", b"after"]
         assert_clean(r)
+
+
+def test_open_on_a_hung_endpoint_fails_clearly_and_in_bounded_time(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint that accepts connections but never answers: the open's probe gives up."""
+    from vegafs.store import s3backend
+
+    monkeypatch.setattr(s3backend, "PROBE_READ_TIMEOUT", 1.0)
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # the kernel completes the handshakes; nobody ever reads
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(StoreError) as e:
+            Store.open(S3Backend(s3_env, endpoint_url=url, cache_dir="/nonexistent"), read_only=True)
+        took = time.monotonic() - start
+    assert f"object store {url} does not answer" in str(e.value) and "timeout" in str(e.value)
+    assert took < s3backend.PROBE_ATTEMPTS * (1.0 + s3backend.CONNECT_TIMEOUT) + 10

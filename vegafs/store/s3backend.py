@@ -79,6 +79,11 @@ DEFAULT_LEASE_SECONDS = 30.0
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 20.0
 CLIENT_ATTEMPTS = 3
+#: The first request of an open (is there a store?) has tighter bounds: a
+#: command aimed at a dead or hung endpoint fails within ~12 s with a clear
+#: message instead of the ~80 s that the data path's bounds add up to.
+PROBE_READ_TIMEOUT = 5.0
+PROBE_ATTEMPTS = 2
 _MAX_PIECE = 32 << 20  # the most bytes one merged piece PUT carries
 _MIN_PART = 5 << 20  # S3's smallest multipart part (but the last)
 _MULTIPART = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
@@ -194,15 +199,7 @@ class S3Backend(Backend):
         self.lease_seconds = lease_seconds
         self.drain_timeout = drain_timeout
         self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(location)
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(
-                connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=READ_TIMEOUT,
-                retries={"max_attempts": CLIENT_ATTEMPTS, "mode": "standard"},
-            ),
-        )
+        self.client = self._new_client(READ_TIMEOUT, CLIENT_ATTEMPTS)
         # Writer state: the lease (acquire_lock) and the journal (first write).
         self._leased = False
         self._writer = False  # the journal is open: local files are the truth
@@ -234,6 +231,17 @@ class S3Backend(Backend):
         self.counters = {"puts": 0, "gets": 0, "retries": 0, "cache_hits": 0, "copied_parts": 0}
 
     # -- paths and S3 calls ----------------------------------------------------
+
+    def _new_client(self, read_timeout: float, attempts: int) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            config=Config(
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=read_timeout,
+                retries={"max_attempts": attempts, "mode": "standard"},
+            ),
+        )
 
     def _key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -328,7 +336,23 @@ class S3Backend(Backend):
     # -- lifecycle -------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self.get_object(FORMAT_KEY) is not None
+        """Whether ``FORMAT`` is in the bucket: the first request of every open, so it
+        says plainly when the endpoint does not answer, within the probe's bounds."""
+        probe = self._new_client(PROBE_READ_TIMEOUT, PROBE_ATTEMPTS)
+        url = probe.meta.endpoint_url
+        try:
+            probe.head_object(Bucket=self.bucket, Key=self._key(FORMAT_KEY))
+        except ClientError as e:
+            if self._missing(e):
+                return False
+            raise OSError(errno.EIO, f"object store {url}: {e}") from e
+        except BotoCoreError as e:
+            raise OSError(
+                errno.EIO,
+                f"object store {url} does not answer ({e}); is the endpoint right "
+                "(--s3-endpoint, AWS_ENDPOINT_URL_S3) and the server up?",
+            ) from e
+        return True
 
     def create(self, format_bytes: bytes) -> None:
         try:
