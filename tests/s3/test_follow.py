@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from vegafs.store import ROOT_INO, Store
+from vegafs.store import ROOT_INO, STORE_IO_ERROR, Store, StoreError
 from vegafs.store import store as store_module
 from vegafs.store.s3backend import S3Backend
 
-from .conftest import MotoServer
+from .conftest import MotoServer, Outage
 
 _ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("_follow_helpers", _ROOT / "tests/store/conftest.py")
@@ -140,3 +140,33 @@ def test_reader_reloads_after_rollback_and_gc_and_pinned_reader_stays(
     finally:
         reader.close()
         pinned.close()
+
+
+def test_failed_poll_keeps_the_state_and_the_next_one_catches_up(
+    s3_env: str, s3_server: MotoServer, outage: Outage, tmp_path: Path
+) -> None:
+    """The endpoint goes away under a follower: a poll fails cleanly, nothing shown changes."""
+    with Store.open(S3Backend(s3_env, endpoint_url=s3_server.url, cache_dir=tmp_path / "w"), create=True) as w:
+        make_file(w, b"a", b"1")
+        w.publish()
+        w.backend.drain()
+        reader = Store.open(
+            S3Backend(s3_env, endpoint_url=outage.url, cache_dir=tmp_path / "r"), read_only=True
+        )
+        try:
+            make_file(w, b"b", b"2")
+            w.publish()
+            w.backend.drain()
+            before = snapshot_state(reader)
+            outage.down()
+            with pytest.raises(StoreError) as e:
+                reader.poll_head()
+            assert e.value.code == STORE_IO_ERROR
+            assert snapshot_state(reader) == before and reader.lookup(ROOT_INO, b"b") is None
+            outage.up()
+            update = reader.poll_head()
+            assert update is not None
+            reader.apply_head(update)
+            assert snapshot_state(reader) == snapshot_state(w)
+        finally:
+            reader.close()
