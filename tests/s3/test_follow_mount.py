@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.mountutil import mounted, needs_fuse, vegafs_cmd
+from tests.mountutil import mounted, needs_fuse, run_vegafs, vegafs_cmd
+from vegafs.store import Store
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -111,3 +112,15 @@ def test_reader_mount_follows_writer_mount(location: str, tmp_path: Path) -> Non
             assert (smnt / "d" / "b.txt").read_text() == "bee\n"
             assert sorted(os.listdir(smnt)) == ["a.txt", "d"]
             print(f"follow delays (s): {[round(d, 2) for d in delays]}")
+
+
+def test_read_only_mount_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No store, no such snapshot: refused before anything is mounted, in one line."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    (tmp_path / "mnt").mkdir()
+    missing = run_vegafs("mount", tmp_path / "mnt", "--store", tmp_path / "none", "--read-only")
+    assert missing.returncode != 0 and missing.stderr.startswith("vegafs: no store at ")
+    Store.open(tmp_path / "store", create=True).close()
+    nosnap = run_vegafs("mount", tmp_path / "mnt", "--store", tmp_path / "store", "--snapshot", "nope")
+    assert nosnap.returncode != 0 and "nope" in nosnap.stderr and len(nosnap.stderr.splitlines()) == 1
+    assert not os.path.ismount(tmp_path / "mnt")
