@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -228,25 +229,47 @@ def test_cli_takes_s3_endpoint_flag(
     assert err.startswith("vegafs: cannot open the store at s3://") and "Traceback" not in err
 
 
-def test_seal_assembles_the_object_from_pieces(new_backend) -> None:  # type: ignore[no-untyped-def]
-    """Large pieces are copied server-side, runs of small ones sent; the object is byte-exact."""
+def _seal_pieces(new_backend, parts: list[bytes]) -> tuple[S3Backend, bytes]:  # type: ignore[no-untyped-def]
+    """Write ``parts`` as one piece each (drained one by one: no merging), then seal."""
     w = new_backend()
     w.create(b"f")
     w.acquire_lock()
-    parts = [os.urandom(12 << 20), os.urandom(100), os.urandom(11 << 20), os.urandom(10), b"end"]
     w.create_segment("000000-00000000.seg", b"HEAD")
     for p in parts:
         w.append("000000-00000000.seg", p)
         w.sync("000000-00000000.seg")
+        w.drain()
     w.seal("000000-00000000.seg")
     w.drain()
-    assert w._list("open/") == []  # pieces are gone once the sealed object exists
-    assert w.counters["copied_parts"] == 2  # the two large pieces were copied server-side
-    r = new_backend()
-    expected = b"HEAD" + b"".join(parts)
+    return w, b"HEAD" + b"".join(parts)
+
+
+def _check_reads(r: S3Backend, expected: bytes) -> None:
     assert r.segment_size("000000-00000000.seg") == len(expected)
     assert r.read("000000-00000000.seg", 0, len(expected) + 10) == expected
     assert r.read("000000-00000000.seg", (6 << 20) + 1, 200) == expected[(6 << 20) + 1 : (6 << 20) + 201]
+
+
+def test_seal_keeps_large_pieces_as_the_sealed_form(new_backend) -> None:  # type: ignore[no-untyped-def]
+    """Pieces of a read block or more on average stay: no copy, one marker, byte-exact reads."""
+    w, expected = _seal_pieces(new_backend, [os.urandom(3 << 20), os.urandom(100), os.urandom(5 << 20)])
+    keys = [rel for rel, _size in w._list("open/")]
+    assert keys[-1] == "open/000000-00000000.seg/sealed" and len(keys) == 5
+    assert w._list("segments/") == [] and w.counters["copied_parts"] == 0
+    r = new_backend()
+    _check_reads(r, expected)
+    hits, gets = r.counters["cache_hits"], r.counters["gets"]
+    assert r.read("000000-00000000.seg", 1 << 20, 10) == expected[1 << 20 : (1 << 20) + 10]
+    assert (r.counters["cache_hits"], r.counters["gets"]) == (hits + 1, gets)  # final: cached
+
+
+def test_seal_assembles_small_pieces_into_one_object(new_backend) -> None:  # type: ignore[no-untyped-def]
+    """Many small pieces become one object: the large one copied server-side, the runs sent."""
+    parts = [os.urandom(12 << 20), *(os.urandom(50_000) for _ in range(30)), b"end"]
+    w, expected = _seal_pieces(new_backend, parts)
+    assert w._list("open/") == []  # pieces are gone once the sealed object exists
+    assert w.counters["copied_parts"] == 1  # the large piece was copied server-side
+    _check_reads(new_backend(), expected)
 
 
 def test_writes_fail_cleanly_at_the_cache_bound_during_an_outage(
@@ -269,3 +292,22 @@ def test_writes_fail_cleanly_at_the_cache_bound_during_an_outage(
     with Store.open(_backend(s3_env, s3_server.url, tmp_path / "r"), read_only=True) as r:
         assert [n for n, _ in r.listdir(1)] == [b"small", b"fill", b"after"]
         assert_clean(r)
+
+
+def test_open_on_a_hung_endpoint_fails_clearly_and_in_bounded_time(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An endpoint that accepts connections but never answers: the open's probe gives up."""
+    from vegafs.store import s3backend
+
+    monkeypatch.setattr(s3backend, "PROBE_READ_TIMEOUT", 1.0)
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # the kernel completes the handshakes; nobody ever reads
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(StoreError) as e:
+            Store.open(S3Backend(s3_env, endpoint_url=url, cache_dir="/nonexistent"), read_only=True)
+        took = time.monotonic() - start
+    assert f"object store {url} does not answer" in str(e.value) and "timeout" in str(e.value)
+    assert took < s3backend.PROBE_ATTEMPTS * (1.0 + s3backend.CONNECT_TIMEOUT) + 10

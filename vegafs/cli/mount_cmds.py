@@ -26,6 +26,8 @@ from vegafs.cli import control
 from vegafs.cli.errors import CliError
 
 UMOUNT_WAIT = 120.0
+#: How often a read-only mount polls for the writer's publishes (docs/s3.md).
+FOLLOW_INTERVAL = 2.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +49,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="endpoint of an S3-compatible server for an s3:// store (docs/s3.md)",
     )
     p.add_argument("--hooks", metavar="DIR", help="directory of Vega hook files")
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        help="mount read-only beside the store's writer (another mount, another machine): "
+        "no lock is taken and nothing is written; follows the writer's publishes",
+    )
+    p.add_argument(
+        "--snapshot",
+        metavar="NAME",
+        help="mount snapshot NAME, read-only (implies --read-only; it never moves)",
+    )
+    p.add_argument(
+        "--follow-interval",
+        type=float,
+        default=FOLLOW_INTERVAL,
+        metavar="S",
+        help=f"a read-only mount looks for the writer's new publishes every S seconds "
+        f"(default {FOLLOW_INTERVAL:g}; 0 stays at the state seen at mount time)",
+    )
     p.add_argument(
         "--foreground", action="store_true", help="stay in the foreground (do not daemonize)"
     )
@@ -187,13 +208,31 @@ def _setup_logging(store_dir: Path, debug: bool) -> None:
         logging.getLogger("pyfuse3").setLevel(logging.WARNING)
 
 
-def _open_store(store_dir: Path | str):  # type: ignore[no-untyped-def]
+def _open_store(store_dir: Path | str, snapshot: str | None, read_only: bool):  # type: ignore[no-untyped-def]
     from vegafs.store import Store, StoreError
 
     try:
-        return Store.open(store_dir, create=True)
+        store = Store.open(store_dir, create=not read_only, read_only=read_only)
     except StoreError as exc:
         raise CliError(str(exc)) from exc
+    if snapshot is not None:
+        try:
+            store.pin(snapshot)
+        except StoreError as exc:
+            store.close()
+            raise CliError(str(exc)) from exc
+    return store
+
+
+def reader_state_dir(mountpoint: str) -> Path:
+    """Local state (log, control socket; an s3:// store's read cache) of a read-only mount.
+
+    Not the store's directory: a reader needs no write access to it and must
+    not share a writer's control socket or cache. One per mount point:
+    ``$XDG_CACHE_HOME/vegafs/readers/<mount point, '/' as '%'>`` (``~/.cache/...``).
+    """
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base, "vegafs", "readers", mountpoint.strip("/").replace("/", "%") or "%")
 
 
 # -------------------------------------------------------------------- mount
@@ -204,6 +243,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     mnt = os.path.abspath(args.mountpoint)
     _check_mountpoint(mnt)
+    args.read_only = args.read_only or args.snapshot is not None
+    if args.follow_interval < 0:
+        raise CliError("--follow-interval must be 0 (do not follow) or a number of seconds")
     if args.store and args.store.startswith("s3://"):
         from vegafs.store.s3backend import default_cache_dir
 
@@ -215,6 +257,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
         store_dir = default_cache_dir(args.store)
     else:
         store_dir = Path(args.store).absolute() if args.store else default_store_path()
+    if args.read_only:
+        args.store_location = getattr(args, "store_location", None) or str(store_dir)
+        store_dir = reader_state_dir(mnt)
+        if args.store_location.startswith("s3://"):
+            os.environ["VEGAFS_S3_CACHE"] = str(store_dir)  # the reader's own read cache
     if args.hooks and not os.path.isdir(args.hooks):
         raise CliError(f"hooks directory {args.hooks} does not exist")
     if args.commit_interval <= 0:
@@ -235,7 +282,10 @@ def _serve(
     from vegafs.fuse_ops import Daemon
 
     store_dir.parent.mkdir(parents=True, exist_ok=True)
-    store = _open_store(getattr(args, "store_location", None) or store_dir)
+    if args.read_only:
+        store_dir.mkdir(parents=True, exist_ok=True)
+    location = getattr(args, "store_location", None) or store_dir
+    store = _open_store(location, args.snapshot, args.read_only)
     try:
         _setup_logging(store_dir, args.debug)
         options = [o for opt in args.options for o in opt.split(",") if o]
@@ -248,6 +298,7 @@ def _serve(
             writeback_cache=args.writeback_cache,
             read_ahead_kb=args.read_ahead,
             hooks_dir=os.path.abspath(args.hooks) if args.hooks else None,
+            follow_interval=args.follow_interval,
         )
     except BaseException:
         store.close()

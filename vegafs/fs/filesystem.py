@@ -1189,6 +1189,17 @@ class FileSystem:
         self._parents = {ROOT_INO: ROOT_INO}
         self.snapshots_changed()
 
+    def head_moved(self, changes: Any) -> None:
+        """A read-only mount's store took the writer's new publishes (``Store.apply_head``):
+        drop what this layer derived from the old head. ``changes`` is its ``HeadChanges``."""
+        if changes.everything:
+            self.after_rollback()
+            return
+        for ino in changes.inodes - {ROOT_INO}:
+            self._parents.pop(ino, None)  # a moved directory's '..' is looked up again
+        if changes.snapshots:
+            self.snapshots_changed()
+
     def known_inodes(self) -> list[int]:
         """Inodes the kernel holds references to (for cache invalidation)."""
         return list(self._lookups)

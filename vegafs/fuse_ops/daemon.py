@@ -7,6 +7,12 @@ the same clean way — and :meth:`Daemon.close` commits every buffer,
 publishes and releases the store. A background task publishes at most
 ``commit_interval`` seconds after any change (group commit).
 
+A daemon on a read-only store mounts read-only (the kernel answers every
+change with EROFS) and, with ``follow_interval``, follows the writer of the
+store: it polls the store (``Store.poll_head``, off the trio thread), replays
+what was published (``apply_head``, on it), and makes the kernel forget the
+entries and inodes that changed (docs/s3.md, "Many readers").
+
 Control operations (``handle``) come from the CLI through the control
 socket; the socket server itself is handed in by the caller, so this layer
 does not depend on the CLI.
@@ -29,7 +35,7 @@ import trio
 from vegafs.fs import SNAP_BASE
 from vegafs.fuse_ops.operations import VegaOperations
 from vegafs.hooks import HookedFileSystem, open_engine
-from vegafs.store import ROOT_INO, Store
+from vegafs.store import ROOT_INO, HeadUpdate, Store
 
 log = logging.getLogger("vegafs.daemon")
 
@@ -87,8 +93,10 @@ class Daemon:
         writeback_cache: bool = False,
         read_ahead_kb: int = 0,
         hooks_dir: str | None = None,
+        follow_interval: float = 0.0,
     ) -> None:
         self.store = store
+        self.follow_interval = follow_interval
         self.mountpoint = mountpoint
         self.store_dir = store_dir
         self.commit_interval = commit_interval
@@ -104,6 +112,7 @@ class Daemon:
             *pyfuse3.default_options,
             f"fsname={escape_option(store_dir)}",
             "subtype=vegafs",
+            *(["ro"] if store.read_only else []),
             *(fuse_options or []),
         }
         self._mounted = False
@@ -111,7 +120,8 @@ class Daemon:
         self._terminated = False
 
     def mount(self) -> None:
-        reclaimed = self.fs.reclaim_orphans()
+        # A reader must not write: the writer reclaims its own orphans.
+        reclaimed = 0 if self.store.read_only else self.fs.reclaim_orphans()
         if reclaimed:
             log.info("deleted %d file(s) unlinked while open before a crash", reclaimed)
         pyfuse3.init(self.ops, self.mountpoint, self.fuse_options)
@@ -125,6 +135,8 @@ class Daemon:
                 await nursery.start(serve_control, self.store_dir, self.handle)
             nursery.start_soon(self._group_commit)
             nursery.start_soon(self._signals)
+            if self.store.read_only and self.follow_interval > 0:
+                nursery.start_soon(self._follow)
             self.fs.bind_trio()  # hooks seam: after-hooks reach the fs through this loop
             self.hooks.replay_journal()
             if self.read_ahead_kb:
@@ -165,6 +177,43 @@ class Daemon:
                 except Exception:
                     log.exception("group commit failed; retrying next window")
 
+    async def _follow(self) -> None:
+        """Take the writer's new publishes every ``follow_interval`` seconds.
+
+        A failed poll (endpoint down, a damaged log) keeps the state shown so
+        far and is retried at the next interval; the same failure is logged once.
+        """
+        failing = ""
+        while True:
+            await trio.sleep(self.follow_interval)
+            try:
+                update = await trio.to_thread.run_sync(self.store.poll_head)
+                if update is not None:
+                    await self._take_head(update)
+            except Exception as exc:
+                if str(exc) != failing:
+                    log.warning("following the writer failed (retrying): %s", exc)
+                failing = str(exc)
+                continue
+            if failing:
+                log.info("following the writer again")
+                failing = ""
+
+    async def _take_head(self, update: HeadUpdate) -> None:
+        """Apply a poll's update and invalidate exactly what it changed in the kernel."""
+        if update.fresh is not None:  # reloaded (the writer's gc or rollback)
+            await self._jump(lambda: self.store.apply_head(update))
+            return
+        snapshots = {s.name for s in self.store.list_snapshots()}
+        changes = self.store.apply_head(update)
+        self.fs.head_moved(changes)
+        known = {ROOT_INO, *self.fs.known_inodes()}
+        entries = [(parent, name) for parent, name in changes.entries if parent in known]
+        if changes.snapshots:  # /.snapshots/NAME of a snapshot created or deleted
+            snapshots ^= {s.name for s in self.store.list_snapshots()}
+            entries += [(SNAP_BASE, name.encode()) for name in sorted(snapshots)]
+        await trio.to_thread.run_sync(_invalidate, entries, sorted(changes.inodes & known))
+
     async def _signals(self) -> None:
         """SIGTERM/SIGINT/SIGHUP: the same clean unmount as ``vegafs umount``."""
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
@@ -199,6 +248,7 @@ class Daemon:
             "hooks": self.hooks_dir,
             "published_logseq": self.store.published_logseq,
             "head_logseq": self.store.head_logseq,
+            "read_only": self.store.read_only,
         }
 
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
@@ -250,15 +300,22 @@ class Daemon:
         raise ValueError(f"unknown control operation {op!r}")
 
     async def _rollback(self, name: str) -> Any:
-        """Roll the live tree back and make the kernel forget what it cached.
-
-        The rollback itself runs on the trio thread, so no request can slip
-        in between committing the buffers and the head jumping.
-        """
+        """Roll the live tree back and make the kernel forget what it cached."""
         await self.ops.commit_all()
+        logseq = await self._jump(lambda: self.store.rollback(name))
+        log.info("rolled back to %s (logseq %s)", name, logseq)
+        return {"logseq": logseq}
+
+    async def _jump(self, move: Callable[[], Any]) -> Any:
+        """Let ``move`` make the head jump (a rollback, a follower's reload), then make
+        the kernel forget every entry that changed and every inode it holds.
+
+        ``move`` runs on the trio thread, so no request can slip in between
+        the listing taken before and the head jumping.
+        """
         known = {ROOT_INO, *(i for i in self.fs.known_inodes() if i < SNAP_BASE)}
         before = {ino: dict(self.store.listdir(ino)) for ino in known if _is_dir(self.store, ino)}
-        logseq = self.store.rollback(name)
+        result = move()
         self.fs.after_rollback()
         self.ops.forget_cached_versions()
         entries = []
@@ -266,8 +323,7 @@ class Daemon:
             after = dict(self.store.listdir(ino)) if _is_dir(self.store, ino) else {}
             entries += [(ino, n) for n in names.keys() | after.keys() if names.get(n) != after.get(n)]
         await trio.to_thread.run_sync(_invalidate, entries, sorted(known))
-        log.info("rolled back to %s (logseq %s)", name, logseq)
-        return {"logseq": logseq}
+        return result
 
 
 def _is_dir(store: Store, ino: int) -> bool:

@@ -44,6 +44,8 @@ from vegafs.store.gc import GcReport
 from vegafs.store.state import BLOCK_SIZE, ROOT_INO, Inode, TxnError
 from vegafs.store.store import (
     FileVersion,
+    HeadChanges,
+    HeadUpdate,
     RollbackInfo,
     Snapshot,
     Store,
@@ -63,6 +65,8 @@ __all__ = [
     "FileVersion",
     "FsckReport",
     "GcReport",
+    "HeadChanges",
+    "HeadUpdate",
     "Inode",
     "LocalBackend",
     "LockHolder",

@@ -67,6 +67,8 @@ LOCK_KEY = "lock"
 MANIFEST_KEY = "MANIFEST"
 SEGMENTS = "segments/"
 PIECES = "open/"
+#: ``open/NAME/sealed``: the segment was sealed as its pieces (they are final).
+SEALED_MARK = "sealed"
 #: Reads of data not in the cache are cut into blocks of this size, cached LRU.
 CACHE_BLOCK = 1 << 20
 DEFAULT_CACHE_SIZE = 1 << 30
@@ -77,6 +79,11 @@ DEFAULT_LEASE_SECONDS = 30.0
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 20.0
 CLIENT_ATTEMPTS = 3
+#: The first request of an open (is there a store?) has tighter bounds: a
+#: command aimed at a dead or hung endpoint fails within ~12 s with a clear
+#: message instead of the ~80 s that the data path's bounds add up to.
+PROBE_READ_TIMEOUT = 5.0
+PROBE_ATTEMPTS = 2
 _MAX_PIECE = 32 << 20  # the most bytes one merged piece PUT carries
 _MIN_PART = 5 << 20  # S3's smallest multipart part (but the last)
 _MULTIPART = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
@@ -148,6 +155,25 @@ class _Fatal(Exception):
     """An upload that retrying cannot fix (precondition failed, access denied)."""
 
 
+class _Pieces:
+    """The pieces of one segment in the bucket, and whether they are its sealed form."""
+
+    def __init__(self, listing: list[tuple[str, int]]) -> None:
+        self.final = False
+        self.pieces: list[tuple[int, int, str]] = []  # (start, size, relative key), by start
+        for rel, size in listing:
+            tail = rel.rsplit("/", 1)[1]
+            if tail == SEALED_MARK:
+                self.final = True
+            else:
+                self.pieces.append((int(tail), size, rel))
+        self.pieces.sort()
+
+    @property
+    def end(self) -> int:
+        return max((start + size for start, size, _rel in self.pieces), default=0)
+
+
 class S3Backend(Backend):
     """A store in an S3-compatible bucket, with a local journal and a bounded LRU cache.
 
@@ -173,15 +199,7 @@ class S3Backend(Backend):
         self.lease_seconds = lease_seconds
         self.drain_timeout = drain_timeout
         self.cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(location)
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=endpoint_url,
-            config=Config(
-                connect_timeout=CONNECT_TIMEOUT,
-                read_timeout=READ_TIMEOUT,
-                retries={"max_attempts": CLIENT_ATTEMPTS, "mode": "standard"},
-            ),
-        )
+        self.client = self._new_client(READ_TIMEOUT, CLIENT_ATTEMPTS)
         # Writer state: the lease (acquire_lock) and the journal (first write).
         self._leased = False
         self._writer = False  # the journal is open: local files are the truth
@@ -207,11 +225,23 @@ class S3Backend(Backend):
         self._lru: OrderedDict[tuple[str, int], int] = OrderedDict()
         self._lru_bytes = 0
         self._lru_lock = threading.Lock()
-        self._piece_lists: dict[str, list[tuple[str, int]]] = {}  # reader's listing of pieces
+        self._piece_lists: dict[str, _Pieces] = {}  # reader's listing of pieces
+        self._sealed: set[str] = set()  # segments read from their sealed object
         self._index_blocks()
         self.counters = {"puts": 0, "gets": 0, "retries": 0, "cache_hits": 0, "copied_parts": 0}
 
     # -- paths and S3 calls ----------------------------------------------------
+
+    def _new_client(self, read_timeout: float, attempts: int) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            config=Config(
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=read_timeout,
+                retries={"max_attempts": attempts, "mode": "standard"},
+            ),
+        )
 
     def _key(self, rel: str) -> str:
         return f"{self.prefix}/{rel}" if self.prefix else rel
@@ -306,7 +336,23 @@ class S3Backend(Backend):
     # -- lifecycle -------------------------------------------------------------
 
     def exists(self) -> bool:
-        return self.get_object(FORMAT_KEY) is not None
+        """Whether ``FORMAT`` is in the bucket: the first request of every open, so it
+        says plainly when the endpoint does not answer, within the probe's bounds."""
+        probe = self._new_client(PROBE_READ_TIMEOUT, PROBE_ATTEMPTS)
+        url = probe.meta.endpoint_url
+        try:
+            probe.head_object(Bucket=self.bucket, Key=self._key(FORMAT_KEY))
+        except ClientError as e:
+            if self._missing(e):
+                return False
+            raise OSError(errno.EIO, f"object store {url}: {e}") from e
+        except BotoCoreError as e:
+            raise OSError(
+                errno.EIO,
+                f"object store {url} does not answer ({e}); is the endpoint right "
+                "(--s3-endpoint, AWS_ENDPOINT_URL_S3) and the server up?",
+            ) from e
+        return True
 
     def create(self, format_bytes: bytes) -> None:
         try:
@@ -503,7 +549,8 @@ class S3Backend(Backend):
         ends: dict[str, int] = {}
         for rel, size in self._list(PIECES):
             name, start = rel[len(PIECES) :].split("/", 1)
-            ends[name] = max(ends.get(name, 0), int(start) + size)
+            if start != SEALED_MARK:
+                ends[name] = max(ends.get(name, 0), int(start) + size)
         return {**ends, **sizes}
 
     def _reconcile(self, journal_empty: bool) -> None:
@@ -697,20 +744,35 @@ class S3Backend(Backend):
             path = self._seg_file(op["seg"])
             if not path.exists():
                 return
-            try:
-                self._assemble(op["seg"], path)
-            except BotoCoreError as e:
-                raise OSError(errno.EIO, f"upload {op['seg']}: {e}") from e
+            listing = self._pieces(op["seg"])
+            total = os.stat(path).st_size
+            if listing.final or (
+                listing.end == total
+                and sum(size for _s, size, _r in listing.pieces) == total
+                and len(listing.pieces) <= max(1, total // CACHE_BLOCK)
+            ):
+                # Pieces of a read block or more on average: a reader needs no
+                # more requests than for one object, so they stay the sealed
+                # form (no copy on the server, no second crossing).
+                self._put(f"{PIECES}{op['seg']}/{SEALED_MARK}", b"")
+            else:
+                try:
+                    self._assemble(op["seg"], path, listing)
+                except BotoCoreError as e:
+                    raise OSError(errno.EIO, f"upload {op['seg']}: {e}") from e
+                for _start, _size, rel in listing.pieces:
+                    self._delete(rel)
             self.counters["puts"] += 1
-            for rel, _size in self._list(f"{PIECES}{op['seg']}/"):
-                self._delete(rel)
             self._admit_sealed(op["seg"])
         elif kind == "delseg":
             self._delete(SEGMENTS + op["seg"])
             for rel, _size in self._list(f"{PIECES}{op['seg']}/"):
                 self._delete(rel)
 
-    def _assemble(self, name: str, path: Path) -> None:
+    def _pieces(self, name: str) -> _Pieces:
+        return _Pieces(self._list(f"{PIECES}{name}/"))
+
+    def _assemble(self, name: str, path: Path, listing: _Pieces) -> None:
         """Make the sealed object from the pieces already in the bucket, where it can.
 
         The pieces hold every byte already (a reader needed them), so a
@@ -720,7 +782,7 @@ class S3Backend(Backend):
         once, not twice. Without large pieces, a plain (multipart) upload.
         """
         key = self._key(SEGMENTS + name)
-        pieces = [(int(rel.rsplit("/", 1)[1]), size, rel) for rel, size in self._list(f"{PIECES}{name}/")]
+        pieces = listing.pieces
         total = os.stat(path).st_size
         covered = sum(size for _start, size, _rel in pieces)
         if covered != total or not any(size >= _MIN_PART for _s, size, _r in pieces):
@@ -802,8 +864,7 @@ class S3Backend(Backend):
             return got[1]
 
     def _cut_pieces(self, seg: str, end: int) -> None:
-        for rel, size in self._list(f"{PIECES}{seg}/"):
-            start = int(rel.rsplit("/", 1)[1])
+        for start, size, rel in self._pieces(seg).pieces:
             if start >= end:
                 self._delete(rel)
             elif start + size > end:
@@ -854,10 +915,8 @@ class S3Backend(Backend):
         head = self._head(SEGMENTS + name)
         if head is not None:
             return int(head["ContentLength"])
-        pieces = self._list(f"{PIECES}{name}/")
-        if not pieces:
-            return None
-        return max(int(rel.rsplit("/", 1)[1]) + size for rel, size in pieces)
+        listing = self._pieces(name)
+        return listing.end if listing.pieces else None
 
     def _not_found(self, name: str) -> StoreError:
         return StoreError(STORE_NOT_FOUND, f"segment {name} is missing from {self.location}")
@@ -1006,7 +1065,10 @@ class S3Backend(Backend):
             block = self._cached_block(name, index)
             if block is None:
                 block = self._read_remote(name, index * CACHE_BLOCK, CACHE_BLOCK)
-                if len(block) == CACHE_BLOCK:
+                # Only a sealed object's blocks are final: the pieces of an open
+                # segment may hold an unpublished tail that a crashed writer's
+                # successor cuts and writes again (a follower must not keep it).
+                if len(block) == CACHE_BLOCK and name in self._sealed:
                     self._store_block(name, index, block)
             piece = block[pos - index * CACHE_BLOCK : end - index * CACHE_BLOCK]
             if not piece:
@@ -1070,28 +1132,35 @@ class S3Backend(Backend):
                     path.unlink()
 
     def _read_remote(self, name: str, offset: int, length: int, retry: bool = True) -> bytes:
-        """Read from the sealed object, or else from the pieces (listed once, relisted when short)."""
+        """Read from the sealed object, or else from the pieces (listed once, relisted when short).
+
+        Pieces marked final (sealed as pieces) never change: no sealed object
+        is asked for, and their blocks may be cached.
+        """
         if length <= 0:
             return b""
-        got = self._get(SEGMENTS + name, f"bytes={offset}-{offset + length - 1}")
-        if got is not None:
-            return got[0]
+        listing = self._piece_lists.get(name)
+        if listing is None or not listing.final:
+            got = self._get(SEGMENTS + name, f"bytes={offset}-{offset + length - 1}")
+            if got is not None:
+                self._sealed.add(name)
+                return got[0]
         end = offset + length
-        pieces = self._piece_lists.get(name)
-        if pieces is None or max((int(r.rsplit("/", 1)[1]) + n for r, n in pieces), default=0) < end:
-            pieces = self._piece_lists[name] = self._list(f"{PIECES}{name}/")
-        if not pieces:
+        if listing is None or (not listing.final and listing.end < end):
+            listing = self._piece_lists[name] = self._pieces(name)
+            if listing.final:
+                self._sealed.add(name)
+        if not listing.pieces:
             if self._head(SEGMENTS + name) is not None:
                 return b""  # offset past the end
             raise self._not_found(name)
         out = bytearray()
-        for rel, size in pieces:
-            start = int(rel.rsplit("/", 1)[1])
+        for start, size, rel in listing.pieces:
             pos = offset + len(out)
             if start + size <= pos or start >= end or start > pos:
                 continue  # already read (pieces may overlap), or not reached
             got = self._get(rel, f"bytes={pos - start}-{min(size, end - start) - 1}")
-            if got is None:  # sealed or cut meanwhile: list again, once
+            if got is None:  # sealed, cut or deleted meanwhile: list again, once
                 self._piece_lists.pop(name, None)
                 if retry:
                     return bytes(out) + self._read_remote(name, pos, end - pos, retry=False)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno
+import functools
 import json
 import os
 import stat
@@ -143,6 +144,36 @@ class RollbackInfo:
     target: int
     name: str | None
     pre_head: int
+
+
+@dataclass
+class HeadChanges:
+    """What following a writer changed, for the layers that cache the state (fs, kernel).
+
+    ``inodes`` had their attributes, data or xattrs changed (or were created
+    or deleted); ``entries`` are directory entries ``(parent, name)`` added,
+    replaced or removed. ``everything``: the state was reloaded (a gc, a
+    rollback) and any inode may have changed.
+    """
+
+    logseq: int
+    inodes: set[int] = field(default_factory=set)
+    entries: set[tuple[int, bytes]] = field(default_factory=set)
+    snapshots: bool = False
+    everything: bool = False
+
+
+@dataclass
+class HeadUpdate:
+    """What :meth:`Store.poll_head` found, for :meth:`Store.apply_head`: new published
+    records to replay (read-only follower), or a freshly loaded memory (``fresh``)."""
+
+    changes: HeadChanges
+    base: tuple[int, int] = (0, 0)  # (generation, head logseq) the records continue
+    entries: list[tuple[Any, ...]] = field(default_factory=list)
+    segments: list[str] = field(default_factory=list)
+    tail: _Tail | None = None
+    fresh: Store | None = None
 
 
 def _check_snapshot_name(name: str) -> None:
@@ -350,6 +381,7 @@ class Store(_StateReads):
         self.damage: list[str] | None = None
         self.damaged_regions: list[tuple[str, int, int | None]] = []
         self.quarantined: dict[str, str] = {}  # quarantine key -> what was copied
+        self._pinned: str | None = None  # read-only at a snapshot (pin)
         self._reset_memory()
 
     def _reset_memory(self) -> None:
@@ -399,7 +431,15 @@ class Store(_StateReads):
         ``store.damage`` instead of raised.
         """
         backend = path if isinstance(path, Backend) else open_backend(path)
-        if not backend.exists():
+        try:
+            exists = backend.exists()
+        except OSError as e:  # e.g. an object store that does not answer
+            raise StoreError(
+                STORE_IO_ERROR,
+                f"cannot open the store at {backend.location}: {e.strerror or e}",
+                e.errno,
+            ) from e
+        if not exists:
             if not create or read_only:
                 raise StoreError(STORE_NOT_FOUND, f"no store at {backend.location}")
             if compression not in (None, "zstd"):
@@ -855,7 +895,9 @@ class Store(_StateReads):
 
     def _check_writable(self) -> None:
         if self.read_only:
-            raise StoreError(STORE_IO_ERROR, f"store {self.location} is open read-only")
+            raise StoreError(
+                STORE_IO_ERROR, f"store {self.location} is open read-only", errno.EROFS
+            )
         if self._closed:
             raise StoreError(STORE_IO_ERROR, f"store {self.location} is closed")
         if self._failed:
@@ -1072,7 +1114,13 @@ class Store(_StateReads):
         return data
 
     def publish(self) -> int:
-        """Make every record appended so far durable; returns the published logseq."""
+        """Make every record appended so far durable; returns the published logseq.
+
+        A read-only store has nothing to make durable (a read-only mount's
+        sync and unmount call this too): it returns its published logseq.
+        """
+        if self.read_only and not self._closed:
+            return self._published_logseq
         self._check_writable()
         with self._publish_lock:
             with self._lock:
@@ -1385,6 +1433,110 @@ class Store(_StateReads):
             "host": self.backend.identity(),
         }
 
+    # ------------------------------------------- following a writer (read-only)
+
+    def pin(self, name: str) -> None:
+        """Show snapshot ``name`` as this read-only store's head, for good (a mount at a
+        snapshot): :meth:`poll_head` then only follows gc's new segment names."""
+        if not self.read_only:
+            raise StoreError(STORE_IO_ERROR, "only a read-only store shows a snapshot as its head")
+        self._state = self._state_at(self.get_snapshot(name).logseq)
+        self._pinned = name
+
+    def poll_head(self) -> HeadUpdate | None:
+        """The I/O half of following the writer: records published since this store looked.
+
+        Read-only stores only; any thread, and the live memory is not touched
+        (``apply_head`` does that, on the owner's thread). Reads ``MANIFEST``
+        and the log after the last published record seen; None if nothing new
+        was published. A new generation (gc), a ROLLBACK or STATE record, or
+        anything that does not continue the log seen so far, is a full reload
+        from the checkpoint, built here (a damaged log raises, as at open).
+        """
+        if not self.read_only:
+            raise StoreError(STORE_IO_ERROR, "the writer of a store has no head to follow")
+        manifest = self._read_manifest()
+        segments = [str(s) for s in manifest["segments"]]
+        if (
+            int(manifest["generation"]) != self._generation
+            or segments[: len(self._segments)] != self._segments
+        ):
+            return self._reload(manifest)
+        if self._pinned is not None:
+            return None
+        tail = self._tail
+        chain, expect = tail.last_hash, self._head_logseq + 1
+        entries: list[tuple[Any, ...]] = []
+        pending: list[tuple[Any, ...]] = []
+        new_tail: _Tail | None = None
+        try:
+            for idx in range(tail.seg_idx, len(segments)):
+                name, offset = segments[idx], tail.end
+                if idx != tail.seg_idx:
+                    header = SegmentHeader.decode(self.backend.read(name, 0, SEGMENT_HEADER.size))
+                    if header is None or (header.prev_hash, header.first_logseq) != (chain, expect):
+                        return self._reload(manifest)
+                    offset = SEGMENT_HEADER.size
+                end = ScanEnd()
+                for rec in scan_segment(self.backend, name, offset, chain, end):
+                    if rec.logseq != expect:
+                        return self._reload(manifest)
+                    chain, expect = rec.hash, expect + 1
+                    pending.append(rec.replay_entry(_loc(idx, rec.offset)))
+                    if rec.rtype == PUBLISH:
+                        entries += pending
+                        pending.clear()
+                        new_tail = _Tail(idx, rec.end, rec.hash)
+                if not end.clean and idx != len(segments) - 1:
+                    return self._reload(manifest)
+        except OSError as e:
+            raise StoreError(
+                STORE_IO_ERROR, f"store {self.location}: {e.strerror or e}", e.errno
+            ) from e
+        if new_tail is None:
+            return None
+        changes = HeadChanges(entries[-1][2])
+        for rtype, _flags, _logseq, _at, payload, *_ in entries:
+            if rtype in (ROLLBACK, STATE, GENERATION):
+                return self._reload(manifest)  # the head jumps: replaying it needs I/O
+            if rtype in (SNAPSHOT, SNAPSHOT_DELETE):
+                changes.snapshots = True
+            elif rtype == TXN:
+                for op in unpack(payload):  # type: ignore[union-attr]
+                    if op[0] in (OP_LINK, OP_UNLINK):
+                        changes.entries.add((op[1], op[2]))
+                        changes.inodes.update(op[1:2] + op[3:4])
+                    elif op[0] != OP_ANNOTATE:
+                        changes.inodes.add(op[1])
+        base = (self._generation, self._head_logseq)
+        return HeadUpdate(changes, base, entries, segments, new_tail)
+
+    def _reload(self, manifest: dict[str, Any]) -> HeadUpdate:
+        """A whole new memory for this read-only store, loaded beside the live one."""
+        fresh = Store(self.backend, read_only=True)
+        fresh._compress = self._compress
+        fresh._load(manifest)
+        if self._pinned is not None:
+            fresh.pin(self._pinned)
+        changes = HeadChanges(fresh._head_logseq, snapshots=True, everything=True)
+        return HeadUpdate(changes, fresh=fresh)
+
+    def apply_head(self, update: HeadUpdate) -> HeadChanges:
+        """The memory half of following the writer (owner's thread, no I/O): the records
+        ``poll_head`` found become the head. Returns what changed."""
+        if update.fresh is not None:
+            for attr in _memory_fields():
+                setattr(self, attr, getattr(update.fresh, attr))
+            return update.changes
+        if update.base != (self._generation, self._head_logseq):
+            raise ValueError("apply_head: the update does not continue this store's head")
+        self._segments = update.segments
+        for entry in update.entries:
+            self._replay(*entry)
+        assert update.tail is not None
+        self._tail = update.tail
+        return update.changes
+
     # ----------------------------------------------------------------- close
 
     def close(self) -> None:
@@ -1405,6 +1557,14 @@ class Store(_StateReads):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@functools.cache
+def _memory_fields() -> tuple[str, ...]:
+    """The attributes ``Store._reset_memory`` sets: everything a store derives from its log."""
+    probe = Store.__new__(Store)
+    probe._reset_memory()
+    return tuple(vars(probe))
 
 
 def _hash_threads(size: int) -> int:
