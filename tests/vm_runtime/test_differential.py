@@ -206,6 +206,25 @@ def test_big_int_growth_is_charged_and_bounded_identically() -> None:
     assert ref.memory > 100_000  # ints over 4096 bits were charged on both tiers
 
 
+@pytest.mark.parametrize("step", ["x + x", "x - x - x", "x * 3", "-(x + x)", "x + x + x + x",
+                                  "(x + x) / 3 + x", "x % (x + x + x) + x"])
+@pytest.mark.parametrize("start_bits", [40, 3000, 3032, 3100])
+def test_size_checks_left_out_by_bounds_still_charge_identically(step: str,
+                                                                 start_bits: int) -> None:
+    """The "_i" variants leave out size checks that their depth-relative bound proves
+    cannot fire (fast.PARAM_BITS). Recursions that grow an int by one or more bits
+    per call, from below and above that bound, then a product past it at the deepest
+    call, across BIG_INT_BITS (charged) up to MAX_INT_BITS (the trap): charges and
+    traps must match the interpreter's."""
+    big = 1 << 200  # the innermost call multiplies by it: 200 bits past the bound
+    src = (f"fn grow(x, k) {{ if k == 0 {{ return x * {big}; }} return grow({step}, k - 1); }}\n"
+           f"let x = 1; let i = 0; while i < {start_bits} {{ x = x + x; i = i + 1; }}\n"
+           "let r = grow(x, 950);\nprint(len(str(r)));\n")
+    ref = assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=None))
+    if start_bits >= 3000:
+        assert ref.memory > 0 or ref.trap is not None  # ints over BIG_INT_BITS were made
+
+
 def test_slices_keep_their_rules_on_the_fast_tier() -> None:
     src = ('write("/m/f", "l1\\nl2\\n");\nlet h = open("/m/f", "r");\nlet s = h.read();\n'
            'h.close();\nprint(len(s));\n')

@@ -96,6 +96,17 @@ GEN_FILENAME = "<vega-fast>"
 #: Operands below this magnitude cannot make a product above the big-int threshold.
 _HALF = 1 << (BIG_INT_BITS // 2)
 _NHALF = -_HALF
+#: The "_i" variant of a fn takes int arguments of at most PARAM_BITS + _d bits, _d
+#: being its call depth (<= MAX_DEPTH). An int computed from those and constants by
+#: +, -, negation, // and %, or * by a constant has at most PARAM_BITS + _d + o bits
+#: for an o known when generating (`_Entry.bits`): with o <= BITS_SLACK it cannot
+#: pass BIG_INT_BITS, so its size check is left out (it could never fire), and an
+#: argument with o <= 1 meets the callee's precondition (its _d is one more). So a
+#: recursion on `n - 1` carries no size check; the generic entry checks the bound.
+PARAM_BITS = BIG_INT_BITS - MAX_DEPTH - 64
+BITS_SLACK = BIG_INT_BITS - MAX_DEPTH - PARAM_BITS
+_PB = 1 << PARAM_BITS
+_NPB = -_PB
 _DONE = object()
 #: Placeholder for "the result slot" in instruction templates (never in a repr()).
 _SLOT = "\0"
@@ -120,6 +131,9 @@ class _Entry:
     kind: str = ""
     const: int | None = None  # the value, for small int constants
     pc: int = -1  # a fused comparison: the pc its evaluation (and any trap) belongs to
+    #: A bound on an int's size relative to the call depth: the value has at most
+    #: ``PARAM_BITS + _d + bits`` bits (see `_bits_ok`); None when nothing is known.
+    bits: int | None = None
 
 
 @dataclass
@@ -145,6 +159,9 @@ class _FnGen:
         self.src: list[str] = []
         self.names = names
         self.local_kinds = local_kinds  # slot -> kind every store to it is known to have
+        # in the "_i" variant, parameters never assigned keep the entry bound (PARAM_BITS)
+        stored = {arg for op, arg in fn.code if op == Op.STORE_LOCAL}
+        self.local_bits = {i: 0 for i in range(fn.nparams) if variant and i not in stored}
         self.stores: dict[int, set[str]] = {}  # slot -> kinds stored (for the inference)
         self.variant = variant  # "" (generic) or "_i" (every parameter is an int)
         self.ret_kinds = ret_kinds if ret_kinds is not None else {}  # py name -> kind
@@ -191,9 +208,10 @@ class _FnGen:
             if only_local is not None and e.expr != f"l{only_local}":
                 continue
             self.line(ind, f"s{k} = {e.expr}", pc)
-            self.stack[k] = _Entry(f"s{k}", e.kind) if e.kind else None
+            self.stack[k] = _Entry(f"s{k}", e.kind, bits=e.bits) if e.kind else None
 
-    def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "") -> None:
+    def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "",
+               bits: int | None = None) -> None:
         """Emit lines computing the new top of stack into its slot and push it — or,
         when the next instruction just stores it in a local, straight into that local
         (and that STORE_LOCAL is skipped)."""
@@ -210,7 +228,7 @@ class _FnGen:
         k = len(self.stack)
         for text in expr_lines:
             self.line(ind, text.replace(_SLOT, f"s{k}"), pc)
-        self.stack.append(_Entry(f"s{k}", kind) if kind else None)
+        self.stack.append(_Entry(f"s{k}", kind, bits=bits) if kind else None)
 
     # -- structure -------------------------------------------------------------------
 
@@ -222,7 +240,8 @@ class _FnGen:
         if fn.nparams and not self.variant:
             # all-int arguments take the specialised variant (a delegation frame that
             # the traceback mapping skips: pc -2)
-            guard = " and ".join(f"type(l{i}) is int" for i in range(fn.nparams))
+            guard = " and ".join(f"type(l{i}) is int and _NPB < l{i} < _PB"
+                                 for i in range(fn.nparams))
             self.line(2, f"if {guard}: return f{self.index}_i({params})", -2)
         others = [f"l{i}" for i in range(fn.nparams, fn.nlocals)]
         if others:
@@ -348,7 +367,8 @@ class _FnGen:
         o = _OPS
         n = self.names
         if op == o["LOAD_LOCAL"]:
-            self.push(_Entry(f"l{arg}", self.local_kinds.get(arg, "")))
+            self.push(_Entry(f"l{arg}", self.local_kinds.get(arg, ""),
+                             bits=self.local_bits.get(arg)))
         elif op == o["STORE_LOCAL"]:
             v = self.pop()
             self.stores.setdefault(arg, set()).add(v.kind)
@@ -371,7 +391,7 @@ class _FnGen:
             if top.expr != f"s{k}":
                 self.line(ind, f"s{k} = {top.expr}", pc)
             self.stack.append(None)
-            self.push(_Entry(f"s{k}", top.kind))
+            self.push(_Entry(f"s{k}", top.kind, bits=top.bits))
         elif op in _ARITH_SYM:
             b, a = self.pop(), self.pop()
             self.arith(ind, pc, op, a, b)
@@ -405,9 +425,12 @@ class _FnGen:
                 self.result(ind, pc, [f"{_SLOT} = {expr}"], "bool")
         elif op == o["NEG"]:
             a = self.pop()
-            self.result(ind, pc, [f"{_SLOT} = -{a.expr} if type({a.expr}) is int or type({a.expr}) is "
-                                  f"float else _neg({a.expr})"], a.kind if a.kind in (
-                                      "int", "float") else "")
+            if a.kind == "int":  # |-a| == |a|: no size check, same bound
+                self.result(ind, pc, [f"{_SLOT} = -{a.expr}"], "int", a.bits)
+            else:
+                self.result(ind, pc, [f"{_SLOT} = -{a.expr} if type({a.expr}) is int or type("
+                                      f"{a.expr}) is float else _neg({a.expr})"],
+                            "float" if a.kind == "float" else "")
         elif op == o["NOT"]:
             a = self.pop()
             if a.kind == "bool":
@@ -552,8 +575,11 @@ class _FnGen:
                                       "    " + slow])
             return
         fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
+        bits = _result_bits(op, a, b) if ints else None
+        safe = bits is not None and bits <= BITS_SLACK  # the size check cannot fire
         if op in (_OPS["ADD"], _OPS["SUB"]):
-            fast.append(big_check)
+            if not safe:
+                fast.append(big_check)
             guard = types
             if op == _OPS["ADD"] and types and not (a.kind or b.kind):
                 # str + str is common enough (string building) for its own fast path
@@ -567,18 +593,19 @@ class _FnGen:
                 return
         elif op == _OPS["MUL"]:
             # the interpreter charges *before* multiplying big operands: keep those slow
-            guard = types + [f"_NHALF < {e.expr} < _HALF" for e in (a, b) if e.const is None]
+            guard = types + ([] if safe else [f"_NHALF < {e.expr} < _HALF"
+                                              for e in (a, b) if e.const is None])
         else:
             guard = types + ([] if b.const else [b.expr])  # a zero divisor traps in _arith
             bound = a if op == _OPS["DIV"] else b  # |a // b| <= |a|, |a % b| < |b|
-            if bound.const is None:
+            if bound.const is None and not safe:
                 fast.append(big_check)
         kind = "int" if ints else ""
         if not guard:
-            self.result(ind, pc, fast, kind)
+            self.result(ind, pc, fast, kind, bits)
         else:
             self.result(ind, pc, [f"if {' and '.join(guard)}:", *("    " + f for f in fast),
-                                  "else:", "    " + slow], kind)
+                                  "else:", "    " + slow], kind, bits)
 
     def _args(self, n: int) -> list[_Entry]:
         """Pop `n` call arguments. Entries below stay symbolic: they are loads of
@@ -594,10 +621,20 @@ class _FnGen:
         name = self.program.functions[callee].name
         self.line(ind, f"if _d >= {MAX_DEPTH}: _too_deep({name!r})", pc)
         target = f"f{callee}"
+        actuals = f"({''.join(a + ', ' for a in args)}_d + 1)"
         if n and all(k == "int" for k in kinds):
-            target += "_i"  # the arguments are known ints: skip the generic entry
-        self.result(ind, pc, [f"{_SLOT} = {target}({''.join(a + ', ' for a in args)}_d + 1)"],
-                    self.ret_kinds.get(target, ""))
+            # known ints: the "_i" variant directly, its size bound tested only where
+            # it is not known to hold (arguments are side-effect-free expressions)
+            tests = [f"_NPB < {e.expr} < _PB" for e in entries if e.bits is None or e.bits > 1]
+            kind = self.ret_kinds.get(target + "_i", "")
+            if tests:
+                kind = kind if self.ret_kinds.get(target, "") == kind else ""
+                self.result(ind, pc, [f"{_SLOT} = {target}_i{actuals} if {' and '.join(tests)} "
+                                      f"else {target}{actuals}"], kind)
+            else:
+                self.result(ind, pc, [f"{_SLOT} = {target}_i{actuals}"], kind)
+            return
+        self.result(ind, pc, [f"{_SLOT} = {target}{actuals}"], self.ret_kinds.get(target, ""))
 
     def call_builtin(self, ind: int, pc: int, arg: int) -> None:
         sym, n = arg >> 8, arg & 0xFF
@@ -682,6 +719,19 @@ def _index_lines(a: _Entry, i: _Entry) -> list[str]:
     return [*lines, "else:", "    " + slow] if lines else [slow]
 
 
+def _result_bits(op: int, a: _Entry, b: _Entry) -> int | None:
+    """The size bound (`_Entry.bits`) of an int op's result from its operands', or None.
+    |a ± b| < 2 max(|a|, |b|); |a * c| <= |a| |c|; |a // b| <= |a|; |a % b| < |b|."""
+    if op in (_OPS["ADD"], _OPS["SUB"]):
+        return None if a.bits is None or b.bits is None else max(a.bits, b.bits) + 1
+    if op == _OPS["MUL"]:
+        for x, c in ((a, b), (b, a)):
+            if c.const is not None and x.bits is not None:
+                return x.bits + abs(c.const).bit_length()
+        return None
+    return a.bits if op == _OPS["DIV"] else b.bits
+
+
 def _both_int(a: _Entry, b: _Entry) -> str:
     parts = [f"type({e.expr}) is int" for e in (a, b) if e.kind != "int"]
     return " and ".join(parts) if parts else "True"
@@ -709,7 +759,7 @@ class _Names:
         if t is bool:
             return _Entry(repr(v), "bool")
         if t is int and -_HALF < v < _HALF:
-            return _Entry(f"({v})" if v < 0 else repr(v), "int", v)
+            return _Entry(f"({v})" if v < 0 else repr(v), "int", v, bits=v.bit_length() - PARAM_BITS)
         if t is str:
             return _Entry(repr(v), "str")
         if t is float and math.isfinite(v):
@@ -803,7 +853,7 @@ _HELPERS: dict[str, Any] = {
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
     "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map,
     "_set_attr": _set_attr,
-    "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE, "_PLAIN_ITERS": _PLAIN_ITERS,
+    "_HALF": _HALF, "_NHALF": _NHALF, "_PB": _PB, "_NPB": _NPB, "_DONE": _DONE, "_PLAIN_ITERS": _PLAIN_ITERS,
 }
 
 
