@@ -225,6 +225,30 @@ def test_size_checks_left_out_by_bounds_still_charge_identically(step: str,
         assert ref.memory > 0 or ref.trap is not None  # ints over BIG_INT_BITS were made
 
 
+@pytest.mark.parametrize("body", [
+    "x = x + x + x;",
+    "x = x * 5;",
+    "x = x - y; y = y + x + 1;",
+    "x = (x + 1) / 2 + x + x;",
+    "x = x % (y + 7) + x + x; if x > y { continue; }",
+    "let t = x * 3; x = t - 1; if i == 150 { break; }",
+    "x = -x - x;",
+])
+@pytest.mark.parametrize("start_bits", [10, 3900, 4090, 5000])
+def test_loops_that_leave_out_size_checks_charge_identically(body: str, start_bits: int) -> None:
+    """Innermost loops without calls skip their int size checks for as many
+    iterations as the growth bound allows (fast._rebound), then check again. Loops
+    that start small, near BIG_INT_BITS and above it, and grow across it up to the
+    MAX_INT_BITS trap: every charge and trap must match the interpreter's."""
+    src = (f"let x = 1; let i = 0; while i < {start_bits} {{ x = x + x; i = i + 1; }}\n"
+           "let y = 3;\nfor r in range(2) {\n    i = 0;\n"
+           f"    while i < 400 {{\n        i = i + 1;\n        {body}\n    }}\n"
+           "    print(len(str(x)));\n    x = 7;\n}\n")
+    ref = assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=None))
+    if start_bits >= 3900:
+        assert ref.memory > 0  # ints over BIG_INT_BITS were made (and charged)
+
+
 def test_slices_keep_their_rules_on_the_fast_tier() -> None:
     src = ('write("/m/f", "l1\\nl2\\n");\nlet h = open("/m/f", "r");\nlet s = h.read();\n'
            'h.close();\nprint(len(s));\n')

@@ -53,7 +53,7 @@ import math
 import sys
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -122,6 +122,15 @@ class _Unstructured(Exception):
     """The code does not have a shape this tier lowers; the interpreter runs it."""
 
 
+class _Unbounded(Exception):
+    """A batched loop multiplies two ints of unknown size: their growth per iteration
+    has no static bound, so the loop is generated again with every size check."""
+
+#: Placeholders in a bounded loop's lines, filled in once its body is generated.
+_GROWTH = "\1"
+_SIZES = "\2"
+
+
 @dataclass(frozen=True)
 class _Entry:
     """A symbolic stack entry: a side-effect-free Python expression and what is known
@@ -142,6 +151,11 @@ class _Loop:
     last: int  # pc of the last LOOP of the region
     exits: frozenset[int]  # pcs a jump may target to leave the loop ("break")
     counter: str = ""  # a local step counter (innermost loops without calls), or ""
+    # A bounded loop (see `_rebound`): its int ops test the flag `_c` before a size check.
+    bounded: bool = False
+    growth: int = 0  # bits an iteration can add to the largest int (sum over its int ops)
+    floor: int = 0  # bits of the largest int constant the body uses
+    ints: set[int] = field(default_factory=set)  # int-kind locals the body reads
 
 
 class _FnGen:
@@ -249,6 +263,27 @@ class _FnGen:
         self.region(0, len(self.code), 2, None, -1)
         return self.src
 
+    def batched_loop(self, ind: int, top: int, last: int, bounded: bool) -> None:
+        """An innermost loop without calls: steps counted in a local between slow
+        checks, written back to the meter on every exit (break, return, trap) by the
+        finally. A bounded one also leaves out its int size checks while `_rebound`
+        says they cannot fire: the true countdown is then ``_k + _r``."""
+        k = f"_k{top}"
+        loop = _Loop(top, last, self._exits(last), k, bounded)
+        first = len(self.src)
+        if bounded:
+            self.line(ind, f"_c, {k}, _r = _rebound(m, {_GROWTH}, _t, {_SIZES})", top)
+        else:
+            self.line(ind, f"{k} = _t", top)
+        self.line(ind, "try:", top)
+        self.line(ind + 1, "while True:", top)
+        self.region(top, last + 1, ind + 2, loop, top)
+        self.line(ind, "finally:", top)
+        self.line(ind + 1, f"_t = {k} + _r" if bounded else f"_t = {k}", top)
+        sizes = "".join([str(loop.floor)] + [f", l{i}" for i in sorted(loop.ints)])
+        for i in range(first, len(self.src)):
+            self.src[i] = self.src[i].replace(_GROWTH, str(loop.growth)).replace(_SIZES, sizes)
+
     def _exits(self, last: int) -> frozenset[int]:
         """After a loop's last LOOP: the pc just after it, and the pcs reachable from it
         through POPs only (a `for` loop's break lands on a POP of the iterator)."""
@@ -279,16 +314,13 @@ class _FnGen:
                     raise _Unstructured(f"{self.fn.name}: loop at {pc} overlaps its region")
                 self.materialize(ind, pc)
                 if self._batchable(pc, last):
-                    # Steps counted in a local between slow checks, written back to the
-                    # meter on every exit (break, return, trap) by the finally.
-                    k = f"_k{pc}"
-                    self.line(ind, f"{k} = _t", pc)
-                    self.line(ind, "try:", pc)
-                    self.line(ind + 1, "while True:", pc)
-                    self.region(pc, last + 1, ind + 2,
-                                _Loop(pc, last, self._exits(last), k), pc)
-                    self.line(ind, "finally:", pc)
-                    self.line(ind + 1, f"_t = {k}", pc)
+                    undo = (len(self.src), len(self.out), list(self.stack))
+                    try:
+                        self.batched_loop(ind, pc, last, bounded=True)
+                    except _Unbounded:
+                        del self.src[undo[0]:], self.out[undo[1]:]
+                        self.stack = undo[2]
+                        self.batched_loop(ind, pc, last, bounded=False)
                 else:
                     self.line(ind, "while True:", pc)
                     self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
@@ -357,7 +389,11 @@ class _FnGen:
         if loop is not None and loop.counter:
             k = loop.counter
             self.line(ind, f"{k} -= 1", pc)
-            self.line(ind, f"if {k} < 0: m.tick = {k}; m._slow_step(); {k} = m.tick", pc)
+            if loop.bounded:
+                self.line(ind, f"if {k} < 0: _c, {k}, _r = _rebound(m, {_GROWTH}, {k} + _r, "
+                          f"{_SIZES})", pc)
+            else:
+                self.line(ind, f"if {k} < 0: m.tick = {k}; m._slow_step(); {k} = m.tick", pc)
             return
         self.line(ind, "_t -= 1", pc)
         self.line(ind, "if _t < 0: m.tick = _t; m._slow_step(); _t = m.tick", pc)
@@ -367,15 +403,20 @@ class _FnGen:
         o = _OPS
         n = self.names
         if op == o["LOAD_LOCAL"]:
-            self.push(_Entry(f"l{arg}", self.local_kinds.get(arg, ""),
-                             bits=self.local_bits.get(arg)))
+            kind = self.local_kinds.get(arg, "")
+            if loop is not None and loop.bounded and kind == "int":
+                loop.ints.add(arg)
+            self.push(_Entry(f"l{arg}", kind, bits=self.local_bits.get(arg)))
         elif op == o["STORE_LOCAL"]:
             v = self.pop()
             self.stores.setdefault(arg, set()).add(v.kind)
             self.materialize(ind, pc, only_local=arg)
             self.line(ind, f"l{arg} = {v.expr}", pc)
         elif op == o["CONST"]:
-            self.push(n.const(self.program.constants[arg]))
+            value = self.program.constants[arg]
+            if loop is not None and loop.bounded and type(value) is int:
+                loop.floor = max(loop.floor, value.bit_length())
+            self.push(n.const(value))
         elif op == o["NIL"]:
             self.push(_Entry("None"))
         elif op == o["TRUE"]:
@@ -394,7 +435,7 @@ class _FnGen:
             self.push(_Entry(f"s{k}", top.kind, bits=top.bits))
         elif op in _ARITH_SYM:
             b, a = self.pop(), self.pop()
-            self.arith(ind, pc, op, a, b)
+            self.arith(ind, pc, op, a, b, loop)
         elif op in _CMP_SYM:
             b, a = self.pop(), self.pop()
             sym = _CMP_SYM[op]
@@ -553,11 +594,13 @@ class _FnGen:
             raise _Unstructured(f"{self.fn.name}: opcode {op:#x} at {pc}")
         return pc + 1
 
-    def arith(self, ind: int, pc: int, op: int, a: _Entry, b: _Entry) -> None:
+    def arith(self, ind: int, pc: int, op: int, a: _Entry, b: _Entry,
+              loop: _Loop | None) -> None:
         """ADD/SUB/MUL/DIV/MOD. The fast path covers exactly the cases where the
         interpreter's ``_arith`` would do plain int arithmetic with no memory charge
         (or the charge check is kept); everything else calls ``_arith`` itself. Two
-        ints give an int on either path, so the result kind is "int" then."""
+        ints give an int on either path, so the result kind is "int" then. In a
+        bounded loop the size checks of int ops run only while the flag `_c` is set."""
         sym = _ARITH_SYM[op]
         slow = f"{_SLOT} = _arith(rt, {op}, {a.expr}, {b.expr})"
         ints = a.kind == "int" and b.kind == "int"
@@ -577,6 +620,11 @@ class _FnGen:
         fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
         bits = _result_bits(op, a, b) if ints else None
         safe = bits is not None and bits <= BITS_SLACK  # the size check cannot fire
+        flagged = ints and loop is not None and loop.bounded
+        if flagged:
+            assert loop is not None
+            loop.growth += _growth(op, a, b)
+            big_check = f"if _c and {big_check[3:]}"
         if op in (_OPS["ADD"], _OPS["SUB"]):
             if not safe:
                 fast.append(big_check)
@@ -591,6 +639,11 @@ class _FnGen:
                     "else:",
                     "    " + slow])
                 return
+        elif op == _OPS["MUL"] and flagged and not safe:
+            halves = " and ".join(f"_NHALF < {e.expr} < _HALF" for e in (a, b) if e.const is None)
+            self.result(ind, pc, [f"if _c and not ({halves}):", "    " + slow, "else:",
+                                  "    " + fast[0]], "int", bits)
+            return
         elif op == _OPS["MUL"]:
             # the interpreter charges *before* multiplying big operands: keep those slow
             guard = types + ([] if safe else [f"_NHALF < {e.expr} < _HALF"
@@ -732,6 +785,43 @@ def _result_bits(op: int, a: _Entry, b: _Entry) -> int | None:
     return a.bits if op == _OPS["DIV"] else b.bits
 
 
+def _growth(op: int, a: _Entry, b: _Entry) -> int:
+    """Bits an int op can add to the larger of its operands (`_Loop.growth`)."""
+    if op in (_OPS["ADD"], _OPS["SUB"]):
+        return 1
+    if op == _OPS["MUL"]:
+        c = a.const if a.const is not None else b.const
+        if c is None:
+            raise _Unbounded
+        return abs(c).bit_length()
+    return 0  # |a // b| <= |a|, |a % b| < |b|
+
+
+def _rebound(meter: Any, growth: int, k: int, floor: int, *ints: Any) -> tuple[bool, int, int]:
+    """At the entry and each slow step of a bounded loop: how long may its int size
+    checks be left out? Returns (checks on, steps to count locally, steps held back).
+
+    An iteration of an innermost loop runs each of its int ops at most once, each
+    adding at most its `_growth` to the largest int it reads (the body's int
+    locals, its constants); so if that largest int has L bits, the next
+    ``(BIG_INT_BITS - L) // growth`` iterations make no int over BIG_INT_BITS and no
+    check there could fire. The step countdown `k` is split so the loop comes back
+    here after those iterations (``local + held back == k``): step counts and
+    every charge stay exactly the interpreter's."""
+    if k < 0:  # the meter's own slow step (trap, clock)
+        meter.tick = k
+        meter._slow_step()
+        k = meter.tick
+    largest = max([floor, *(v.bit_length() for v in ints if type(v) is int)])
+    if largest > BIG_INT_BITS:
+        return True, k, 0
+    n = (BIG_INT_BITS - largest) // growth if growth else k + 1
+    if n <= 0:
+        return True, k, 0
+    run = min(k, n - 1)
+    return False, run, k - run
+
+
 def _both_int(a: _Entry, b: _Entry) -> str:
     parts = [f"type({e.expr}) is int" for e in (a, b) if e.kind != "int"]
     return " and ".join(parts) if parts else "True"
@@ -852,7 +942,7 @@ _HELPERS: dict[str, Any] = {
     "call_method": call_method, "check_storable": check_storable, "Slice": Slice,
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
     "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map,
-    "_set_attr": _set_attr,
+    "_set_attr": _set_attr, "_rebound": _rebound,
     "_HALF": _HALF, "_NHALF": _NHALF, "_PB": _PB, "_NPB": _NPB, "_DONE": _DONE, "_PLAIN_ITERS": _PLAIN_ITERS,
 }
 
