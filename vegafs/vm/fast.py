@@ -134,7 +134,9 @@ _SIZES = "\2"
 @dataclass(frozen=True)
 class _Entry:
     """A symbolic stack entry: a side-effect-free Python expression and what is known
-    of its type ("int", "bool", "str", "float" or "" for unknown)."""
+    of its type ("int", "bool", "str", "float", "list", "map", "v" for any value
+    that is never borrowed, i.e. not a Slice or Result, such as what `_arith`
+    returns, or "" for unknown)."""
 
     expr: str
     kind: str = ""
@@ -263,6 +265,27 @@ class _FnGen:
         self.region(0, len(self.code), 2, None, -1)
         return self.src
 
+    def _for_target(self, pc: int) -> int | None:
+        """The local a FOR_ITER at `pc` stores each value in (the next instruction),
+        or None if the value stays on the stack."""
+        nxt = pc + 1
+        if nxt < len(self.code) and self.code[nxt][0] == _OPS["STORE_LOCAL"] \
+                and nxt not in self.targets:
+            return self.code[nxt][1]
+        return None
+
+    def loop_head(self, top: int) -> str:
+        """A `for` loop (FOR_ITER at its top) becomes a Python `for` over the same
+        iterator, straight into the loop variable; Python's own iterators (lists,
+        ranges, strs, map keys) cannot touch the meter, anything else (bytes::lines
+        steps per item) is wrapped by `_metered`, which hands it the step counter."""
+        if self.code[top][0] != _OPS["FOR_ITER"]:
+            return "while True:"
+        k = len(self.stack) - 1
+        local = self._for_target(top)
+        target = f"s{k + 1}" if local is None else f"l{local}"
+        return f"for {target} in (s{k} if type(s{k}) in _PLAIN_ITERS else _metered(s{k})):"
+
     def batched_loop(self, ind: int, top: int, last: int, bounded: bool) -> None:
         """An innermost loop without calls: steps counted in a local between slow
         checks, written back to the meter on every exit (break, return, trap) by the
@@ -322,7 +345,7 @@ class _FnGen:
                         self.stack = undo[2]
                         self.batched_loop(ind, pc, last, bounded=False)
                 else:
-                    self.line(ind, "while True:", pc)
+                    self.line(ind, self.loop_head(pc), pc)
                     self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
                 pc = last + 1
                 if pc < end:
@@ -471,7 +494,7 @@ class _FnGen:
             else:
                 self.result(ind, pc, [f"{_SLOT} = -{a.expr} if type({a.expr}) is int or type("
                                       f"{a.expr}) is float else _neg({a.expr})"],
-                            "float" if a.kind == "float" else "")
+                            "float" if a.kind == "float" else "v")
         elif op == o["NOT"]:
             a = self.pop()
             if a.kind == "bool":
@@ -508,22 +531,14 @@ class _FnGen:
         elif op == o["FOR_ITER"]:
             if loop is None or pc != loop.top or arg not in loop.exits:
                 raise _Unstructured(f"{self.fn.name}: FOR_ITER at {pc} is not a loop head")
-            it = self.pop()
-            self.materialize(ind, pc)
-            k = len(self.stack)
-            if it.expr != f"s{k}":
-                self.line(ind, f"s{k} = {it.expr}", pc)
-            # Python's own iterators (lists, ranges, strs, map keys) cannot touch the
-            # meter; anything else (bytes::lines steps per item) gets the counter.
-            self.line(ind, f"if type(s{k}) in _PLAIN_ITERS:", pc)
-            self.line(ind + 1, f"s{k + 1} = next(s{k}, _DONE)", pc)
-            self.line(ind, "else:", pc)
-            for text in _ext([f"s{k + 1} = next(s{k}, _DONE)"]):
-                self.line(ind + 1, text, pc)
-            self.line(ind, f"if s{k + 1} is _DONE:", pc)
-            self.line(ind + 1, "break", pc)
-            self.stack.append(None)
-            self.stack.append(None)
+            # the loop's `for` header (loop_head) took the next value: here it is
+            # only on the stack, or already in the loop variable
+            local = self._for_target(pc)
+            if local is None:
+                self.stack.append(None)
+            else:
+                self.stores.setdefault(local, set()).add("")
+                self.skip_next = True
         elif op == o["GET_ITER"]:
             a = self.pop()
             self.result(ind, pc, _ext([f"{_SLOT} = _iterate({a.expr})"]))
@@ -615,7 +630,7 @@ class _FnGen:
                 self.result(ind, pc, fast, "str")
             else:
                 self.result(ind, pc, [f"if {guard}:", *("    " + f for f in fast), "else:",
-                                      "    " + slow])
+                                      "    " + slow], "v")
             return
         fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
         bits = _result_bits(op, a, b) if ints else None
@@ -629,7 +644,7 @@ class _FnGen:
             if not safe:
                 fast.append(big_check)
             guard = types
-            if op == _OPS["ADD"] and types and not (a.kind or b.kind):
+            if op == _OPS["ADD"] and types and a.kind in ("", "v") and b.kind in ("", "v"):
                 # str + str is common enough (string building) for its own fast path
                 self.result(ind, pc, [
                     f"if {' and '.join(types)}:", *("    " + f for f in fast),
@@ -637,7 +652,7 @@ class _FnGen:
                     *("    " + t for t in _mem(f"49 + len({a.expr}) + len({b.expr})")),
                     f"    {_SLOT} = {a.expr} + {b.expr}",
                     "else:",
-                    "    " + slow])
+                    "    " + slow], "v")
                 return
         elif op == _OPS["MUL"] and flagged and not safe:
             halves = " and ".join(f"_NHALF < {e.expr} < _HALF" for e in (a, b) if e.const is None)
@@ -653,7 +668,7 @@ class _FnGen:
             bound = a if op == _OPS["DIV"] else b  # |a // b| <= |a|, |a % b| < |b|
             if bound.const is None and not safe:
                 fast.append(big_check)
-        kind = "int" if ints else ""
+        kind = "int" if ints else "v"
         if not guard:
             self.result(ind, pc, fast, kind, bits)
         else:
@@ -762,10 +777,10 @@ def _index_lines(a: _Entry, i: _Entry) -> list[str]:
         int_test = "" if i.kind == "int" else f"type({i.expr}) is int and "
         return [f"if {int_test}{in_range}:", "    " + as_list, "else:", "    " + slow]
     lines = []
-    if i.kind in ("", "int"):
+    if i.kind in ("", "v", "int"):
         int_test = "" if i.kind == "int" else f" and type({i.expr}) is int"
         lines += [f"if type({a.expr}) is list{int_test} and {in_range}:", "    " + as_list]
-    if i.kind in ("", "str"):
+    if i.kind in ("", "v", "str"):
         str_test = "" if i.kind == "str" else f" and type({i.expr}) is str"
         lines += [f"{'elif' if lines else 'if'} type({a.expr}) is dict{str_test}:",
                   "    " + as_map]
@@ -1067,7 +1082,18 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
             "    _mlim = m.budget.memory_bytes if m.budget.memory_bytes is not None else 1 << 62",
             "    _t = m.tick  # the meter's step countdown, kept in a cell while generated code runs",
             "    def _sync():",
-            "        m.tick = _t"]
+            "        m.tick = _t",
+            "    def _metered(it):  # a `for` over an iterator that may step: hand it _t",
+            "        nonlocal _t",
+            "        while True:",
+            "            m.tick = _t",
+            "            try:",
+            "                v = next(it, _DONE)",
+            "            finally:",
+            "                _t = m.tick",
+            "            if v is _DONE:",
+            "                return",
+            "            yield v"]
     tail = ["    return (" + "".join(f"f{i}, " for i in range(len(program.functions)))
             + "), _sync"]
     source = "\n".join(head + body + tail) + "\n"
