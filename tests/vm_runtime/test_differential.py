@@ -102,6 +102,25 @@ def test_benchmark_shapes_are_lowered_not_declined() -> None:
         assert_same(program, BUDGET)
 
 
+def test_int_loops_are_lowered_without_type_or_size_tests() -> None:
+    """What the speed rests on, pinned: the loop counter and accumulator are known
+    ints (no type test), the loop is bounded (size checks only behind the `_c`
+    flag) and fib's recursive calls carry no size check on `n - 1`, `n - 2`."""
+    loop = compile_fast(compiled(
+        "let n = int(args()[0]); let i = 0; let s = 0;\n"
+        "while i < n { s = s + i * 3 % 7; i = i + 1; }\nprint(s);\n"))
+    assert loop is not None
+    body = loop.source[loop.source.index("_rebound("):]
+    assert "type(" not in body and "_arith" in body  # _arith: behind `_c` only
+    assert all(line.lstrip().startswith("if _c and") for line in body.splitlines()
+               if "bit_length" in line)
+    fib = compile_fast(compiled(
+        "fn fib(n) { if n < 2 { return n; } return fib(n - 1) + fib(n - 2); }\nfib(3);\n"))
+    assert fib is not None
+    variant = fib.source[fib.source.index("def f1_i("):]
+    assert variant.count("bit_length") == 1  # only the sum of the two results
+
+
 def test_try_catch_is_declined_and_runs_on_the_interpreter() -> None:
     program = compiled("try { print(1); } catch BudgetExceeded { print(2); }")
     assert compile_fast(program) is None

@@ -1029,7 +1029,10 @@ def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int,
     gen.generate()
     kinds = dict(params)
     for i in range(fn.nlocals):
+        # ("v", any unborrowed value, is what `i + 1` shows while `i` is unknown)
         seen = gen.stores.get(i, set()) - {""}
+        if len(seen) > 1:
+            seen -= {"v"}
         if len(seen) == 1 and i >= fn.nparams:  # a parameter's entry value is no store
             kinds[i] = seen.pop()
     while True:  # optimistic: keep a local's kind only if every store agrees with it
