@@ -252,6 +252,9 @@ def test_size_checks_left_out_by_bounds_still_charge_identically(step: str,
     "x = x % (y + 7) + x + x; if x > y { continue; }",
     "let t = x * 3; x = t - 1; if i == 150 { break; }",
     "x = -x - x;",
+    "x = x + len(str(i)) + x;",
+    "x = x * 1000000 + len(str(i));",
+    'let s = "" + str(x + x); x = x + len(s) * 2; if i % 90 == 0 { print(budget::used("steps")); }',
 ])
 @pytest.mark.parametrize("start_bits", [10, 3900, 4090, 5000])
 def test_loops_that_leave_out_size_checks_charge_identically(body: str, start_bits: int) -> None:
@@ -266,6 +269,24 @@ def test_loops_that_leave_out_size_checks_charge_identically(body: str, start_bi
     ref = assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=None))
     if start_bits >= 3900:
         assert ref.memory > 0  # ints over BIG_INT_BITS were made (and charged)
+
+
+@pytest.mark.parametrize("steps", [None, 100, 250, 4_500, 9_000])
+def test_batched_loops_hand_their_count_to_builtins_identically(steps: int | None) -> None:
+    """Innermost `while` loops with builtin and method calls keep their step count
+    in a local and hand it to the meter around each call: builtins that read the
+    count or step it (bytes::count) see the interpreter's numbers,
+    and budgets trap at the same step, at back-edges and at calls alike."""
+    src = ('write("/m/f", text::repeat("ab\\n", 40));\nlet s = read("/m/f");\n'
+           "let i = 0;\nlet n = 0;\nlet l = [];\nwhile i < 3000 {\n    i = i + 1;\n"
+           '    n = n + bytes::count(s, "b") + len(l);\n    l.push(i);\n'
+           '    if i % 97 == 0 { print(i, n, budget::used("steps"), budget::remaining("steps")); }\n'
+           "}\nprint(n, budget::used(\"steps\"));\n")
+    program = compiled(src)
+    fast = compile_fast(program)
+    assert fast is not None and "_rebound(" in fast.source  # batched and bounded
+    ref = assert_same(program, Budget(steps=steps, time_s=None, memory_bytes=None))
+    assert (ref.trap is None) == (steps is None)
 
 
 def test_slices_keep_their_rules_on_the_fast_tier() -> None:

@@ -397,22 +397,44 @@ class _FnGen:
     # -- instructions ----------------------------------------------------------------
 
     def _batchable(self, top: int, last: int) -> bool:
-        """An innermost loop whose body makes no call and walks no iterator: nothing
-        in it can look at the meter's step count, so steps may be kept locally."""
-        banned = {_OPS[n] for n in ("CALL", "CALL_BUILTIN", "CALL_METHOD", "GET_ITER",
-                                    "FOR_ITER", "GET_ATTR", "SET_ATTR")}
+        """An innermost loop whose body calls no Vega fn and walks no iterator: its steps
+        may be kept in a local, handed to the meter around each builtin or method
+        call (`ext`), and every op of it runs at most once per iteration."""
+        banned = {_OPS[n] for n in ("CALL", "GET_ITER", "FOR_ITER", "GET_ATTR", "SET_ATTR")}
         for op, arg in self.code[top:last + 1]:
             if op in banned or (op == _OPS["LOOP"] and arg != top):
                 return False
         return all(tgt == top for tgt, end in self.loop_last.items() if top < tgt <= last)
 
-    def step_lines(self, ind: int, pc: int, loop: _Loop | None = None) -> None:
+    def ext(self, loop: _Loop | None, lines: list[str]) -> list[str]:
+        """Wrap a call out of generated code: the step counter lives in the factory's
+        cell `_t` (or a batched loop's local) and is handed to the meter for the call
+        (a builtin may step or read it) and taken back after it — also when the call
+        raises (finally). A bounded loop takes it back without lengthening the
+        stretch its size checks are left out for (`_rebound`)."""
+        if loop is None or not loop.counter:
+            give, take = "_t", ["_t = m.tick"]
+        elif loop.bounded:
+            k = loop.counter
+            give, take = f"{k} + _r", ["_r = m.tick", f"{k} = min({k}, _r)", f"_r -= {k}"]
+        else:
+            give, take = loop.counter, [f"{loop.counter} = m.tick"]
+        return [f"m.tick = {give}", "try:", *("    " + t for t in lines), "finally:",
+                *("    " + t for t in take)]
+
+    def step_lines(self, ind: int, pc: int, loop: _Loop | None = None,
+                   back_edge: bool = False) -> None:
         """Meter.step() inlined: a decrement and a compare; the slow path is the meter's
-        (in a batched loop: the local counter, synced to the meter around the slow path)."""
+        (in a batched loop: the local counter, synced to the meter around the slow path).
+        In a bounded loop, the countdown running out at a call (mid-iteration, where
+        temporaries `_rebound` cannot see may be live) turns the size checks on until
+        the next back-edge."""
         if loop is not None and loop.counter:
             k = loop.counter
             self.line(ind, f"{k} -= 1", pc)
-            if loop.bounded:
+            if loop.bounded and not back_edge:
+                self.line(ind, f"if {k} < 0: _c, {k}, _r = _checked(m, {k} + _r)", pc)
+            elif loop.bounded:
                 self.line(ind, f"if {k} < 0: _c, {k}, _r = _rebound(m, {_GROWTH}, {k} + _r, "
                           f"{_SIZES})", pc)
             else:
@@ -516,7 +538,7 @@ class _FnGen:
             if loop is not None and arg in loop.exits:
                 self.line(ind, "break", pc)
             elif loop is not None and self.code[arg] == (o["LOOP"], loop.top):
-                self.step_lines(ind, arg, loop)
+                self.step_lines(ind, arg, loop, back_edge=True)
                 self.line(ind, "continue", arg)
             elif arg == end and pc == end - 1:
                 pass  # falls through to the join of the enclosing construct
@@ -526,7 +548,7 @@ class _FnGen:
             if loop is None or arg != loop.top:
                 raise _Unstructured(f"{self.fn.name}: LOOP at {pc} to {arg} outside its loop")
             self.materialize(ind, pc)
-            self.step_lines(ind, pc, loop)
+            self.step_lines(ind, pc, loop, back_edge=True)
             self.line(ind, "continue", pc)
         elif op == o["FOR_ITER"]:
             if loop is None or pc != loop.top or arg not in loop.exits:
@@ -541,7 +563,7 @@ class _FnGen:
                 self.skip_next = True
         elif op == o["GET_ITER"]:
             a = self.pop()
-            self.result(ind, pc, _ext([f"{_SLOT} = _iterate({a.expr})"]))
+            self.result(ind, pc, self.ext(loop, [f"{_SLOT} = _iterate({a.expr})"]))
         elif op == o["RETURN"]:
             v = self.pop()
             self.materialize(ind, pc)
@@ -553,9 +575,9 @@ class _FnGen:
         elif op == o["CALL"]:
             self.call(ind, pc, arg)
         elif op == o["CALL_BUILTIN"]:
-            self.call_builtin(ind, pc, arg)
+            self.call_builtin(ind, pc, arg, loop)
         elif op == o["CALL_METHOD"]:
-            self.call_method(ind, pc, arg)
+            self.call_method(ind, pc, arg, loop)
         elif op == o["BUILD_LIST"]:
             items = [self.pop() for _ in range(arg)][::-1]
             self.materialize(ind, pc)
@@ -593,12 +615,12 @@ class _FnGen:
                 self.line(ind, text, pc)
         elif op == o["GET_ATTR"]:
             a = self.pop()
-            self.result(ind, pc, _ext([f"{_SLOT} = get_attr({a.expr}, "
+            self.result(ind, pc, self.ext(loop, [f"{_SLOT} = get_attr({a.expr}, "
                                        f"{self.program.symbols[arg]!r})"]))
         elif op == o["SET_ATTR"]:
             v, a = self.pop(), self.pop()
             self.materialize(ind, pc)
-            for text in _ext([f"_set_attr({a.expr}, {self.program.symbols[arg]!r}, {v.expr})"]):
+            for text in self.ext(loop, [f"_set_attr({a.expr}, {self.program.symbols[arg]!r}, {v.expr})"]):
                 self.line(ind, text, pc)
         elif op == o["LOAD_NAME"]:
             self.materialize(ind, pc)
@@ -704,11 +726,11 @@ class _FnGen:
             return
         self.result(ind, pc, [f"{_SLOT} = {target}{actuals}"], self.ret_kinds.get(target, ""))
 
-    def call_builtin(self, ind: int, pc: int, arg: int) -> None:
+    def call_builtin(self, ind: int, pc: int, arg: int, loop: _Loop | None) -> None:
         sym, n = arg >> 8, arg & 0xFF
         entries = self._args(n)
         args = [e.expr for e in entries]
-        self.step_lines(ind, pc)
+        self.step_lines(ind, pc, loop)
         b = self.names.linked[sym]
         if b is None:
             self.line(ind, f"_no_builtin({self.program.symbols[sym]!r})", pc)
@@ -717,6 +739,10 @@ class _FnGen:
         if b.min_args <= n and (b.max_args is None or n <= b.max_args):
             fn = self.names.value(b.fn, "bf")
             kind = _BUILTIN_KINDS.get(b.name, "") if BUILTINS.get(b.name) is b else ""
+            if kind == "int" and loop is not None and loop.bounded:
+                if b.name != "len":  # int("...") may be any size: no growth bound
+                    raise _Unbounded
+                loop.floor = max(loop.floor, 63)  # a length is below 2**63
             call = f"{_SLOT} = {fn}(rt{''.join(', ' + a for a in args)})"
             if b is BUILTINS["str"] and n == 1 and entries[0].kind == "int":
                 self.result(ind, pc, [f"{_SLOT} = repr({args[0]})",
@@ -728,19 +754,19 @@ class _FnGen:
                                       f"    {_SLOT} = repr({args[0]})",
                                       *("    " + t for t in _mem(f"49 + len({_SLOT})")),
                                       "else:",
-                                      *("    " + t for t in _ext([call]))], kind)
+                                      *("    " + t for t in self.ext(loop, [call]))], kind)
                 return
-            self.result(ind, pc, _ext([call]), kind)
+            self.result(ind, pc, self.ext(loop, [call]), kind)
         else:
             bn = self.names.value(b, "b")
-            self.result(ind, pc, _ext([f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"]))
+            self.result(ind, pc, self.ext(loop, [f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"]))
 
-    def call_method(self, ind: int, pc: int, arg: int) -> None:
+    def call_method(self, ind: int, pc: int, arg: int, loop: _Loop | None) -> None:
         sym, n = arg >> 8, arg & 0xFF
         entries = self._args(n)
         args = [e.expr for e in entries]
         obj = self.pop().expr
-        self.step_lines(ind, pc)
+        self.step_lines(ind, pc, loop)
         name = self.program.symbols[sym]
         if name in ("push", "append", "insert"):
             for e in entries:
@@ -755,9 +781,9 @@ class _FnGen:
                                   f"    {obj}.append({args[0]})",
                                   f"    {_SLOT} = None",
                                   "else:",
-                                  *("    " + t for t in _ext([generic]))])
+                                  *("    " + t for t in self.ext(loop, [generic]))])
             return
-        self.result(ind, pc, _ext([generic]))
+        self.result(ind, pc, self.ext(loop, [generic]))
 
 
 
@@ -823,10 +849,7 @@ def _rebound(meter: Any, growth: int, k: int, floor: int, *ints: Any) -> tuple[b
     check there could fire. The step countdown `k` is split so the loop comes back
     here after those iterations (``local + held back == k``): step counts and
     every charge stay exactly the interpreter's."""
-    if k < 0:  # the meter's own slow step (trap, clock)
-        meter.tick = k
-        meter._slow_step()
-        k = meter.tick
+    k = _spent(meter, k)
     largest = max([floor, *(v.bit_length() for v in ints if type(v) is int)])
     if largest > BIG_INT_BITS:
         return True, k, 0
@@ -835,6 +858,21 @@ def _rebound(meter: Any, growth: int, k: int, floor: int, *ints: Any) -> tuple[b
         return True, k, 0
     run = min(k, n - 1)
     return False, run, k - run
+
+
+def _checked(meter: Any, k: int) -> tuple[bool, int, int]:
+    """A bounded loop's countdown ran out at a call: the meter's slow step if the
+    true countdown `k` is spent, and the size checks on (see `_rebound`)."""
+    return True, _spent(meter, k), 0
+
+
+def _spent(meter: Any, k: int) -> int:
+    """The meter's own slow step (trap, clock) if the countdown `k` is spent."""
+    if k < 0:
+        meter.tick = k
+        meter._slow_step()
+        k = meter.tick
+    return k
 
 
 def _both_int(a: _Entry, b: _Entry) -> str:
@@ -877,11 +915,6 @@ class _Names:
 # --------------------------------------------------------------------------- helpers
 
 
-def _ext(lines: list[str]) -> list[str]:
-    """Wrap a call out of generated code: the step counter lives in the factory's
-    cell `_t` and is handed to the meter for the call (a builtin may step or read
-    it) and taken back after it — also when the call raises (finally)."""
-    return ["m.tick = _t", "try:", *("    " + t for t in lines), "finally:", "    _t = m.tick"]
 
 
 def _mem(size: str) -> list[str]:
@@ -957,7 +990,7 @@ _HELPERS: dict[str, Any] = {
     "call_method": call_method, "check_storable": check_storable, "Slice": Slice,
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
     "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map,
-    "_set_attr": _set_attr, "_rebound": _rebound,
+    "_set_attr": _set_attr, "_rebound": _rebound, "_checked": _checked,
     "_HALF": _HALF, "_NHALF": _NHALF, "_PB": _PB, "_NPB": _NPB, "_DONE": _DONE, "_PLAIN_ITERS": _PLAIN_ITERS,
 }
 
