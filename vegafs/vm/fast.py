@@ -765,7 +765,8 @@ class _FnGen:
         sym, n = arg >> 8, arg & 0xFF
         entries = self._args(n)
         args = [e.expr for e in entries]
-        obj = self.pop().expr
+        receiver = self.pop()
+        obj = receiver.expr
         self.step_lines(ind, pc, loop)
         name = self.program.symbols[sym]
         if name in ("push", "append", "insert"):
@@ -776,6 +777,11 @@ class _FnGen:
         generic = f"{_SLOT} = call_method(rt, {obj}, {name!r}, [{', '.join(args)}])"
         if name == "push" and n == 1 and METHODS["list"].get("push") is _STDLIB_PUSH:
             # list.push inlined: what stdlib's push does after the checks above
+            if receiver.kind == "list":
+                for text in [*_mem("8"), f"{obj}.append({args[0]})"]:
+                    self.line(ind, text, pc)
+                self.push(_Entry("None"))
+                return
             self.result(ind, pc, [f"if type({obj}) is list:",
                                   *("    " + t for t in _mem("8")),
                                   f"    {obj}.append({args[0]})",
@@ -784,8 +790,6 @@ class _FnGen:
                                   *("    " + t for t in self.ext(loop, [generic]))])
             return
         self.result(ind, pc, self.ext(loop, [generic]))
-
-
 
 
 def _index_lines(a: _Entry, i: _Entry) -> list[str]:
