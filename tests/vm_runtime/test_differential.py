@@ -194,6 +194,10 @@ def test_trap_inside_a_builtin_reports_the_call_site_and_stack() -> None:
     'let m = {"a": 1};\nm[2] = "two";\nm[true] = nil;\nprint(m["a"], m[2], m[true], m["zz"]);\n'
     'let l = [1, 2, 3];\nprint(l[0], l[-1]);\nl[1] = "x";\nprint(l);\nprint(l[3]);\n',
     'let l = [1];\nprint(l["a"]);\n',
+    'let r = read("/m/nope");\nprint(r == nil, r != nil, nil == r, nil != r);\n'
+    'write("/m/f", "x");\nlet q = stat("/m/f");\nprint(q == nil, q != nil);\n'
+    'let z = nil;\nprint(z == nil, z != nil, 1 == nil, "a" != nil, [] == nil);\n'
+    'print((1 < 2) == nil);\nprint((z < 2) == nil);\n',
     'let m = {};\nm[[1]] = 2;\n',
     'let s = "hey";\nprint(s[1], s[-1]);\nlet i = 0;\nwhile i < 3 { print(s[i]); i = i + 1; }\n'
     'print(s[5]);\n',

@@ -499,9 +499,15 @@ class _FnGen:
             if a.kind and a.kind == b.kind and a.kind in ("int", "str"):
                 expr = f"{a.expr} {sym} {b.expr}"
             elif "None" in (a.expr, b.expr):  # x == nil: identity unless x is a Result
-                x = a.expr if b.expr == "None" else b.expr
-                isnt = "is" if op == o["EQ"] else "is not"
-                expr = f"{x} {isnt} None if type({x}) is not Result else {slow}"
+                e = a if b.expr == "None" else b
+                x = e.expr
+                if e.kind and e.pc < 0:  # never nil nor a Result (maybe a literal); a
+                    # fused comparison (pc set) must still run: it may trap
+                    expr = "False" if op == o["EQ"] else "True"
+                elif op == o["EQ"]:  # nil itself first: the common case is one test
+                    expr = f"({x} is None or type({x}) is Result and {slow})"
+                else:
+                    expr = f"({x} is not None and (type({x}) is not Result or {slow}))"
             else:
                 expr = (f"{a.expr} {sym} {b.expr} if (type({a.expr}) is int or type({a.expr}) "
                         f"is str) and type({b.expr}) is type({a.expr}) else {slow}")
