@@ -96,15 +96,23 @@ GEN_FILENAME = "<vega-fast>"
 #: Operands below this magnitude cannot make a product above the big-int threshold.
 _HALF = 1 << (BIG_INT_BITS // 2)
 _NHALF = -_HALF
-#: The "_i" variant of a fn takes int arguments of at most PARAM_BITS + _d bits, _d
-#: being its call depth (<= MAX_DEPTH). An int computed from those and constants by
-#: +, -, negation, // and %, or * by a constant has at most PARAM_BITS + _d + o bits
-#: for an o known when generating (`_Entry.bits`): with o <= BITS_SLACK it cannot
-#: pass BIG_INT_BITS, so its size check is left out (it could never fire), and an
-#: argument with o <= 1 meets the callee's precondition (its _d is one more). So a
-#: recursion on `n - 1` carries no size check; the generic entry checks the bound.
-PARAM_BITS = BIG_INT_BITS - MAX_DEPTH - 64
-BITS_SLACK = BIG_INT_BITS - MAX_DEPTH - PARAM_BITS
+#: The "_i" variant of a fn takes int arguments of at most PARAM_BITS + d bits, d
+#: being its call depth (_d, 1..MAX_DEPTH), and may promise results of at most
+#: RET_BITS - d + r bits for a static r (a deeper frame may return more: fib's sum
+#: of two results one frame down). An int computed from those and constants by +,
+#: -, negation, // and %, or * by a constant, has at most
+#: max(PARAM_BITS + d + o, RET_BITS - d + r) bits for an (o, r) known when
+#: generating (`_Entry.bits`; -inf where a part is absent). With o, r <= BITS_SLACK
+#: it cannot pass BIG_INT_BITS, so its size check is left out (it could never
+#: fire); an argument with o <= 1 and no r meets the callee's bound (its d is one
+#: more) without a test; a result with a return part r, returned, needs the fn's
+#: promise r_f >= r, and one with a parameter part o needs r_f >= o (at d <=
+#: MAX_DEPTH, PARAM_BITS + d + o <= RET_BITS - d + o). So `fib(n - 1) + fib(n - 2)`
+#: carries no size check at all; the generic entry tests the parameter bound.
+PARAM_BITS = BIG_INT_BITS - 2 * MAX_DEPTH - 64
+RET_BITS = PARAM_BITS + 2 * MAX_DEPTH
+BITS_SLACK = 64
+_NO = float("-inf")  # an absent part of a bound
 _PB = 1 << PARAM_BITS
 _NPB = -_PB
 _DONE = object()
@@ -142,9 +150,10 @@ class _Entry:
     kind: str = ""
     const: int | None = None  # the value, for small int constants
     pc: int = -1  # a fused comparison: the pc its evaluation (and any trap) belongs to
-    #: A bound on an int's size relative to the call depth: the value has at most
-    #: ``PARAM_BITS + _d + bits`` bits (see `_bits_ok`); None when nothing is known.
-    bits: int | None = None
+    #: A bound (o, r) on an int's size relative to the call depth: it has at most
+    #: max(PARAM_BITS + _d + o, RET_BITS - _d + r) bits (see PARAM_BITS); None
+    #: when nothing is known.
+    bits: tuple[float, float] | None = None
 
 
 @dataclass
@@ -165,7 +174,8 @@ class _FnGen:
 
     def __init__(self, index: int, fn: Function, program: Program, lines: list[tuple[int, int]],
                  names: _Names, local_kinds: dict[int, str], variant: str = "",
-                 ret_kinds: dict[str, str] | None = None) -> None:
+                 ret_kinds: dict[str, str] | None = None,
+                 ret_bits: dict[str, float] | None = None) -> None:
         self.index = index
         self.fn = fn
         self.program = program
@@ -177,11 +187,14 @@ class _FnGen:
         self.local_kinds = local_kinds  # slot -> kind every store to it is known to have
         # in the "_i" variant, parameters never assigned keep the entry bound (PARAM_BITS)
         stored = {arg for op, arg in fn.code if op == Op.STORE_LOCAL}
-        self.local_bits = {i: 0 for i in range(fn.nparams) if variant and i not in stored}
+        self.local_bits = {i: (0.0, _NO) for i in range(fn.nparams)
+                           if variant and i not in stored}
         self.stores: dict[int, set[str]] = {}  # slot -> kinds stored (for the inference)
         self.variant = variant  # "" (generic) or "_i" (every parameter is an int)
         self.ret_kinds = ret_kinds if ret_kinds is not None else {}  # py name -> kind
         self.returns: set[str] = set()  # kinds this function returns (for the inference)
+        self.ret_bits = ret_bits if ret_bits is not None else {}  # py name -> promised r
+        self.ret_bounds: list[float | None] = []  # r each return needs (None: unbounded)
         self.stack: list[_Entry | None] = []  # None: materialised in s<k>
         self.skip_next = False
         self.loop_last: dict[int, int] = {}
@@ -227,7 +240,7 @@ class _FnGen:
             self.stack[k] = _Entry(f"s{k}", e.kind, bits=e.bits) if e.kind else None
 
     def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "",
-               bits: int | None = None) -> None:
+               bits: tuple[float, float] | None = None) -> None:
         """Emit lines computing the new top of stack into its slot and push it — or,
         when the next instruction just stores it in a local, straight into that local
         (and that STORE_LOCAL is skipped)."""
@@ -574,6 +587,7 @@ class _FnGen:
             v = self.pop()
             self.materialize(ind, pc)
             self.returns.add(v.kind)
+            self.ret_bounds.append(None if v.bits is None else max(v.bits))
             if not v.kind and v.expr != "None":
                 self.line(ind, f"if type({v.expr}) is Slice or type({v.expr}) is Result:", pc)
                 self.line(ind + 1, f"_ret_check({v.expr}, _d)", pc)
@@ -662,7 +676,7 @@ class _FnGen:
             return
         fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
         bits = _result_bits(op, a, b) if ints else None
-        safe = bits is not None and bits <= BITS_SLACK  # the size check cannot fire
+        safe = bits is not None and max(bits) <= BITS_SLACK  # the size check cannot fire
         flagged = ints and loop is not None and loop.bounded
         if flagged:
             assert loop is not None
@@ -721,14 +735,17 @@ class _FnGen:
         if n and all(k == "int" for k in kinds):
             # known ints: the "_i" variant directly, its size bound tested only where
             # it is not known to hold (arguments are side-effect-free expressions)
-            tests = [f"_NPB < {e.expr} < _PB" for e in entries if e.bits is None or e.bits > 1]
+            tests = [f"_NPB < {e.expr} < _PB" for e in entries
+                     if e.bits is None or e.bits[0] > 1 or e.bits[1] != _NO]
             kind = self.ret_kinds.get(target + "_i", "")
             if tests:
                 kind = kind if self.ret_kinds.get(target, "") == kind else ""
                 self.result(ind, pc, [f"{_SLOT} = {target}_i{actuals} if {' and '.join(tests)} "
                                       f"else {target}{actuals}"], kind)
             else:
-                self.result(ind, pc, [f"{_SLOT} = {target}_i{actuals}"], kind)
+                r = self.ret_bits.get(target + "_i")  # its promise, one frame down
+                self.result(ind, pc, [f"{_SLOT} = {target}_i{actuals}"], kind,
+                            None if r is None else (_NO, r - 1))
             return
         self.result(ind, pc, [f"{_SLOT} = {target}{actuals}"], self.ret_kinds.get(target, ""))
 
@@ -823,15 +840,18 @@ def _index_lines(a: _Entry, i: _Entry) -> list[str]:
     return [*lines, "else:", "    " + slow] if lines else [slow]
 
 
-def _result_bits(op: int, a: _Entry, b: _Entry) -> int | None:
+def _result_bits(op: int, a: _Entry, b: _Entry) -> tuple[float, float] | None:
     """The size bound (`_Entry.bits`) of an int op's result from its operands', or None.
     |a ± b| < 2 max(|a|, |b|); |a * c| <= |a| |c|; |a // b| <= |a|; |a % b| < |b|."""
     if op in (_OPS["ADD"], _OPS["SUB"]):
-        return None if a.bits is None or b.bits is None else max(a.bits, b.bits) + 1
+        if a.bits is None or b.bits is None:
+            return None
+        return max(a.bits[0], b.bits[0]) + 1, max(a.bits[1], b.bits[1]) + 1
     if op == _OPS["MUL"]:
         for x, c in ((a, b), (b, a)):
             if c.const is not None and x.bits is not None:
-                return x.bits + abs(c.const).bit_length()
+                grow = abs(c.const).bit_length()
+                return x.bits[0] + grow, x.bits[1] + grow
         return None
     return a.bits if op == _OPS["DIV"] else b.bits
 
@@ -912,7 +932,8 @@ class _Names:
         if t is bool:
             return _Entry(repr(v), "bool")
         if t is int and -_HALF < v < _HALF:
-            return _Entry(f"({v})" if v < 0 else repr(v), "int", v, bits=v.bit_length() - PARAM_BITS)
+            return _Entry(f"({v})" if v < 0 else repr(v), "int", v,
+                          bits=(v.bit_length() - PARAM_BITS, _NO))
         if t is str:
             return _Entry(repr(v), "str")
         if t is float and math.isfinite(v):
@@ -1055,7 +1076,7 @@ def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None
 
 def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int, int]],
            names: _Names, variant: str = "", ret_kinds: dict[str, str] | None = None,
-           ) -> _FnGen:
+           ret_bits: dict[str, float] | None = None) -> _FnGen:
     """Generate one function, after inferring the kind (int, str, list, map...) each
     local always holds.
 
@@ -1068,7 +1089,7 @@ def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int,
     params = {i: "int" for i in range(fn.nparams)} if variant else {}
     # candidates: the one kind a pessimistic pass sees stored into each local (an int
     # loop counter shows "int" from its `let i = 0`, and "" from `i + 1` for now)
-    gen = _FnGen(index, fn, program, [], names, dict(params), variant, ret_kinds)
+    gen = _FnGen(index, fn, program, [], names, dict(params), variant, ret_kinds, ret_bits)
     gen.generate()
     kinds = dict(params)
     for i in range(fn.nlocals):
@@ -1079,35 +1100,47 @@ def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int,
         if len(seen) == 1 and i >= fn.nparams:  # a parameter's entry value is no store
             kinds[i] = seen.pop()
     while True:  # optimistic: keep a local's kind only if every store agrees with it
-        gen = _FnGen(index, fn, program, [], names, kinds, variant, ret_kinds)
+        gen = _FnGen(index, fn, program, [], names, kinds, variant, ret_kinds, ret_bits)
         gen.generate()
         kept = {i: k for i, k in kinds.items()
                 if gen.stores.get(i, {k} if i in params else {""}) == {k}}
         if kept == kinds:
             break
         kinds = kept
-    gen = _FnGen(index, fn, program, line_map, names, kinds, variant, ret_kinds)
+    gen = _FnGen(index, fn, program, line_map, names, kinds, variant, ret_kinds, ret_bits)
     gen.generate()
     return gen
 
 
 def _lower_all(program: Program, names: _Names, line_map: list[tuple[int, int]]) -> list[str]:
     """Every function (and the int-parameter variant of each one with parameters),
-    with return kinds inferred by an optimistic fixpoint over the whole program:
-    assume every function returns ints, demote those with a non-int return, redo."""
+    with return kinds and size promises (PARAM_BITS) inferred by an optimistic
+    fixpoint over the whole program: assume every function returns ints and every
+    "_i" variant promises r = 0; demote those with a non-int return, raise each
+    promise to what its returns need (dropping it past BITS_SLACK, or if it still
+    rises after a few rounds), redo until nothing changes."""
     variants = [(i, v) for i, fn in enumerate(program.functions)
                 for v in (("", "_i") if fn.nparams else ("",))]
     ret = {f"f{i}{v}": "int" for i, v in variants}
-    while True:
-        gens = {f"f{i}{v}": _lower(i, program.functions[i], program, [], names, v, ret)
+    rbits = {f"f{i}{v}": 0.0 for i, v in variants if v}
+    for rounds in itertools.count():
+        gens = {f"f{i}{v}": _lower(i, program.functions[i], program, [], names, v, ret, rbits)
                 for i, v in variants}
         kept = {name: "int" for name, g in gens.items() if name in ret and g.returns <= {"int"}}
-        if kept == ret:
+        promised: dict[str, float] = {}
+        for name, r in rbits.items():
+            bounds = gens[name].ret_bounds
+            if bounds and None not in bounds:
+                need = max(r, *(b for b in bounds if b is not None))
+                if need <= BITS_SLACK and (need == r or rounds < 8):
+                    promised[name] = need
+        if kept == ret and promised == rbits:
             break
-        ret = kept
+        ret, rbits = kept, promised
     body: list[str] = []
     for i, v in variants:
-        body.extend(_lower(i, program.functions[i], program, line_map, names, v, ret).src)
+        body.extend(_lower(i, program.functions[i], program, line_map, names, v, ret,
+                           rbits).src)
     return body
 
 
