@@ -198,6 +198,10 @@ def test_trap_inside_a_builtin_reports_the_call_site_and_stack() -> None:
     'write("/m/f", "x");\nlet q = stat("/m/f");\nprint(q == nil, q != nil);\n'
     'let z = nil;\nprint(z == nil, z != nil, 1 == nil, "a" != nil, [] == nil);\n'
     'print((1 < 2) == nil);\nprint((z < 2) == nil);\n',
+    'let p = text::split("a b", " ");\np.push(3);\nlet m = {};\n'
+    'for w in p { m[w] = 1; print(m[w]); }\n'
+    'for w in text::split("x y x", " ") { m[w] = len(w); print(m[w] + 1); }\nprint(m);\n'
+    'for w in text::split("1 2", " ") { print(w + 1); }\n',
     'let m = {};\nm[[1]] = 2;\n',
     'let s = "hey";\nprint(s[1], s[-1]);\nlet i = 0;\nwhile i < 3 { print(s[i]); i = i + 1; }\n'
     'print(s[5]);\n',

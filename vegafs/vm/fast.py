@@ -154,6 +154,9 @@ class _Entry:
     #: max(PARAM_BITS + _d + o, RET_BITS - _d + r) bits (see PARAM_BITS); None
     #: when nothing is known.
     bits: tuple[float, float] | None = None
+    #: The kind of every element: of a fresh list (a builtin's result that nothing
+    #: else can reach yet, e.g. text::split's strs) and of an iterator over one.
+    elem: str = ""
 
 
 @dataclass
@@ -199,6 +202,7 @@ class _FnGen:
         self.skip_next = False
         self.loop_last: dict[int, int] = {}
         self.targets: set[int] = set()
+        self.forward_targets: set[int] = set()
         for pc, (op, arg) in enumerate(self.code):
             if op == _OPS["LOOP"]:
                 self.loop_last[arg] = max(self.loop_last.get(arg, -1), pc)
@@ -206,6 +210,7 @@ class _FnGen:
             elif op in (_OPS["JUMP"], _OPS["JUMP_IF_FALSE"], _OPS["JUMP_IF_TRUE"],
                         _OPS["FOR_ITER"]):
                 self.targets.add(arg)
+                self.forward_targets.add(arg)
             elif op in _DECLINED:
                 raise _Unstructured(f"{fn.name}: try/catch is run by the interpreter")
 
@@ -237,10 +242,10 @@ class _FnGen:
             if only_local is not None and e.expr != f"l{only_local}":
                 continue
             self.line(ind, f"s{k} = {e.expr}", pc)
-            self.stack[k] = _Entry(f"s{k}", e.kind, bits=e.bits) if e.kind else None
+            self.stack[k] = _Entry(f"s{k}", e.kind, bits=e.bits, elem=e.elem) if e.kind else None
 
     def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "",
-               bits: tuple[float, float] | None = None) -> None:
+               bits: tuple[float, float] | None = None, elem: str = "") -> None:
         """Emit lines computing the new top of stack into its slot and push it — or,
         when the next instruction just stores it in a local, straight into that local
         (and that STORE_LOCAL is skipped)."""
@@ -257,7 +262,7 @@ class _FnGen:
         k = len(self.stack)
         for text in expr_lines:
             self.line(ind, text.replace(_SLOT, f"s{k}"), pc)
-        self.stack.append(_Entry(f"s{k}", kind, bits=bits) if kind else None)
+        self.stack.append(_Entry(f"s{k}", kind, bits=bits, elem=elem) if kind else None)
 
     # -- structure -------------------------------------------------------------------
 
@@ -297,6 +302,9 @@ class _FnGen:
         k = len(self.stack) - 1
         local = self._for_target(top)
         target = f"s{k + 1}" if local is None else f"l{local}"
+        it = self.stack[k]
+        if it is not None and it.kind == "iter":  # over a list: plain for sure
+            return f"for {target} in s{k}:"
         return f"for {target} in (s{k} if type(s{k}) in _PLAIN_ITERS else _metered(s{k})):"
 
     def batched_loop(self, ind: int, top: int, last: int, bounded: bool) -> None:
@@ -330,12 +338,16 @@ class _FnGen:
             exits.add(pc)
         return frozenset(exits)
 
-    def region(self, start: int, end: int, ind: int, loop: _Loop | None, header: int) -> None:
+    def region(self, start: int, end: int, ind: int, loop: _Loop | None, header: int,
+               below: list[_Entry | None] | None = None) -> None:
         """Emit pcs [start, end) at indentation `ind`. `header` is the loop top being
-        emitted (so it is not taken for a new loop)."""
+        emitted (so it is not taken for a new loop); `below`, the materialised stack
+        at its entry, keeps its kinds (a loop body leaves the entries below it alone)."""
         emitted_before = len(self.src)
         if self.depths[start] is not None:
             self.reset(start)
+            if below is not None and len(below) == len(self.stack):
+                self.stack = list(below)
         pc = start
         while pc < end:
             if self.depths[pc] is None:  # dead code (after a break/return)
@@ -343,7 +355,13 @@ class _FnGen:
                 continue
             if pc in self.targets and pc != start:
                 self.materialize(ind, pc)
-                self.reset(pc)
+                # a loop top reached only by falling in and by its back-edges keeps
+                # what is known of the entries below it (the body leaves them alone)
+                if (pc in self.forward_targets or pc not in self.loop_last
+                        or self.depths[pc - 1] is None
+                        or self.code[pc - 1][0] in (_OPS["JUMP"], _OPS["RETURN"], _OPS["LOOP"])
+                        or len(self.stack) != self.depths[pc]):
+                    self.reset(pc)
             if pc in self.loop_last and pc != header:
                 last = self.loop_last[pc]
                 if last >= end:
@@ -359,7 +377,8 @@ class _FnGen:
                         self.batched_loop(ind, pc, last, bounded=False)
                 else:
                     self.line(ind, self.loop_head(pc), pc)
-                    self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
+                    self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc,
+                                list(self.stack))
                 pc = last + 1
                 if pc < end:
                     self.reset(pc)
@@ -575,14 +594,19 @@ class _FnGen:
             # the loop's `for` header (loop_head) took the next value: here it is
             # only on the stack, or already in the loop variable
             local = self._for_target(pc)
+            it = self.stack[-1]
+            elem = it.elem if it is not None else ""
             if local is None:
-                self.stack.append(None)
+                self.stack.append(_Entry(f"s{len(self.stack)}", elem) if elem else None)
             else:
-                self.stores.setdefault(local, set()).add("")
+                self.stores.setdefault(local, set()).add(elem)
                 self.skip_next = True
         elif op == o["GET_ITER"]:
             a = self.pop()
-            self.result(ind, pc, self.ext(loop, [f"{_SLOT} = _iterate({a.expr})"]))
+            if a.kind == "list":  # iter() of a list cannot touch the meter
+                self.result(ind, pc, [f"{_SLOT} = iter({a.expr})"], "iter", elem=a.elem)
+            else:
+                self.result(ind, pc, self.ext(loop, [f"{_SLOT} = _iterate({a.expr})"]))
         elif op == o["RETURN"]:
             v = self.pop()
             self.materialize(ind, pc)
@@ -762,6 +786,9 @@ class _FnGen:
         if b.min_args <= n and (b.max_args is None or n <= b.max_args):
             fn = self.names.value(b.fn, "bf")
             kind = _BUILTIN_KINDS.get(b.name, "") if BUILTINS.get(b.name) is b else ""
+            elem = ""
+            if b is _SPLIT:  # a new list of strs
+                kind, elem = "list", "str"
             if kind == "int" and loop is not None and loop.bounded:
                 if b.name != "len":  # int("...") may be any size: no growth bound
                     raise _Unbounded
@@ -779,7 +806,7 @@ class _FnGen:
                                       "else:",
                                       *("    " + t for t in self.ext(loop, [call]))], kind)
                 return
-            self.result(ind, pc, self.ext(loop, [call]), kind)
+            self.result(ind, pc, self.ext(loop, [call]), kind, elem=elem)
         else:
             bn = self.names.value(b, "b")
             self.result(ind, pc, self.ext(loop, [f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"]))
@@ -1005,6 +1032,7 @@ def _set_attr(obj: Any, name: str, v: Any) -> None:
 
 
 _STDLIB_PUSH = METHODS["list"]["push"]
+_SPLIT = MODULES["text"]["split"]
 
 #: Result kinds of stdlib builtins that always return that type (or trap).
 _BUILTIN_KINDS = {"len": "int", "str": "str", "text": "str", "type": "str", "int": "int",
