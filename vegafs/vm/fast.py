@@ -13,8 +13,8 @@ The differential tests (tests/vm_runtime/test_differential.py) compare the two t
 
 How it works. The compiler's layout is structured (bytecode.py): forward jumps
 only, and LOOP as the one back-edge. So each function's code is *re-structured*
-into Python: a LOOP region ``[top, LOOP]`` becomes ``while True:``, the LOOP
-itself ``continue``, a jump to just after the region ``break``, a forward
+into Python: a LOOP region ``[top, LOOP]`` becomes ``while True:`` (``for x in
+it:`` when a FOR_ITER heads it), the LOOP itself ``continue``, a jump to just after the region ``break``, a forward
 conditional jump an ``if`` (with an ``else`` when the branch ends in a forward
 JUMP past the join). The operand stack disappears: the verifier fixes the
 stack depth at every pc, so stack slot *k* is the Python local ``s<k>``, and
@@ -25,9 +25,12 @@ countdown; helpers and the program's linked builtins are globals of the
 generated module, bound once per program.
 
 Speed comes from knowing types: locals that every store gives an int, an
-all-int variant of each fn (int arguments call it directly), and return kinds,
-all by optimistic fixpoints; where an operand's type is known the type test
-disappears, and where it is not the fast path is guarded.
+all-int variant of each fn (int arguments call it directly), return kinds and
+the element kind of fresh lists, all by optimistic fixpoints; where an
+operand's type is known the type test disappears, and where it is not the fast
+path is guarded. And from leaving out int size checks (BIG_INT_BITS) that
+provably cannot fire: by depth-relative bounds in the int variants (PARAM_BITS)
+and, in bounded innermost loops, for as many iterations as `_rebound` proves.
 
 What it keeps identical to the reference interpreter (interp.py), which stays
 the definition of the semantics: the same operator helpers are called
@@ -36,10 +39,12 @@ memory charges match; a step is charged at each LOOP and each call, *before*
 it, exactly like ``Meter.step()`` (its countdown lives in the factory cell
 ``_t`` — a decrement and a compare with 0 — and is handed to the meter around
 every call out of generated code, and at the end of the run; innermost loops
-without calls count in a plain local); call depth is limited to ``interp.MAX_DEPTH``; the
+without Vega fn calls count in a plain local); call depth is limited to
+``interp.MAX_DEPTH``; the
 trap position and Vega call stack are recovered after the fact from the Python
 traceback (every generated line maps to a pc), so the hot path carries no
-position bookkeeping. Step counts are therefore *exact*, not approximate.
+position bookkeeping. Step counts and memory charges are therefore *exact*, not
+approximate (docs/bytecode.md, "The fast tier and its (zero) slack").
 
 What it declines (compile_fast returns None and run_fast uses the interpreter):
 functions with ``try``/``catch`` (conditions), and any control flow that does
