@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from vegafs.drivers.mem import MemDriver
 from vegafs.vm import VegaCompileError, compile_source
+from vegafs.vm import fast as fast_module
 from vegafs.vm.budget import Budget
 from vegafs.vm.bytecode import Program
 from vegafs.vm.caps import Capabilities
@@ -168,6 +169,24 @@ def test_time_budget_stops_a_batched_loop() -> None:
     o = observe(program, "fast", Budget(steps=None, time_s=0.05, memory_bytes=None))
     assert o.trap is not None and o.trap[0] == "budget_time" and o.trap[2].line == 2
     assert o.steps > 0
+
+
+def test_compiling_is_not_charged_to_the_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook's first run compiles it to the fast tier; that host cost must not
+    count against the run's (often 50 ms) time budget."""
+    now = [100.0]
+    real = fast_module._compile
+
+    def slow_compile(program: Program, extra: Any) -> Any:
+        now[0] += 1.0  # a second of (fake) compile time
+        return real(program, extra)
+
+    monkeypatch.setattr(fast_module, "_compile", slow_compile)
+    program = compiled("let i = 0;\nwhile i < 10_000 { i = i + 1; }\nprint(i);\n")
+    rt = Runtime(Budget(steps=None, time_s=0.5, memory_bytes=None), Capabilities.all(),
+                 stdout=[].append, clock=lambda: now[0])
+    outcome = run_fast(program, rt, program.main, [])
+    assert outcome.trap is None and rt.meter.elapsed_s == 0.0
 
 
 def test_deep_recursion_traps_identically() -> None:

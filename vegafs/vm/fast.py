@@ -1249,8 +1249,11 @@ def run_fast(program: Program, rt: Runtime, fn_index: int, args: list[Any], *,
              constants: Mapping[str, Any] | None = None,
              finish: bool = True) -> RunOutcome:
     """Run one function on the fast tier (or the interpreter if the tier declines);
-    the same contract as interp.run_function: never raises for a bad program."""
+    the same contract as interp.run_function: never raises for a bad program.
+    Compiling (once per program) is not counted in the run's wall time."""
+    since = rt.meter.now()
     fast = compile_fast(program, builtins)
+    rt.meter.exclude(since)
     if fast is None:
         return run_function(program, rt, fn_index, args, builtins=builtins,
                             constants=constants, finish=finish)
