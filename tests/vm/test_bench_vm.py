@@ -27,6 +27,6 @@ def test_bench_vm_runs_every_workload_small(tier: str, tmp_path: Path,
     bench = _bench_module()
     sizes = bench.Sizes(fib=12, loop=2_000, strings=1_000, words=2_000, scan=3 << 20)
     rows = bench.bench_tier(tier, sizes, {"fib", "loop", "strings", "words", "scan"},
-                            str(tmp_path))
+                            str(tmp_path), repeat=2)
     assert [r.name.split()[0] for r in rows] == ["fib(12)", "arith", "string", "word", "slice"]
     assert all(r.vegafs > 0 and r.baseline for r in rows)

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from vegafs.drivers.mem import MemDriver
 from vegafs.vm import VegaCompileError, compile_source
+from vegafs.vm import fast as fast_module
 from vegafs.vm.budget import Budget
 from vegafs.vm.bytecode import Program
 from vegafs.vm.caps import Capabilities
@@ -102,6 +103,25 @@ def test_benchmark_shapes_are_lowered_not_declined() -> None:
         assert_same(program, BUDGET)
 
 
+def test_int_loops_are_lowered_without_type_or_size_tests() -> None:
+    """What the speed rests on, pinned: the loop counter and accumulator are known
+    ints (no type test), the loop is bounded (size checks only behind the `_c`
+    flag) and fib's recursive calls carry no size check on `n - 1`, `n - 2`."""
+    loop = compile_fast(compiled(
+        "let n = int(args()[0]); let i = 0; let s = 0;\n"
+        "while i < n { s = s + i * 3 % 7; i = i + 1; }\nprint(s);\n"))
+    assert loop is not None
+    body = loop.source[loop.source.index("_rebound("):]
+    assert "type(" not in body and "_arith" in body  # _arith: behind `_c` only
+    assert all(line.lstrip().startswith("if _c and") for line in body.splitlines()
+               if "bit_length" in line)
+    fib = compile_fast(compiled(
+        "fn fib(n) { if n < 2 { return n; } return fib(n - 1) + fib(n - 2); }\nfib(3);\n"))
+    assert fib is not None
+    variant = fib.source[fib.source.index("def f1_i("):]
+    assert "bit_length" not in variant  # the sum of two results is bounded too
+
+
 def test_try_catch_is_declined_and_runs_on_the_interpreter() -> None:
     program = compiled("try { print(1); } catch BudgetExceeded { print(2); }")
     assert compile_fast(program) is None
@@ -151,6 +171,24 @@ def test_time_budget_stops_a_batched_loop() -> None:
     assert o.steps > 0
 
 
+def test_compiling_is_not_charged_to_the_run_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook's first run compiles it to the fast tier; that host cost must not
+    count against the run's (often 50 ms) time budget."""
+    now = [100.0]
+    real = fast_module._compile
+
+    def slow_compile(program: Program, extra: Any) -> Any:
+        now[0] += 1.0  # a second of (fake) compile time
+        return real(program, extra)
+
+    monkeypatch.setattr(fast_module, "_compile", slow_compile)
+    program = compiled("let i = 0;\nwhile i < 10_000 { i = i + 1; }\nprint(i);\n")
+    rt = Runtime(Budget(steps=None, time_s=0.5, memory_bytes=None), Capabilities.all(),
+                 stdout=[].append, clock=lambda: now[0])
+    outcome = run_fast(program, rt, program.main, [])
+    assert outcome.trap is None and rt.meter.elapsed_s == 0.0
+
+
 def test_deep_recursion_traps_identically() -> None:
     program = compiled("fn down(n) { return down(n + 1); }\ndown(0);\n")
     ref = assert_same(program, Budget(steps=None, time_s=None, memory_bytes=None))
@@ -175,6 +213,14 @@ def test_trap_inside_a_builtin_reports_the_call_site_and_stack() -> None:
     'let m = {"a": 1};\nm[2] = "two";\nm[true] = nil;\nprint(m["a"], m[2], m[true], m["zz"]);\n'
     'let l = [1, 2, 3];\nprint(l[0], l[-1]);\nl[1] = "x";\nprint(l);\nprint(l[3]);\n',
     'let l = [1];\nprint(l["a"]);\n',
+    'let r = read("/m/nope");\nprint(r == nil, r != nil, nil == r, nil != r);\n'
+    'write("/m/f", "x");\nlet q = stat("/m/f");\nprint(q == nil, q != nil);\n'
+    'let z = nil;\nprint(z == nil, z != nil, 1 == nil, "a" != nil, [] == nil);\n'
+    'print((1 < 2) == nil);\nprint((z < 2) == nil);\n',
+    'let p = text::split("a b", " ");\np.push(3);\nlet m = {};\n'
+    'for w in p { m[w] = 1; print(m[w]); }\n'
+    'for w in text::split("x y x", " ") { m[w] = len(w); print(m[w] + 1); }\nprint(m);\n'
+    'for w in text::split("1 2", " ") { print(w + 1); }\n',
     'let m = {};\nm[[1]] = 2;\n',
     'let s = "hey";\nprint(s[1], s[-1]);\nlet i = 0;\nwhile i < 3 { print(s[i]); i = i + 1; }\n'
     'print(s[5]);\n',
@@ -204,6 +250,73 @@ def test_big_int_growth_is_charged_and_bounded_identically() -> None:
     ref = assert_same(doubling, Budget(steps=None, time_s=None, memory_bytes=1 << 20))
     assert ref.trap is not None and ref.trap[0] in ("budget_memory", "value")
     assert ref.memory > 100_000  # ints over 4096 bits were charged on both tiers
+
+
+@pytest.mark.parametrize("step", ["x + x", "x * 3", "-(x + x)", "x + x + x + x",
+                                  "(x + x) / 3 + x", "x % (x + x + x) + x"])
+@pytest.mark.parametrize("back", ["grow(S, k - 1)", "grow(S, k - 1) + x", "x - grow(S, k - 1)"])
+@pytest.mark.parametrize("bottom", ["x", f"x * {1 << 1200}"])
+@pytest.mark.parametrize("start_bits", [40, 2000, 2040, 3000, 3100])
+def test_size_checks_left_out_by_bounds_still_charge_identically(
+        step: str, back: str, bottom: str, start_bits: int) -> None:
+    """The "_i" variants leave out size checks that their depth-relative bounds prove
+    cannot fire (fast.PARAM_BITS, RET_BITS). Recursions that grow an int by one or
+    more bits per call, from below and above the parameter bound, a product far
+    past it at the deepest call, results combined on the way back, across
+    BIG_INT_BITS (charged) and up to MAX_INT_BITS (the trap): charges and traps
+    must match the interpreter's."""
+    ret = back.replace("S", step)
+    src = (f"fn grow(x, k) {{ if k == 0 {{ return {bottom}; }} return {ret}; }}\n"
+           f"let x = 1; let i = 0; while i < {start_bits} {{ x = x + x; i = i + 1; }}\n"
+           "let r = grow(x, 950);\nprint(len(str(r)));\n")
+    ref = assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=None))
+    if start_bits >= 2000 and bottom != "x":
+        assert ref.memory > 0 or ref.trap is not None  # ints over BIG_INT_BITS were made
+
+
+@pytest.mark.parametrize("body", [
+    "x = x + x + x;",
+    "x = x * 5;",
+    "x = x - y; y = y + x + 1;",
+    "x = (x + 1) / 2 + x + x;",
+    "x = x % (y + 7) + x + x; if x > y { continue; }",
+    "let t = x * 3; x = t - 1; if i == 150 { break; }",
+    "x = -x - x;",
+    "x = x + len(str(i)) + x;",
+    "x = x * 1000000 + len(str(i));",
+    'let s = "" + str(x + x); x = x + len(s) * 2; if i % 90 == 0 { print(budget::used("steps")); }',
+])
+@pytest.mark.parametrize("start_bits", [10, 3900, 4090, 5000])
+def test_loops_that_leave_out_size_checks_charge_identically(body: str, start_bits: int) -> None:
+    """Innermost loops without calls skip their int size checks for as many
+    iterations as the growth bound allows (fast._rebound), then check again. Loops
+    that start small, near BIG_INT_BITS and above it, and grow across it up to the
+    MAX_INT_BITS trap: every charge and trap must match the interpreter's."""
+    src = (f"let x = 1; let i = 0; while i < {start_bits} {{ x = x + x; i = i + 1; }}\n"
+           "let y = 3;\nfor r in range(2) {\n    i = 0;\n"
+           f"    while i < 400 {{\n        i = i + 1;\n        {body}\n    }}\n"
+           "    print(len(str(x)));\n    x = 7;\n}\n")
+    ref = assert_same(compiled(src), Budget(steps=None, time_s=None, memory_bytes=None))
+    if start_bits >= 3900:
+        assert ref.memory > 0  # ints over BIG_INT_BITS were made (and charged)
+
+
+@pytest.mark.parametrize("steps", [None, 100, 250, 4_500, 9_000])
+def test_batched_loops_hand_their_count_to_builtins_identically(steps: int | None) -> None:
+    """Innermost `while` loops with builtin and method calls keep their step count
+    in a local and hand it to the meter around each call: builtins that read the
+    count or step it (bytes::count) see the interpreter's numbers,
+    and budgets trap at the same step, at back-edges and at calls alike."""
+    src = ('write("/m/f", text::repeat("ab\\n", 40));\nlet s = read("/m/f");\n'
+           "let i = 0;\nlet n = 0;\nlet l = [];\nwhile i < 3000 {\n    i = i + 1;\n"
+           '    n = n + bytes::count(s, "b") + len(l);\n    l.push(i);\n'
+           '    if i % 97 == 0 { print(i, n, budget::used("steps"), budget::remaining("steps")); }\n'
+           "}\nprint(n, budget::used(\"steps\"));\n")
+    program = compiled(src)
+    fast = compile_fast(program)
+    assert fast is not None and "_rebound(" in fast.source  # batched and bounded
+    ref = assert_same(program, Budget(steps=steps, time_s=None, memory_bytes=None))
+    assert (ref.trap is None) == (steps is None)
 
 
 def test_slices_keep_their_rules_on_the_fast_tier() -> None:

@@ -93,6 +93,19 @@ class Meter:
             raise Trap("budget_time", f"time budget exhausted: the run took more than "
                        f"{self.budget.time_s:g}s (--max-time)")
 
+    def now(self) -> float:
+        """A reading of this meter's clock (for `exclude`)."""
+        return self._clock()
+
+    def exclude(self, since: float) -> None:
+        """Leave host work that began at `since` (a `now()` reading) out of the run's
+        wall time: compiling a program to the fast tier is the host's cost, paid
+        once per program, and must not eat a hook's 50 ms the first time it runs."""
+        spent = self._clock() - since
+        self._started += spent
+        if self._deadline is not None:
+            self._deadline += spent
+
     @property
     def steps_used(self) -> int:
         return self._steps_limit - self.steps_left

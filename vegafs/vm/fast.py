@@ -13,8 +13,8 @@ The differential tests (tests/vm_runtime/test_differential.py) compare the two t
 
 How it works. The compiler's layout is structured (bytecode.py): forward jumps
 only, and LOOP as the one back-edge. So each function's code is *re-structured*
-into Python: a LOOP region ``[top, LOOP]`` becomes ``while True:``, the LOOP
-itself ``continue``, a jump to just after the region ``break``, a forward
+into Python: a LOOP region ``[top, LOOP]`` becomes ``while True:`` (``for x in
+it:`` when a FOR_ITER heads it), the LOOP itself ``continue``, a jump to just after the region ``break``, a forward
 conditional jump an ``if`` (with an ``else`` when the branch ends in a forward
 JUMP past the join). The operand stack disappears: the verifier fixes the
 stack depth at every pc, so stack slot *k* is the Python local ``s<k>``, and
@@ -25,9 +25,12 @@ countdown; helpers and the program's linked builtins are globals of the
 generated module, bound once per program.
 
 Speed comes from knowing types: locals that every store gives an int, an
-all-int variant of each fn (int arguments call it directly), and return kinds,
-all by optimistic fixpoints; where an operand's type is known the type test
-disappears, and where it is not the fast path is guarded.
+all-int variant of each fn (int arguments call it directly), return kinds and
+the element kind of fresh lists, all by optimistic fixpoints; where an
+operand's type is known the type test disappears, and where it is not the fast
+path is guarded. And from leaving out int size checks (BIG_INT_BITS) that
+provably cannot fire: by depth-relative bounds in the int variants (PARAM_BITS)
+and, in bounded innermost loops, for as many iterations as `_rebound` proves.
 
 What it keeps identical to the reference interpreter (interp.py), which stays
 the definition of the semantics: the same operator helpers are called
@@ -36,10 +39,12 @@ memory charges match; a step is charged at each LOOP and each call, *before*
 it, exactly like ``Meter.step()`` (its countdown lives in the factory cell
 ``_t`` — a decrement and a compare with 0 — and is handed to the meter around
 every call out of generated code, and at the end of the run; innermost loops
-without calls count in a plain local); call depth is limited to ``interp.MAX_DEPTH``; the
+without Vega fn calls count in a plain local); call depth is limited to
+``interp.MAX_DEPTH``; the
 trap position and Vega call stack are recovered after the fact from the Python
 traceback (every generated line maps to a pc), so the hot path carries no
-position bookkeeping. Step counts are therefore *exact*, not approximate.
+position bookkeeping. Step counts and memory charges are therefore *exact*, not
+approximate (docs/bytecode.md, "The fast tier and its (zero) slack").
 
 What it declines (compile_fast returns None and run_fast uses the interpreter):
 functions with ``try``/``catch`` (conditions), and any control flow that does
@@ -53,7 +58,7 @@ import math
 import sys
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -96,6 +101,25 @@ GEN_FILENAME = "<vega-fast>"
 #: Operands below this magnitude cannot make a product above the big-int threshold.
 _HALF = 1 << (BIG_INT_BITS // 2)
 _NHALF = -_HALF
+#: The "_i" variant of a fn takes int arguments of at most PARAM_BITS + d bits, d
+#: being its call depth (_d, 1..MAX_DEPTH), and may promise results of at most
+#: RET_BITS - d + r bits for a static r (a deeper frame may return more: fib's sum
+#: of two results one frame down). An int computed from those and constants by +,
+#: -, negation, // and %, or * by a constant, has at most
+#: max(PARAM_BITS + d + o, RET_BITS - d + r) bits for an (o, r) known when
+#: generating (`_Entry.bits`; -inf where a part is absent). With o, r <= BITS_SLACK
+#: it cannot pass BIG_INT_BITS, so its size check is left out (it could never
+#: fire); an argument with o <= 1 and no r meets the callee's bound (its d is one
+#: more) without a test; a result with a return part r, returned, needs the fn's
+#: promise r_f >= r, and one with a parameter part o needs r_f >= o (at d <=
+#: MAX_DEPTH, PARAM_BITS + d + o <= RET_BITS - d + o). So `fib(n - 1) + fib(n - 2)`
+#: carries no size check at all; the generic entry tests the parameter bound.
+PARAM_BITS = BIG_INT_BITS - 2 * MAX_DEPTH - 64
+RET_BITS = PARAM_BITS + 2 * MAX_DEPTH
+BITS_SLACK = 64
+_NO = float("-inf")  # an absent part of a bound
+_PB = 1 << PARAM_BITS
+_NPB = -_PB
 _DONE = object()
 #: Placeholder for "the result slot" in instruction templates (never in a repr()).
 _SLOT = "\0"
@@ -111,15 +135,33 @@ class _Unstructured(Exception):
     """The code does not have a shape this tier lowers; the interpreter runs it."""
 
 
+class _Unbounded(Exception):
+    """A batched loop multiplies two ints of unknown size: their growth per iteration
+    has no static bound, so the loop is generated again with every size check."""
+
+#: Placeholders in a bounded loop's lines, filled in once its body is generated.
+_GROWTH = "\1"
+_SIZES = "\2"
+
+
 @dataclass(frozen=True)
 class _Entry:
     """A symbolic stack entry: a side-effect-free Python expression and what is known
-    of its type ("int", "bool", "str", "float" or "" for unknown)."""
+    of its type ("int", "bool", "str", "float", "list", "map", "v" for any value
+    that is never borrowed, i.e. not a Slice or Result, such as what `_arith`
+    returns, or "" for unknown)."""
 
     expr: str
     kind: str = ""
     const: int | None = None  # the value, for small int constants
     pc: int = -1  # a fused comparison: the pc its evaluation (and any trap) belongs to
+    #: A bound (o, r) on an int's size relative to the call depth: it has at most
+    #: max(PARAM_BITS + _d + o, RET_BITS - _d + r) bits (see PARAM_BITS); None
+    #: when nothing is known.
+    bits: tuple[float, float] | None = None
+    #: The kind of every element: of a fresh list (a builtin's result that nothing
+    #: else can reach yet, e.g. text::split's strs) and of an iterator over one.
+    elem: str = ""
 
 
 @dataclass
@@ -128,6 +170,11 @@ class _Loop:
     last: int  # pc of the last LOOP of the region
     exits: frozenset[int]  # pcs a jump may target to leave the loop ("break")
     counter: str = ""  # a local step counter (innermost loops without calls), or ""
+    # A bounded loop (see `_rebound`): its int ops test the flag `_c` before a size check.
+    bounded: bool = False
+    growth: int = 0  # bits an iteration can add to the largest int (sum over its int ops)
+    floor: int = 0  # bits of the largest int constant the body uses
+    ints: set[int] = field(default_factory=set)  # int-kind locals the body reads
 
 
 class _FnGen:
@@ -135,7 +182,8 @@ class _FnGen:
 
     def __init__(self, index: int, fn: Function, program: Program, lines: list[tuple[int, int]],
                  names: _Names, local_kinds: dict[int, str], variant: str = "",
-                 ret_kinds: dict[str, str] | None = None) -> None:
+                 ret_kinds: dict[str, str] | None = None,
+                 ret_bits: dict[str, float] | None = None) -> None:
         self.index = index
         self.fn = fn
         self.program = program
@@ -145,14 +193,21 @@ class _FnGen:
         self.src: list[str] = []
         self.names = names
         self.local_kinds = local_kinds  # slot -> kind every store to it is known to have
+        # in the "_i" variant, parameters never assigned keep the entry bound (PARAM_BITS)
+        stored = {arg for op, arg in fn.code if op == Op.STORE_LOCAL}
+        self.local_bits = {i: (0.0, _NO) for i in range(fn.nparams)
+                           if variant and i not in stored}
         self.stores: dict[int, set[str]] = {}  # slot -> kinds stored (for the inference)
         self.variant = variant  # "" (generic) or "_i" (every parameter is an int)
         self.ret_kinds = ret_kinds if ret_kinds is not None else {}  # py name -> kind
         self.returns: set[str] = set()  # kinds this function returns (for the inference)
+        self.ret_bits = ret_bits if ret_bits is not None else {}  # py name -> promised r
+        self.ret_bounds: list[float | None] = []  # r each return needs (None: unbounded)
         self.stack: list[_Entry | None] = []  # None: materialised in s<k>
         self.skip_next = False
         self.loop_last: dict[int, int] = {}
         self.targets: set[int] = set()
+        self.forward_targets: set[int] = set()
         for pc, (op, arg) in enumerate(self.code):
             if op == _OPS["LOOP"]:
                 self.loop_last[arg] = max(self.loop_last.get(arg, -1), pc)
@@ -160,6 +215,7 @@ class _FnGen:
             elif op in (_OPS["JUMP"], _OPS["JUMP_IF_FALSE"], _OPS["JUMP_IF_TRUE"],
                         _OPS["FOR_ITER"]):
                 self.targets.add(arg)
+                self.forward_targets.add(arg)
             elif op in _DECLINED:
                 raise _Unstructured(f"{fn.name}: try/catch is run by the interpreter")
 
@@ -191,9 +247,10 @@ class _FnGen:
             if only_local is not None and e.expr != f"l{only_local}":
                 continue
             self.line(ind, f"s{k} = {e.expr}", pc)
-            self.stack[k] = _Entry(f"s{k}", e.kind) if e.kind else None
+            self.stack[k] = _Entry(f"s{k}", e.kind, bits=e.bits, elem=e.elem) if e.kind else None
 
-    def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "") -> None:
+    def result(self, ind: int, pc: int, expr_lines: list[str], kind: str = "",
+               bits: tuple[float, float] | None = None, elem: str = "") -> None:
         """Emit lines computing the new top of stack into its slot and push it — or,
         when the next instruction just stores it in a local, straight into that local
         (and that STORE_LOCAL is skipped)."""
@@ -210,7 +267,7 @@ class _FnGen:
         k = len(self.stack)
         for text in expr_lines:
             self.line(ind, text.replace(_SLOT, f"s{k}"), pc)
-        self.stack.append(_Entry(f"s{k}", kind) if kind else None)
+        self.stack.append(_Entry(f"s{k}", kind, bits=bits, elem=elem) if kind else None)
 
     # -- structure -------------------------------------------------------------------
 
@@ -222,13 +279,59 @@ class _FnGen:
         if fn.nparams and not self.variant:
             # all-int arguments take the specialised variant (a delegation frame that
             # the traceback mapping skips: pc -2)
-            guard = " and ".join(f"type(l{i}) is int" for i in range(fn.nparams))
+            guard = " and ".join(f"type(l{i}) is int and _NPB < l{i} < _PB"
+                                 for i in range(fn.nparams))
             self.line(2, f"if {guard}: return f{self.index}_i({params})", -2)
         others = [f"l{i}" for i in range(fn.nparams, fn.nlocals)]
         if others:
             self.line(2, " = ".join(others) + " = None", -1)
         self.region(0, len(self.code), 2, None, -1)
         return self.src
+
+    def _for_target(self, pc: int) -> int | None:
+        """The local a FOR_ITER at `pc` stores each value in (the next instruction),
+        or None if the value stays on the stack."""
+        nxt = pc + 1
+        if nxt < len(self.code) and self.code[nxt][0] == _OPS["STORE_LOCAL"] \
+                and nxt not in self.targets:
+            return self.code[nxt][1]
+        return None
+
+    def loop_head(self, top: int) -> str:
+        """A `for` loop (FOR_ITER at its top) becomes a Python `for` over the same
+        iterator, straight into the loop variable; Python's own iterators (lists,
+        ranges, strs, map keys) cannot touch the meter, anything else (bytes::lines
+        steps per item) is wrapped by `_metered`, which hands it the step counter."""
+        if self.code[top][0] != _OPS["FOR_ITER"]:
+            return "while True:"
+        k = len(self.stack) - 1
+        local = self._for_target(top)
+        target = f"s{k + 1}" if local is None else f"l{local}"
+        it = self.stack[k]
+        if it is not None and it.kind == "iter":  # over a list: plain for sure
+            return f"for {target} in s{k}:"
+        return f"for {target} in (s{k} if type(s{k}) in _PLAIN_ITERS else _metered(s{k})):"
+
+    def batched_loop(self, ind: int, top: int, last: int, bounded: bool) -> None:
+        """An innermost loop without calls: steps counted in a local between slow
+        checks, written back to the meter on every exit (break, return, trap) by the
+        finally. A bounded one also leaves out its int size checks while `_rebound`
+        says they cannot fire: the true countdown is then ``_k + _r``."""
+        k = f"_k{top}"
+        loop = _Loop(top, last, self._exits(last), k, bounded)
+        first = len(self.src)
+        if bounded:
+            self.line(ind, f"_c, {k}, _r = _rebound(m, {_GROWTH}, _t, {_SIZES})", top)
+        else:
+            self.line(ind, f"{k} = _t", top)
+        self.line(ind, "try:", top)
+        self.line(ind + 1, "while True:", top)
+        self.region(top, last + 1, ind + 2, loop, top)
+        self.line(ind, "finally:", top)
+        self.line(ind + 1, f"_t = {k} + _r" if bounded else f"_t = {k}", top)
+        sizes = "".join([str(loop.floor)] + [f", l{i}" for i in sorted(loop.ints)])
+        for i in range(first, len(self.src)):
+            self.src[i] = self.src[i].replace(_GROWTH, str(loop.growth)).replace(_SIZES, sizes)
 
     def _exits(self, last: int) -> frozenset[int]:
         """After a loop's last LOOP: the pc just after it, and the pcs reachable from it
@@ -240,12 +343,16 @@ class _FnGen:
             exits.add(pc)
         return frozenset(exits)
 
-    def region(self, start: int, end: int, ind: int, loop: _Loop | None, header: int) -> None:
+    def region(self, start: int, end: int, ind: int, loop: _Loop | None, header: int,
+               below: list[_Entry | None] | None = None) -> None:
         """Emit pcs [start, end) at indentation `ind`. `header` is the loop top being
-        emitted (so it is not taken for a new loop)."""
+        emitted (so it is not taken for a new loop); `below`, the materialised stack
+        at its entry, keeps its kinds (a loop body leaves the entries below it alone)."""
         emitted_before = len(self.src)
         if self.depths[start] is not None:
             self.reset(start)
+            if below is not None and len(below) == len(self.stack):
+                self.stack = list(below)
         pc = start
         while pc < end:
             if self.depths[pc] is None:  # dead code (after a break/return)
@@ -253,26 +360,30 @@ class _FnGen:
                 continue
             if pc in self.targets and pc != start:
                 self.materialize(ind, pc)
-                self.reset(pc)
+                # a loop top reached only by falling in and by its back-edges keeps
+                # what is known of the entries below it (the body leaves them alone)
+                if (pc in self.forward_targets or pc not in self.loop_last
+                        or self.depths[pc - 1] is None
+                        or self.code[pc - 1][0] in (_OPS["JUMP"], _OPS["RETURN"], _OPS["LOOP"])
+                        or len(self.stack) != self.depths[pc]):
+                    self.reset(pc)
             if pc in self.loop_last and pc != header:
                 last = self.loop_last[pc]
                 if last >= end:
                     raise _Unstructured(f"{self.fn.name}: loop at {pc} overlaps its region")
                 self.materialize(ind, pc)
                 if self._batchable(pc, last):
-                    # Steps counted in a local between slow checks, written back to the
-                    # meter on every exit (break, return, trap) by the finally.
-                    k = f"_k{pc}"
-                    self.line(ind, f"{k} = _t", pc)
-                    self.line(ind, "try:", pc)
-                    self.line(ind + 1, "while True:", pc)
-                    self.region(pc, last + 1, ind + 2,
-                                _Loop(pc, last, self._exits(last), k), pc)
-                    self.line(ind, "finally:", pc)
-                    self.line(ind + 1, f"_t = {k}", pc)
+                    undo = (len(self.src), len(self.out), list(self.stack))
+                    try:
+                        self.batched_loop(ind, pc, last, bounded=True)
+                    except _Unbounded:
+                        del self.src[undo[0]:], self.out[undo[1]:]
+                        self.stack = undo[2]
+                        self.batched_loop(ind, pc, last, bounded=False)
                 else:
-                    self.line(ind, "while True:", pc)
-                    self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc)
+                    self.line(ind, self.loop_head(pc), pc)
+                    self.region(pc, last + 1, ind + 1, _Loop(pc, last, self._exits(last)), pc,
+                                list(self.stack))
                 pc = last + 1
                 if pc < end:
                     self.reset(pc)
@@ -323,22 +434,48 @@ class _FnGen:
     # -- instructions ----------------------------------------------------------------
 
     def _batchable(self, top: int, last: int) -> bool:
-        """An innermost loop whose body makes no call and walks no iterator: nothing
-        in it can look at the meter's step count, so steps may be kept locally."""
-        banned = {_OPS[n] for n in ("CALL", "CALL_BUILTIN", "CALL_METHOD", "GET_ITER",
-                                    "FOR_ITER", "GET_ATTR", "SET_ATTR")}
+        """An innermost loop whose body calls no Vega fn and walks no iterator: its steps
+        may be kept in a local, handed to the meter around each builtin or method
+        call (`ext`), and every op of it runs at most once per iteration."""
+        banned = {_OPS[n] for n in ("CALL", "GET_ITER", "FOR_ITER", "GET_ATTR", "SET_ATTR")}
         for op, arg in self.code[top:last + 1]:
             if op in banned or (op == _OPS["LOOP"] and arg != top):
                 return False
         return all(tgt == top for tgt, end in self.loop_last.items() if top < tgt <= last)
 
-    def step_lines(self, ind: int, pc: int, loop: _Loop | None = None) -> None:
+    def ext(self, loop: _Loop | None, lines: list[str]) -> list[str]:
+        """Wrap a call out of generated code: the step counter lives in the factory's
+        cell `_t` (or a batched loop's local) and is handed to the meter for the call
+        (a builtin may step or read it) and taken back after it — also when the call
+        raises (finally). A bounded loop takes it back without lengthening the
+        stretch its size checks are left out for (`_rebound`)."""
+        if loop is None or not loop.counter:
+            give, take = "_t", ["_t = m.tick"]
+        elif loop.bounded:
+            k = loop.counter
+            give, take = f"{k} + _r", ["_r = m.tick", f"{k} = min({k}, _r)", f"_r -= {k}"]
+        else:
+            give, take = loop.counter, [f"{loop.counter} = m.tick"]
+        return [f"m.tick = {give}", "try:", *("    " + t for t in lines), "finally:",
+                *("    " + t for t in take)]
+
+    def step_lines(self, ind: int, pc: int, loop: _Loop | None = None,
+                   back_edge: bool = False) -> None:
         """Meter.step() inlined: a decrement and a compare; the slow path is the meter's
-        (in a batched loop: the local counter, synced to the meter around the slow path)."""
+        (in a batched loop: the local counter, synced to the meter around the slow path).
+        In a bounded loop, the countdown running out at a call (mid-iteration, where
+        temporaries `_rebound` cannot see may be live) turns the size checks on until
+        the next back-edge."""
         if loop is not None and loop.counter:
             k = loop.counter
             self.line(ind, f"{k} -= 1", pc)
-            self.line(ind, f"if {k} < 0: m.tick = {k}; m._slow_step(); {k} = m.tick", pc)
+            if loop.bounded and not back_edge:
+                self.line(ind, f"if {k} < 0: _c, {k}, _r = _checked(m, {k} + _r)", pc)
+            elif loop.bounded:
+                self.line(ind, f"if {k} < 0: _c, {k}, _r = _rebound(m, {_GROWTH}, {k} + _r, "
+                          f"{_SIZES})", pc)
+            else:
+                self.line(ind, f"if {k} < 0: m.tick = {k}; m._slow_step(); {k} = m.tick", pc)
             return
         self.line(ind, "_t -= 1", pc)
         self.line(ind, "if _t < 0: m.tick = _t; m._slow_step(); _t = m.tick", pc)
@@ -348,14 +485,20 @@ class _FnGen:
         o = _OPS
         n = self.names
         if op == o["LOAD_LOCAL"]:
-            self.push(_Entry(f"l{arg}", self.local_kinds.get(arg, "")))
+            kind = self.local_kinds.get(arg, "")
+            if loop is not None and loop.bounded and kind == "int":
+                loop.ints.add(arg)
+            self.push(_Entry(f"l{arg}", kind, bits=self.local_bits.get(arg)))
         elif op == o["STORE_LOCAL"]:
             v = self.pop()
             self.stores.setdefault(arg, set()).add(v.kind)
             self.materialize(ind, pc, only_local=arg)
             self.line(ind, f"l{arg} = {v.expr}", pc)
         elif op == o["CONST"]:
-            self.push(n.const(self.program.constants[arg]))
+            value = self.program.constants[arg]
+            if loop is not None and loop.bounded and type(value) is int:
+                loop.floor = max(loop.floor, value.bit_length())
+            self.push(n.const(value))
         elif op == o["NIL"]:
             self.push(_Entry("None"))
         elif op == o["TRUE"]:
@@ -371,10 +514,10 @@ class _FnGen:
             if top.expr != f"s{k}":
                 self.line(ind, f"s{k} = {top.expr}", pc)
             self.stack.append(None)
-            self.push(_Entry(f"s{k}", top.kind))
+            self.push(_Entry(f"s{k}", top.kind, bits=top.bits))
         elif op in _ARITH_SYM:
             b, a = self.pop(), self.pop()
-            self.arith(ind, pc, op, a, b)
+            self.arith(ind, pc, op, a, b, loop)
         elif op in _CMP_SYM:
             b, a = self.pop(), self.pop()
             sym = _CMP_SYM[op]
@@ -393,9 +536,15 @@ class _FnGen:
             if a.kind and a.kind == b.kind and a.kind in ("int", "str"):
                 expr = f"{a.expr} {sym} {b.expr}"
             elif "None" in (a.expr, b.expr):  # x == nil: identity unless x is a Result
-                x = a.expr if b.expr == "None" else b.expr
-                isnt = "is" if op == o["EQ"] else "is not"
-                expr = f"{x} {isnt} None if type({x}) is not Result else {slow}"
+                e = a if b.expr == "None" else b
+                x = e.expr
+                if e.kind and e.pc < 0:  # never nil nor a Result (maybe a literal); a
+                    # fused comparison (pc set) must still run: it may trap
+                    expr = "False" if op == o["EQ"] else "True"
+                elif op == o["EQ"]:  # nil itself first: the common case is one test
+                    expr = f"({x} is None or type({x}) is Result and {slow})"
+                else:
+                    expr = f"({x} is not None and (type({x}) is not Result or {slow}))"
             else:
                 expr = (f"{a.expr} {sym} {b.expr} if (type({a.expr}) is int or type({a.expr}) "
                         f"is str) and type({b.expr}) is type({a.expr}) else {slow}")
@@ -405,9 +554,12 @@ class _FnGen:
                 self.result(ind, pc, [f"{_SLOT} = {expr}"], "bool")
         elif op == o["NEG"]:
             a = self.pop()
-            self.result(ind, pc, [f"{_SLOT} = -{a.expr} if type({a.expr}) is int or type({a.expr}) is "
-                                  f"float else _neg({a.expr})"], a.kind if a.kind in (
-                                      "int", "float") else "")
+            if a.kind == "int":  # |-a| == |a|: no size check, same bound
+                self.result(ind, pc, [f"{_SLOT} = -{a.expr}"], "int", a.bits)
+            else:
+                self.result(ind, pc, [f"{_SLOT} = -{a.expr} if type({a.expr}) is int or type("
+                                      f"{a.expr}) is float else _neg({a.expr})"],
+                            "float" if a.kind == "float" else "v")
         elif op == o["NOT"]:
             a = self.pop()
             if a.kind == "bool":
@@ -429,7 +581,7 @@ class _FnGen:
             if loop is not None and arg in loop.exits:
                 self.line(ind, "break", pc)
             elif loop is not None and self.code[arg] == (o["LOOP"], loop.top):
-                self.step_lines(ind, arg, loop)
+                self.step_lines(ind, arg, loop, back_edge=True)
                 self.line(ind, "continue", arg)
             elif arg == end and pc == end - 1:
                 pass  # falls through to the join of the enclosing construct
@@ -439,34 +591,32 @@ class _FnGen:
             if loop is None or arg != loop.top:
                 raise _Unstructured(f"{self.fn.name}: LOOP at {pc} to {arg} outside its loop")
             self.materialize(ind, pc)
-            self.step_lines(ind, pc, loop)
+            self.step_lines(ind, pc, loop, back_edge=True)
             self.line(ind, "continue", pc)
         elif op == o["FOR_ITER"]:
             if loop is None or pc != loop.top or arg not in loop.exits:
                 raise _Unstructured(f"{self.fn.name}: FOR_ITER at {pc} is not a loop head")
-            it = self.pop()
-            self.materialize(ind, pc)
-            k = len(self.stack)
-            if it.expr != f"s{k}":
-                self.line(ind, f"s{k} = {it.expr}", pc)
-            # Python's own iterators (lists, ranges, strs, map keys) cannot touch the
-            # meter; anything else (bytes::lines steps per item) gets the counter.
-            self.line(ind, f"if type(s{k}) in _PLAIN_ITERS:", pc)
-            self.line(ind + 1, f"s{k + 1} = next(s{k}, _DONE)", pc)
-            self.line(ind, "else:", pc)
-            for text in _ext([f"s{k + 1} = next(s{k}, _DONE)"]):
-                self.line(ind + 1, text, pc)
-            self.line(ind, f"if s{k + 1} is _DONE:", pc)
-            self.line(ind + 1, "break", pc)
-            self.stack.append(None)
-            self.stack.append(None)
+            # the loop's `for` header (loop_head) took the next value: here it is
+            # only on the stack, or already in the loop variable
+            local = self._for_target(pc)
+            it = self.stack[-1]
+            elem = it.elem if it is not None else ""
+            if local is None:
+                self.stack.append(_Entry(f"s{len(self.stack)}", elem) if elem else None)
+            else:
+                self.stores.setdefault(local, set()).add(elem)
+                self.skip_next = True
         elif op == o["GET_ITER"]:
             a = self.pop()
-            self.result(ind, pc, _ext([f"{_SLOT} = _iterate({a.expr})"]))
+            if a.kind == "list":  # iter() of a list cannot touch the meter
+                self.result(ind, pc, [f"{_SLOT} = iter({a.expr})"], "iter", elem=a.elem)
+            else:
+                self.result(ind, pc, self.ext(loop, [f"{_SLOT} = _iterate({a.expr})"]))
         elif op == o["RETURN"]:
             v = self.pop()
             self.materialize(ind, pc)
             self.returns.add(v.kind)
+            self.ret_bounds.append(None if v.bits is None else max(v.bits))
             if not v.kind and v.expr != "None":
                 self.line(ind, f"if type({v.expr}) is Slice or type({v.expr}) is Result:", pc)
                 self.line(ind + 1, f"_ret_check({v.expr}, _d)", pc)
@@ -474,9 +624,9 @@ class _FnGen:
         elif op == o["CALL"]:
             self.call(ind, pc, arg)
         elif op == o["CALL_BUILTIN"]:
-            self.call_builtin(ind, pc, arg)
+            self.call_builtin(ind, pc, arg, loop)
         elif op == o["CALL_METHOD"]:
-            self.call_method(ind, pc, arg)
+            self.call_method(ind, pc, arg, loop)
         elif op == o["BUILD_LIST"]:
             items = [self.pop() for _ in range(arg)][::-1]
             self.materialize(ind, pc)
@@ -514,12 +664,12 @@ class _FnGen:
                 self.line(ind, text, pc)
         elif op == o["GET_ATTR"]:
             a = self.pop()
-            self.result(ind, pc, _ext([f"{_SLOT} = get_attr({a.expr}, "
+            self.result(ind, pc, self.ext(loop, [f"{_SLOT} = get_attr({a.expr}, "
                                        f"{self.program.symbols[arg]!r})"]))
         elif op == o["SET_ATTR"]:
             v, a = self.pop(), self.pop()
             self.materialize(ind, pc)
-            for text in _ext([f"_set_attr({a.expr}, {self.program.symbols[arg]!r}, {v.expr})"]):
+            for text in self.ext(loop, [f"_set_attr({a.expr}, {self.program.symbols[arg]!r}, {v.expr})"]):
                 self.line(ind, text, pc)
         elif op == o["LOAD_NAME"]:
             self.materialize(ind, pc)
@@ -530,11 +680,13 @@ class _FnGen:
             raise _Unstructured(f"{self.fn.name}: opcode {op:#x} at {pc}")
         return pc + 1
 
-    def arith(self, ind: int, pc: int, op: int, a: _Entry, b: _Entry) -> None:
+    def arith(self, ind: int, pc: int, op: int, a: _Entry, b: _Entry,
+              loop: _Loop | None) -> None:
         """ADD/SUB/MUL/DIV/MOD. The fast path covers exactly the cases where the
         interpreter's ``_arith`` would do plain int arithmetic with no memory charge
         (or the charge check is kept); everything else calls ``_arith`` itself. Two
-        ints give an int on either path, so the result kind is "int" then."""
+        ints give an int on either path, so the result kind is "int" then. In a
+        bounded loop the size checks of int ops run only while the flag `_c` is set."""
         sym = _ARITH_SYM[op]
         slow = f"{_SLOT} = _arith(rt, {op}, {a.expr}, {b.expr})"
         ints = a.kind == "int" and b.kind == "int"
@@ -549,13 +701,21 @@ class _FnGen:
                 self.result(ind, pc, fast, "str")
             else:
                 self.result(ind, pc, [f"if {guard}:", *("    " + f for f in fast), "else:",
-                                      "    " + slow])
+                                      "    " + slow], "v")
             return
         fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
+        bits = _result_bits(op, a, b) if ints else None
+        safe = bits is not None and max(bits) <= BITS_SLACK  # the size check cannot fire
+        flagged = ints and loop is not None and loop.bounded
+        if flagged:
+            assert loop is not None
+            loop.growth += _growth(op, a, b)
+            big_check = f"if _c and {big_check[3:]}"
         if op in (_OPS["ADD"], _OPS["SUB"]):
-            fast.append(big_check)
+            if not safe:
+                fast.append(big_check)
             guard = types
-            if op == _OPS["ADD"] and types and not (a.kind or b.kind):
+            if op == _OPS["ADD"] and types and a.kind in ("", "v") and b.kind in ("", "v"):
                 # str + str is common enough (string building) for its own fast path
                 self.result(ind, pc, [
                     f"if {' and '.join(types)}:", *("    " + f for f in fast),
@@ -563,22 +723,28 @@ class _FnGen:
                     *("    " + t for t in _mem(f"49 + len({a.expr}) + len({b.expr})")),
                     f"    {_SLOT} = {a.expr} + {b.expr}",
                     "else:",
-                    "    " + slow])
+                    "    " + slow], "v")
                 return
+        elif op == _OPS["MUL"] and flagged and not safe:
+            halves = " and ".join(f"_NHALF < {e.expr} < _HALF" for e in (a, b) if e.const is None)
+            self.result(ind, pc, [f"if _c and not ({halves}):", "    " + slow, "else:",
+                                  "    " + fast[0]], "int", bits)
+            return
         elif op == _OPS["MUL"]:
             # the interpreter charges *before* multiplying big operands: keep those slow
-            guard = types + [f"_NHALF < {e.expr} < _HALF" for e in (a, b) if e.const is None]
+            guard = types + ([] if safe else [f"_NHALF < {e.expr} < _HALF"
+                                              for e in (a, b) if e.const is None])
         else:
             guard = types + ([] if b.const else [b.expr])  # a zero divisor traps in _arith
             bound = a if op == _OPS["DIV"] else b  # |a // b| <= |a|, |a % b| < |b|
-            if bound.const is None:
+            if bound.const is None and not safe:
                 fast.append(big_check)
-        kind = "int" if ints else ""
+        kind = "int" if ints else "v"
         if not guard:
-            self.result(ind, pc, fast, kind)
+            self.result(ind, pc, fast, kind, bits)
         else:
             self.result(ind, pc, [f"if {' and '.join(guard)}:", *("    " + f for f in fast),
-                                  "else:", "    " + slow], kind)
+                                  "else:", "    " + slow], kind, bits)
 
     def _args(self, n: int) -> list[_Entry]:
         """Pop `n` call arguments. Entries below stay symbolic: they are loads of
@@ -594,16 +760,29 @@ class _FnGen:
         name = self.program.functions[callee].name
         self.line(ind, f"if _d >= {MAX_DEPTH}: _too_deep({name!r})", pc)
         target = f"f{callee}"
+        actuals = f"({''.join(a + ', ' for a in args)}_d + 1)"
         if n and all(k == "int" for k in kinds):
-            target += "_i"  # the arguments are known ints: skip the generic entry
-        self.result(ind, pc, [f"{_SLOT} = {target}({''.join(a + ', ' for a in args)}_d + 1)"],
-                    self.ret_kinds.get(target, ""))
+            # known ints: the "_i" variant directly, its size bound tested only where
+            # it is not known to hold (arguments are side-effect-free expressions)
+            tests = [f"_NPB < {e.expr} < _PB" for e in entries
+                     if e.bits is None or e.bits[0] > 1 or e.bits[1] != _NO]
+            kind = self.ret_kinds.get(target + "_i", "")
+            if tests:
+                kind = kind if self.ret_kinds.get(target, "") == kind else ""
+                self.result(ind, pc, [f"{_SLOT} = {target}_i{actuals} if {' and '.join(tests)} "
+                                      f"else {target}{actuals}"], kind)
+            else:
+                r = self.ret_bits.get(target + "_i")  # its promise, one frame down
+                self.result(ind, pc, [f"{_SLOT} = {target}_i{actuals}"], kind,
+                            None if r is None else (_NO, r - 1))
+            return
+        self.result(ind, pc, [f"{_SLOT} = {target}{actuals}"], self.ret_kinds.get(target, ""))
 
-    def call_builtin(self, ind: int, pc: int, arg: int) -> None:
+    def call_builtin(self, ind: int, pc: int, arg: int, loop: _Loop | None) -> None:
         sym, n = arg >> 8, arg & 0xFF
         entries = self._args(n)
         args = [e.expr for e in entries]
-        self.step_lines(ind, pc)
+        self.step_lines(ind, pc, loop)
         b = self.names.linked[sym]
         if b is None:
             self.line(ind, f"_no_builtin({self.program.symbols[sym]!r})", pc)
@@ -612,6 +791,13 @@ class _FnGen:
         if b.min_args <= n and (b.max_args is None or n <= b.max_args):
             fn = self.names.value(b.fn, "bf")
             kind = _BUILTIN_KINDS.get(b.name, "") if BUILTINS.get(b.name) is b else ""
+            elem = ""
+            if b is _SPLIT:  # a new list of strs
+                kind, elem = "list", "str"
+            if kind == "int" and loop is not None and loop.bounded:
+                if b.name != "len":  # int("...") may be any size: no growth bound
+                    raise _Unbounded
+                loop.floor = max(loop.floor, 63)  # a length is below 2**63
             call = f"{_SLOT} = {fn}(rt{''.join(', ' + a for a in args)})"
             if b is BUILTINS["str"] and n == 1 and entries[0].kind == "int":
                 self.result(ind, pc, [f"{_SLOT} = repr({args[0]})",
@@ -623,19 +809,20 @@ class _FnGen:
                                       f"    {_SLOT} = repr({args[0]})",
                                       *("    " + t for t in _mem(f"49 + len({_SLOT})")),
                                       "else:",
-                                      *("    " + t for t in _ext([call]))], kind)
+                                      *("    " + t for t in self.ext(loop, [call]))], kind)
                 return
-            self.result(ind, pc, _ext([call]), kind)
+            self.result(ind, pc, self.ext(loop, [call]), kind, elem=elem)
         else:
             bn = self.names.value(b, "b")
-            self.result(ind, pc, _ext([f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"]))
+            self.result(ind, pc, self.ext(loop, [f"{_SLOT} = {bn}.call(rt, [{', '.join(args)}])"]))
 
-    def call_method(self, ind: int, pc: int, arg: int) -> None:
+    def call_method(self, ind: int, pc: int, arg: int, loop: _Loop | None) -> None:
         sym, n = arg >> 8, arg & 0xFF
         entries = self._args(n)
         args = [e.expr for e in entries]
-        obj = self.pop().expr
-        self.step_lines(ind, pc)
+        receiver = self.pop()
+        obj = receiver.expr
+        self.step_lines(ind, pc, loop)
         name = self.program.symbols[sym]
         if name in ("push", "append", "insert"):
             for e in entries:
@@ -645,16 +832,19 @@ class _FnGen:
         generic = f"{_SLOT} = call_method(rt, {obj}, {name!r}, [{', '.join(args)}])"
         if name == "push" and n == 1 and METHODS["list"].get("push") is _STDLIB_PUSH:
             # list.push inlined: what stdlib's push does after the checks above
+            if receiver.kind == "list":
+                for text in [*_mem("8"), f"{obj}.append({args[0]})"]:
+                    self.line(ind, text, pc)
+                self.push(_Entry("None"))
+                return
             self.result(ind, pc, [f"if type({obj}) is list:",
                                   *("    " + t for t in _mem("8")),
                                   f"    {obj}.append({args[0]})",
                                   f"    {_SLOT} = None",
                                   "else:",
-                                  *("    " + t for t in _ext([generic]))])
+                                  *("    " + t for t in self.ext(loop, [generic]))])
             return
-        self.result(ind, pc, _ext([generic]))
-
-
+        self.result(ind, pc, self.ext(loop, [generic]))
 
 
 def _index_lines(a: _Entry, i: _Entry) -> list[str]:
@@ -672,14 +862,79 @@ def _index_lines(a: _Entry, i: _Entry) -> list[str]:
         int_test = "" if i.kind == "int" else f"type({i.expr}) is int and "
         return [f"if {int_test}{in_range}:", "    " + as_list, "else:", "    " + slow]
     lines = []
-    if i.kind in ("", "int"):
+    if i.kind in ("", "v", "int"):
         int_test = "" if i.kind == "int" else f" and type({i.expr}) is int"
         lines += [f"if type({a.expr}) is list{int_test} and {in_range}:", "    " + as_list]
-    if i.kind in ("", "str"):
+    if i.kind in ("", "v", "str"):
         str_test = "" if i.kind == "str" else f" and type({i.expr}) is str"
         lines += [f"{'elif' if lines else 'if'} type({a.expr}) is dict{str_test}:",
                   "    " + as_map]
     return [*lines, "else:", "    " + slow] if lines else [slow]
+
+
+def _result_bits(op: int, a: _Entry, b: _Entry) -> tuple[float, float] | None:
+    """The size bound (`_Entry.bits`) of an int op's result from its operands', or None.
+    |a ± b| < 2 max(|a|, |b|); |a * c| <= |a| |c|; |a // b| <= |a|; |a % b| < |b|."""
+    if op in (_OPS["ADD"], _OPS["SUB"]):
+        if a.bits is None or b.bits is None:
+            return None
+        return max(a.bits[0], b.bits[0]) + 1, max(a.bits[1], b.bits[1]) + 1
+    if op == _OPS["MUL"]:
+        for x, c in ((a, b), (b, a)):
+            if c.const is not None and x.bits is not None:
+                grow = abs(c.const).bit_length()
+                return x.bits[0] + grow, x.bits[1] + grow
+        return None
+    return a.bits if op == _OPS["DIV"] else b.bits
+
+
+def _growth(op: int, a: _Entry, b: _Entry) -> int:
+    """Bits an int op can add to the larger of its operands (`_Loop.growth`)."""
+    if op in (_OPS["ADD"], _OPS["SUB"]):
+        return 1
+    if op == _OPS["MUL"]:
+        c = a.const if a.const is not None else b.const
+        if c is None:
+            raise _Unbounded
+        return abs(c).bit_length()
+    return 0  # |a // b| <= |a|, |a % b| < |b|
+
+
+def _rebound(meter: Any, growth: int, k: int, floor: int, *ints: Any) -> tuple[bool, int, int]:
+    """At the entry and each slow step of a bounded loop: how long may its int size
+    checks be left out? Returns (checks on, steps to count locally, steps held back).
+
+    An iteration of an innermost loop runs each of its int ops at most once, each
+    adding at most its `_growth` to the largest int it reads (the body's int
+    locals, its constants); so if that largest int has L bits, the next
+    ``(BIG_INT_BITS - L) // growth`` iterations make no int over BIG_INT_BITS and no
+    check there could fire. The step countdown `k` is split so the loop comes back
+    here after those iterations (``local + held back == k``): step counts and
+    every charge stay exactly the interpreter's."""
+    k = _spent(meter, k)
+    largest = max([floor, *(v.bit_length() for v in ints if type(v) is int)])
+    if largest > BIG_INT_BITS:
+        return True, k, 0
+    n = (BIG_INT_BITS - largest) // growth if growth else k + 1
+    if n <= 0:
+        return True, k, 0
+    run = min(k, n - 1)
+    return False, run, k - run
+
+
+def _checked(meter: Any, k: int) -> tuple[bool, int, int]:
+    """A bounded loop's countdown ran out at a call: the meter's slow step if the
+    true countdown `k` is spent, and the size checks on (see `_rebound`)."""
+    return True, _spent(meter, k), 0
+
+
+def _spent(meter: Any, k: int) -> int:
+    """The meter's own slow step (trap, clock) if the countdown `k` is spent."""
+    if k < 0:
+        meter.tick = k
+        meter._slow_step()
+        k = meter.tick
+    return k
 
 
 def _both_int(a: _Entry, b: _Entry) -> str:
@@ -709,7 +964,8 @@ class _Names:
         if t is bool:
             return _Entry(repr(v), "bool")
         if t is int and -_HALF < v < _HALF:
-            return _Entry(f"({v})" if v < 0 else repr(v), "int", v)
+            return _Entry(f"({v})" if v < 0 else repr(v), "int", v,
+                          bits=(v.bit_length() - PARAM_BITS, _NO))
         if t is str:
             return _Entry(repr(v), "str")
         if t is float and math.isfinite(v):
@@ -722,11 +978,6 @@ class _Names:
 # --------------------------------------------------------------------------- helpers
 
 
-def _ext(lines: list[str]) -> list[str]:
-    """Wrap a call out of generated code: the step counter lives in the factory's
-    cell `_t` and is handed to the meter for the call (a builtin may step or read
-    it) and taken back after it — also when the call raises (finally)."""
-    return ["m.tick = _t", "try:", *("    " + t for t in lines), "finally:", "    _t = m.tick"]
 
 
 def _mem(size: str) -> list[str]:
@@ -786,6 +1037,7 @@ def _set_attr(obj: Any, name: str, v: Any) -> None:
 
 
 _STDLIB_PUSH = METHODS["list"]["push"]
+_SPLIT = MODULES["text"]["split"]
 
 #: Result kinds of stdlib builtins that always return that type (or trap).
 _BUILTIN_KINDS = {"len": "int", "str": "str", "text": "str", "type": "str", "int": "int",
@@ -802,8 +1054,8 @@ _HELPERS: dict[str, Any] = {
     "call_method": call_method, "check_storable": check_storable, "Slice": Slice,
     "Result": Result, "_neg": _neg, "_ret_check": _ret_check, "_too_deep": _too_deep,
     "_no_builtin": _no_builtin, "_mem_over": _mem_over, "_build_map": _build_map,
-    "_set_attr": _set_attr,
-    "_HALF": _HALF, "_NHALF": _NHALF, "_DONE": _DONE, "_PLAIN_ITERS": _PLAIN_ITERS,
+    "_set_attr": _set_attr, "_rebound": _rebound, "_checked": _checked,
+    "_HALF": _HALF, "_NHALF": _NHALF, "_PB": _PB, "_NPB": _NPB, "_DONE": _DONE, "_PLAIN_ITERS": _PLAIN_ITERS,
 }
 
 
@@ -857,7 +1109,7 @@ def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None
 
 def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int, int]],
            names: _Names, variant: str = "", ret_kinds: dict[str, str] | None = None,
-           ) -> _FnGen:
+           ret_bits: dict[str, float] | None = None) -> _FnGen:
     """Generate one function, after inferring the kind (int, str, list, map...) each
     local always holds.
 
@@ -870,43 +1122,58 @@ def _lower(index: int, fn: Function, program: Program, line_map: list[tuple[int,
     params = {i: "int" for i in range(fn.nparams)} if variant else {}
     # candidates: the one kind a pessimistic pass sees stored into each local (an int
     # loop counter shows "int" from its `let i = 0`, and "" from `i + 1` for now)
-    gen = _FnGen(index, fn, program, [], names, dict(params), variant, ret_kinds)
+    gen = _FnGen(index, fn, program, [], names, dict(params), variant, ret_kinds, ret_bits)
     gen.generate()
     kinds = dict(params)
     for i in range(fn.nlocals):
+        # ("v", any unborrowed value, is what `i + 1` shows while `i` is unknown)
         seen = gen.stores.get(i, set()) - {""}
+        if len(seen) > 1:
+            seen -= {"v"}
         if len(seen) == 1 and i >= fn.nparams:  # a parameter's entry value is no store
             kinds[i] = seen.pop()
     while True:  # optimistic: keep a local's kind only if every store agrees with it
-        gen = _FnGen(index, fn, program, [], names, kinds, variant, ret_kinds)
+        gen = _FnGen(index, fn, program, [], names, kinds, variant, ret_kinds, ret_bits)
         gen.generate()
         kept = {i: k for i, k in kinds.items()
                 if gen.stores.get(i, {k} if i in params else {""}) == {k}}
         if kept == kinds:
             break
         kinds = kept
-    gen = _FnGen(index, fn, program, line_map, names, kinds, variant, ret_kinds)
+    gen = _FnGen(index, fn, program, line_map, names, kinds, variant, ret_kinds, ret_bits)
     gen.generate()
     return gen
 
 
 def _lower_all(program: Program, names: _Names, line_map: list[tuple[int, int]]) -> list[str]:
     """Every function (and the int-parameter variant of each one with parameters),
-    with return kinds inferred by an optimistic fixpoint over the whole program:
-    assume every function returns ints, demote those with a non-int return, redo."""
+    with return kinds and size promises (PARAM_BITS) inferred by an optimistic
+    fixpoint over the whole program: assume every function returns ints and every
+    "_i" variant promises r = 0; demote those with a non-int return, raise each
+    promise to what its returns need (dropping it past BITS_SLACK, or if it still
+    rises after a few rounds), redo until nothing changes."""
     variants = [(i, v) for i, fn in enumerate(program.functions)
                 for v in (("", "_i") if fn.nparams else ("",))]
     ret = {f"f{i}{v}": "int" for i, v in variants}
-    while True:
-        gens = {f"f{i}{v}": _lower(i, program.functions[i], program, [], names, v, ret)
+    rbits = {f"f{i}{v}": 0.0 for i, v in variants if v}
+    for rounds in itertools.count():
+        gens = {f"f{i}{v}": _lower(i, program.functions[i], program, [], names, v, ret, rbits)
                 for i, v in variants}
         kept = {name: "int" for name, g in gens.items() if name in ret and g.returns <= {"int"}}
-        if kept == ret:
+        promised: dict[str, float] = {}
+        for name, r in rbits.items():
+            bounds = gens[name].ret_bounds
+            if bounds and None not in bounds:
+                need = max(r, *(b for b in bounds if b is not None))
+                if need <= BITS_SLACK and (need == r or rounds < 8):
+                    promised[name] = need
+        if kept == ret and promised == rbits:
             break
-        ret = kept
+        ret, rbits = kept, promised
     body: list[str] = []
     for i, v in variants:
-        body.extend(_lower(i, program.functions[i], program, line_map, names, v, ret).src)
+        body.extend(_lower(i, program.functions[i], program, line_map, names, v, ret,
+                           rbits).src)
     return body
 
 
@@ -927,7 +1194,18 @@ def _compile(program: Program, extra: Mapping[str, Builtin]) -> FastProgram | No
             "    _mlim = m.budget.memory_bytes if m.budget.memory_bytes is not None else 1 << 62",
             "    _t = m.tick  # the meter's step countdown, kept in a cell while generated code runs",
             "    def _sync():",
-            "        m.tick = _t"]
+            "        m.tick = _t",
+            "    def _metered(it):  # a `for` over an iterator that may step: hand it _t",
+            "        nonlocal _t",
+            "        while True:",
+            "            m.tick = _t",
+            "            try:",
+            "                v = next(it, _DONE)",
+            "            finally:",
+            "                _t = m.tick",
+            "            if v is _DONE:",
+            "                return",
+            "            yield v"]
     tail = ["    return (" + "".join(f"f{i}, " for i in range(len(program.functions)))
             + "), _sync"]
     source = "\n".join(head + body + tail) + "\n"
@@ -971,8 +1249,11 @@ def run_fast(program: Program, rt: Runtime, fn_index: int, args: list[Any], *,
              constants: Mapping[str, Any] | None = None,
              finish: bool = True) -> RunOutcome:
     """Run one function on the fast tier (or the interpreter if the tier declines);
-    the same contract as interp.run_function: never raises for a bad program."""
+    the same contract as interp.run_function: never raises for a bad program.
+    Compiling (once per program) is not counted in the run's wall time."""
+    since = rt.meter.now()
     fast = compile_fast(program, builtins)
+    rt.meter.exclude(since)
     if fast is None:
         return run_function(program, rt, fn_index, args, builtins=builtins,
                             constants=constants, finish=finish)
