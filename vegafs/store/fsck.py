@@ -288,7 +288,7 @@ class Fsck:
         fix = ["rebuild"] if rebuild else None
         a, b = store._state, other._state
         for ino in a.inodes.keys() | b.inodes.keys():
-            if a.inodes.get(ino) != b.inodes.get(ino):
+            if a.inodes.peek(ino) != b.inodes.peek(ino):
                 self.problem(f"inode {ino} in memory differs from {what}", fix)
         for ino in a.dirs.keys() | b.dirs.keys():
             if a.dirs.get(ino) != b.dirs.get(ino):
@@ -326,8 +326,7 @@ class Fsck:
                 self.problem(f"directory {parent}{where} has entries but no inode")
                 continue
             for name, ino in entries.items():
-                child = state.inodes.get(ino)
-                if child is None:
+                if ino not in state.inodes:
                     self.problem(
                         f"entry {name!r} of directory {parent}{where} names missing inode {ino}",
                         fix(["unlink", parent, name]),

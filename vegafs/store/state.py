@@ -14,7 +14,8 @@ a dangling reference is refused before it reaches the log.
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, KeysView
 from dataclasses import dataclass, field
 
 import msgpack
@@ -81,55 +82,163 @@ class Inode:
         return Inode(*attrs, dict(blocks), version, dict(xattrs))  # type: ignore[arg-type]
 
 
-_MISSING = object()
+#: Inodes kept decoded (as :class:`Inode` objects) by a table; the rest stay packed.
+HOT_INODES = 8192
 
 
-class InodeTable(dict):  # type: ignore[type-arg]
-    """ino -> Inode, where an inode loaded from a checkpoint or STATE stays packed until used.
+class InodeTable:
+    """ino -> Inode, holding most inodes packed (msgpack bytes) and a bounded set decoded.
 
-    Why: opening a store with 100,000 files would otherwise build 100,000
-    Inode objects before the first request; packed, the table loads as one
-    msgpack map of byte strings. Every accessor that hands out a value
-    decodes it first, so callers only ever see :class:`Inode` objects.
+    Why: a decoded :class:`Inode` with its block map and xattr dicts costs
+    about 700 bytes; packed, an inode is one byte string of about 100. A
+    store with a million files cannot keep them all decoded (the daemon's
+    memory would grow without bound), so the table decodes an inode when it
+    is used and :meth:`trim` packs the least recently used ones again.
+
+    Rules that keep the head objects "live" (docs/architecture.md):
+
+    * :meth:`get` and ``[]`` decode an inode and keep it decoded (hot): the
+      object a caller got stays the one transactions change until it falls
+      out of the hot set, which only :meth:`trim` does, at a record boundary
+      (never inside a transaction, whose undo steps hold inode objects);
+    * an inode changed in place must be fetched with :meth:`for_write` (or
+      stored with ``[]=``): it is then re-packed when evicted, while one only
+      read keeps the bytes it was decoded from, so evicting it costs nothing;
+    * whole-table walks (:meth:`values`, :meth:`items`, :meth:`peek`) decode
+      packed inodes into throwaway objects and keep nothing, so a gc, an fsck
+      or ``stats()`` over a million inodes does not leave them all decoded.
     """
 
-    __slots__ = ()
+    __slots__ = ("_d", "_hot", "hot_limit")
 
-    def _decode(self, ino: int, value: object) -> Inode:
+    def __init__(
+        self,
+        items: Iterable[tuple[int, bytes | Inode]] | dict[int, bytes] | None = None,
+        hot_limit: int = HOT_INODES,
+    ) -> None:
+        self._d: dict[int, bytes | Inode] = dict(items or ())
+        # Decoded inos, least recently used first -> the bytes they were
+        # decoded from (None: changed since, or never packed).
+        self._hot: OrderedDict[int, bytes | None] = OrderedDict(
+            (ino, None) for ino, v in self._d.items() if type(v) is not bytes
+        )
+        self.hot_limit = hot_limit
+
+    # -- point access ---------------------------------------------------------
+
+    def get(self, ino: int, default: Inode | None = None) -> Inode | None:
+        value = self._d.get(ino)
+        if value is None:
+            return default
         if type(value) is bytes:
-            value = Inode(*unpack(value))  # type: ignore[misc]
-            dict.__setitem__(self, ino, value)
+            inode = Inode(*unpack(value))  # type: ignore[misc]
+            self._d[ino] = inode
+            self._hot[ino] = value
+            return inode
+        self._hot.move_to_end(ino)
         return value  # type: ignore[return-value]
 
     def __getitem__(self, ino: int) -> Inode:
-        return self._decode(ino, dict.__getitem__(self, ino))
+        inode = self.get(ino)
+        if inode is None:
+            raise KeyError(ino)
+        return inode
 
-    def get(self, ino: int, default: Inode | None = None) -> Inode | None:  # type: ignore[override]
-        value = dict.get(self, ino, _MISSING)
-        return default if value is _MISSING else self._decode(ino, value)
+    def for_write(self, ino: int) -> Inode | None:
+        """The live inode, marked changed: it is packed again when it leaves the hot set."""
+        inode = self.get(ino)
+        if inode is not None:
+            self._hot[ino] = None
+        return inode
 
-    def pop(self, ino: int, *default: object) -> Inode:  # type: ignore[override]
-        value = dict.pop(self, ino, *default)
-        return value if type(value) is not bytes else Inode(*unpack(value))  # type: ignore[misc,return-value]
+    def peek(self, ino: int) -> Inode | None:
+        """The inode, decoded without keeping it (read it, never change it)."""
+        value = self._d.get(ino)
+        return Inode(*unpack(value)) if type(value) is bytes else value  # type: ignore[misc,return-value]
 
-    def values(self) -> list[Inode]:  # type: ignore[override]
-        return [self[ino] for ino in list(dict.keys(self))]
+    def __setitem__(self, ino: int, inode: Inode) -> None:
+        self._d[ino] = inode
+        self._hot[ino] = None
+        self._hot.move_to_end(ino)
 
-    def items(self) -> list[tuple[int, Inode]]:  # type: ignore[override]
-        return [(ino, self[ino]) for ino in list(dict.keys(self))]
+    def __delitem__(self, ino: int) -> None:
+        del self._d[ino]
+        self._hot.pop(ino, None)
+
+    def pop(self, ino: int, *default: object) -> Inode:
+        if ino not in self._d and default:
+            return default[0]  # type: ignore[return-value]
+        inode = self.peek(ino)
+        del self[ino]
+        return inode  # type: ignore[return-value]
+
+    def __contains__(self, ino: object) -> bool:
+        return ino in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._d))
+
+    def keys(self) -> KeysView[int]:
+        return self._d.keys()
+
+    # -- walks ------------------------------------------------------------------
+
+    def items(self) -> Iterator[tuple[int, Inode]]:
+        """Every (ino, inode); packed ones are decoded for the walk only (do not change them)."""
+        for ino in list(self._d):
+            inode = self.peek(ino)
+            if inode is not None:
+                yield ino, inode
+
+    def values(self) -> Iterator[Inode]:
+        for _ino, inode in self.items():
+            yield inode
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InodeTable):
+            return NotImplemented
+        return self._d.keys() == other._d.keys() and all(
+            self.peek(ino) == other.peek(ino) for ino in self._d
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- packing ----------------------------------------------------------------
+
+    def trim(self) -> None:
+        """Pack the least recently used inodes until at most ``hot_limit`` stay decoded.
+
+        Call only between records: an inode object held by a running
+        transaction's undo steps must not be detached from the table.
+        """
+        hot, d = self._hot, self._d
+        while len(hot) > self.hot_limit:
+            ino, raw = hot.popitem(last=False)
+            inode = d.get(ino)
+            if inode is not None and type(inode) is not bytes:
+                d[ino] = raw if raw is not None else pack(inode.to_list())  # type: ignore[union-attr]
+
+    def trim_reads(self) -> None:
+        """:meth:`trim` once reads alone have doubled the hot set (amortized: a walk
+        over a million inodes by lookups keeps memory bounded, at one trim per
+        ``hot_limit`` reads)."""
+        if len(self._hot) > 2 * self.hot_limit:
+            self.trim()
 
     def packed(self) -> dict[int, bytes]:
-        """ino -> packed inode, re-using the bytes of inodes never decoded."""
+        """ino -> packed inode, re-using the bytes of inodes not changed since they were packed."""
+        hot = self._hot
         return {
-            ino: v if type(v) is bytes else pack(v.to_list())  # type: ignore[union-attr]
-            for ino, v in dict.items(self)
+            ino: v if type(v) is bytes else (hot.get(ino) or pack(v.to_list()))  # type: ignore[union-attr]
+            for ino, v in self._d.items()
         }
 
-    def copy(self) -> InodeTable:  # type: ignore[override]
-        return InodeTable(
-            (ino, v if type(v) is bytes else v.copy())  # type: ignore[union-attr]
-            for ino, v in dict.items(self)
-        )
+    def copy(self) -> InodeTable:
+        """An independent table (every inode packed: nothing is shared with this one)."""
+        return InodeTable(self.packed(), self.hot_limit)
 
 
 class TxnError(ValueError):
@@ -307,7 +416,8 @@ class State:
             raise TxnError(f"unknown op {code}")
 
     def _inode(self, ino: int, check: bool) -> Inode:
-        inode = self.inodes.get(ino)
+        """The inode an op changes (so the table knows to pack it again)."""
+        inode = self.inodes.for_write(ino)
         if inode is None and check:
             raise TxnError(f"inode {ino} does not exist")
         return inode  # type: ignore[return-value]
@@ -337,7 +447,7 @@ def repair_state(state: State, has_chunk: Callable[[bytes], bool], now_ns: int) 
             done.append(f"directory {ino} had no entry table: now empty")
         lost = [i for i, h in inode.blocks.items() if not has_chunk(h)]
         for index in lost:
-            del inode.blocks[index]
+            del inodes.for_write(ino).blocks[index]  # type: ignore[union-attr]
             done.append(f"block {index} of inode {ino} lost its data (reads as zeros)")
     refs: dict[int, int] = {}
     for parent, entries in dirs.items():
@@ -361,7 +471,7 @@ def repair_state(state: State, has_chunk: Callable[[bytes], bool], now_ns: int) 
     for ino, inode in inodes.items():
         if not stat.S_ISDIR(inode.mode) and inode.nlink != refs.get(ino, 0):
             done.append(f"nlink of inode {ino} set to {refs.get(ino, 0)}")
-            inode.nlink = refs.get(ino, 0)
+            inodes.for_write(ino).nlink = refs.get(ino, 0)  # type: ignore[union-attr]
     return done
 
 

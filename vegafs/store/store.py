@@ -224,8 +224,14 @@ class _StateReads:
 
     _state: State
 
+    _committing = False  # a transaction is being applied (its undo steps hold inodes)
+
     def get_inode(self, ino: int) -> Inode | None:
-        return self._state.inodes.get(ino)
+        inodes = self._state.inodes
+        inode = inodes.get(ino)
+        if not self._committing:
+            inodes.trim_reads()
+        return inode
 
     def lookup(self, parent_ino: int, name: bytes) -> int | None:
         d = self._state.dirs.get(parent_ino)
@@ -669,6 +675,7 @@ class Store(_StateReads):
                 self._apply_ops(ops, logseq, None)  # type: ignore[arg-type]
             else:
                 self._salvage_ops(ops, logseq)  # type: ignore[arg-type]
+            self._state.inodes.trim()
             self._meta.add(logseq, loc)
         elif rtype == PUBLISH:
             self._published_logseq = logseq
@@ -920,6 +927,7 @@ class Store(_StateReads):
         payload = pack(ops)
         with self._lock:
             undo: Undo = []
+            self._committing = True
             try:
                 self._apply_ops(ops, 0, undo)
                 logseq, loc = self._append(TXN, payload)
@@ -927,7 +935,10 @@ class Store(_StateReads):
                 for fn in reversed(undo):
                     fn()
                 raise
+            finally:
+                self._committing = False
             self._meta.add(logseq, loc)
+            self._state.inodes.trim()
             pending = self._pending
             for op in ops:
                 if op[0] == OP_ANNOTATE:
@@ -1217,6 +1228,7 @@ class Store(_StateReads):
                     f"store {self.location}: the log does not replay at logseq {logseq} ({e!r}); "
                     "run `vegafs fsck --repair`",
                 ) from e
+        state.inodes.trim()
 
     def _read_meta_typed(self, loc: int) -> tuple[int, Any]:
         return _WindowReader(self).read(loc)
