@@ -247,7 +247,7 @@ class Fsck:
                 continue  # appended while checking
             if self._log_chunks.get(h) != loc:
                 self.problem(f"chunk index entry {h.hex()[:16]} does not point at its CHUNK record")
-        for h in self._log_chunks.keys() - index.keys():
+        for h in [h for h in self._log_chunks if h not in index]:
             self.problem(f"chunk {h.hex()[:16]} is in the log but not in the index")
         self.report.counts["chunks"] = len(index)
 

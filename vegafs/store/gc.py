@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from vegafs.store import faultpoints
 from vegafs.store.backend import Backend
+from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.errors import STORE_IO_ERROR, StoreError
 from vegafs.store.records import (
     CHUNK,
@@ -194,7 +195,7 @@ def _gc_locked(
         ),
     )
     gen_first = writer.logseq
-    chunks: dict[bytes, int] = {}
+    chunks = ChunkIndex()
     chunk_bytes = 0
     for i, h in enumerate(order):
         loc = store._chunks[h]

@@ -13,8 +13,8 @@ take no lock; the state is changed in place by one transaction at a time.
 
 Locators. A record's place is one int: ``segment_index << 40 | offset``
 (segment index within the current generation's segment list), which keeps the
-chunk index a plain ``dict[bytes, int]`` that a checkpoint stores and loads as
-one msgpack map.
+chunk index (:mod:`vegafs.store.chunkindex`) at 40 bytes an entry, stored in a
+checkpoint as one byte string.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ import zstandard
 
 from vegafs.store import faultpoints
 from vegafs.store.backend import FORMAT_KEY, Backend, open_backend
+from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.errors import (
     STORE_EXISTS,
     STORE_IO_ERROR,
@@ -355,7 +356,7 @@ class Store(_StateReads):
         self._snapshots: dict[str, Snapshot] = {}
         self._annotations: dict[str, list[tuple[int, bytes]]] = {}
         self._rollbacks: list[RollbackInfo] = []
-        self._chunks: dict[bytes, int] = {}
+        self._chunks = ChunkIndex()
         self._chunk_bytes = 0
         self._segments: list[str] = []
         self._generation = 0
@@ -773,7 +774,7 @@ class Store(_StateReads):
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
         self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}  # type: ignore[misc]
         self._rollbacks = [RollbackInfo(*r) for r in cp["rollbacks"]]
-        self._chunks = cp["chunks"]
+        self._chunks = ChunkIndex.from_bytes(*cp["chunk_index"])
         self._chunk_bytes = cp["chunk_bytes"]
         self._gen_first_logseq = cp["gen_first_logseq"]
         self._meta = _Meta(array("Q", cp["meta_logseqs"]), array("Q", cp["meta_locs"]))
@@ -808,7 +809,7 @@ class Store(_StateReads):
                 "snapshots": [[s.name, s.logseq, s.created_ns] for s in self._snapshots.values()],
                 "annotations": self._annotations,
                 "rollbacks": [[r.logseq, r.target, r.name, r.pre_head] for r in self._rollbacks],
-                "chunks": self._chunks,
+                "chunk_index": list(self._chunks.to_bytes()),
                 "chunk_bytes": self._chunk_bytes,
                 "gen_first_logseq": self._gen_first_logseq,
                 "meta_logseqs": self._meta.logseqs.tobytes(),
