@@ -291,7 +291,7 @@ class Fsck:
             if a.inodes.peek(ino) != b.inodes.peek(ino):
                 self.problem(f"inode {ino} in memory differs from {what}", fix)
         for ino in a.dirs.keys() | b.dirs.keys():
-            if a.dirs.get(ino) != b.dirs.get(ino):
+            if a.dirs.peek(ino) != b.dirs.peek(ino):
                 self.problem(f"directory {ino} in memory differs from {what}", fix)
         if store._chunks != other._chunks:
             self.problem(f"the chunk index differs from {what}", fix)
@@ -338,7 +338,7 @@ class Fsck:
         reachable = {ROOT_INO}
         todo = [ROOT_INO]
         while todo:
-            for _name, ino in state.dirs.get(todo.pop(), {}).items():
+            for _name, ino in state.dirs.peek(todo.pop(), {}).items():  # type: ignore[union-attr]
                 if ino not in reachable and ino in state.inodes:
                     reachable.add(ino)
                     todo.append(ino)

@@ -228,18 +228,24 @@ class _StateReads:
     _committing = False  # a transaction is being applied (its undo steps hold inodes)
 
     def get_inode(self, ino: int) -> Inode | None:
-        inodes = self._state.inodes
-        inode = inodes.get(ino)
-        if not self._committing:
-            inodes.trim_reads()
+        inode = self._state.inodes.get(ino)
+        self._trim_reads()
         return inode
 
     def lookup(self, parent_ino: int, name: bytes) -> int | None:
         d = self._state.dirs.get(parent_ino)
+        self._trim_reads()
         return None if d is None else d.get(name)
 
     def listdir(self, parent_ino: int) -> list[tuple[bytes, int]]:
-        return list(self._state.dirs.get(parent_ino, {}).items())
+        entries = list(self._state.dirs.get(parent_ino, {}).items())
+        self._trim_reads()
+        return entries
+
+    def _trim_reads(self) -> None:
+        """Reads decode too: keep what they leave decoded bounded (never mid-transaction)."""
+        if not self._committing:
+            self._state.trim(2)
 
 
 class StoreView(_StateReads):
@@ -676,7 +682,7 @@ class Store(_StateReads):
                 self._apply_ops(ops, logseq, None)  # type: ignore[arg-type]
             else:
                 self._salvage_ops(ops, logseq)  # type: ignore[arg-type]
-            self._state.inodes.trim()
+            self._state.trim()
             self._meta.add(logseq, loc)
         elif rtype == PUBLISH:
             self._published_logseq = logseq
@@ -939,7 +945,7 @@ class Store(_StateReads):
             finally:
                 self._committing = False
             self._meta.add(logseq, loc)
-            self._state.inodes.trim()
+            self._state.trim()
             pending = self._pending
             for op in ops:
                 if op[0] == OP_ANNOTATE:
@@ -1229,7 +1235,7 @@ class Store(_StateReads):
                     f"store {self.location}: the log does not replay at logseq {logseq} ({e!r}); "
                     "run `vegafs fsck --repair`",
                 ) from e
-        state.inodes.trim()
+        state.trim()
 
     def _read_meta_typed(self, loc: int) -> tuple[int, Any]:
         return _WindowReader(self).read(loc)
