@@ -104,6 +104,8 @@ QUARANTINE_PREFIX = "quarantine/"
 SEGMENT_TARGET = 64 << 20
 #: A checkpoint is written at a publish once this many records were replayable since the last.
 CHECKPOINT_INTERVAL = 50_000
+#: How a checkpoint lays out memory (docs/store-format.md); another layout is ignored (rebuilt).
+CHECKPOINT_LAYOUT = 2
 
 _LOC_SHIFT = 40
 _LOC_MASK = (1 << _LOC_SHIFT) - 1
@@ -757,7 +759,11 @@ class Store(_StateReads):
             if len(raw) < HASH_SIZE or blake3.blake3(raw[HASH_SIZE:]).digest() != raw[:HASH_SIZE]:
                 return None
             cp = unpack(raw[HASH_SIZE:])
-            if cp["format"] != FORMAT_VERSION or cp["generation"] != gen:  # type: ignore[index]
+            if (
+                cp["format"] != FORMAT_VERSION  # type: ignore[index]
+                or cp.get("layout") != CHECKPOINT_LAYOUT  # type: ignore[attr-defined]
+                or cp["generation"] != gen  # type: ignore[index]
+            ):
                 return None
             seg_idx, offset, chain = cp["seg_idx"], cp["offset"], cp["hash"]  # type: ignore[index]
             if cp["segments"] != segments[: seg_idx + 1]:  # type: ignore[index]
@@ -775,7 +781,7 @@ class Store(_StateReads):
         return seg_idx, offset, chain
 
     def _restore_checkpoint(self, cp: dict[str, Any]) -> None:
-        self._state = State.from_obj(cp["state"])
+        self._state = State.from_checkpoint(cp["state"])
         self._next_ino = cp["next_ino"]
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
         self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}  # type: ignore[misc]
@@ -803,6 +809,7 @@ class Store(_StateReads):
             tail = self._tail
             cp = {
                 "format": FORMAT_VERSION,
+                "layout": CHECKPOINT_LAYOUT,
                 "generation": self._generation,
                 "segments": self._segments[: tail.seg_idx + 1],
                 "seg_idx": tail.seg_idx,
@@ -810,7 +817,7 @@ class Store(_StateReads):
                 "hash": tail.last_hash,
                 "logseq": self._head_logseq,
                 "records": self._records,
-                "state": self._state.to_obj(),
+                "state": self._state.to_checkpoint(),
                 "next_ino": self._next_ino,
                 "snapshots": [[s.name, s.logseq, s.created_ns] for s in self._snapshots.values()],
                 "annotations": self._annotations,
