@@ -125,11 +125,15 @@ def run_gc(
         store.publish()
         with store._lock:
             try:
-                return _gc_locked(store, progress, started, salvage)
+                report = _gc_locked(store, progress, started, salvage)
             except OSError as e:
                 raise StoreError(
                     STORE_IO_ERROR, f"gc of {store.location} failed: {e.strerror or e}", e.errno
                 ) from e
+    from vegafs.store.store import release_free_memory
+
+    release_free_memory()  # the live set and the states gc walked are garbage now
+    return report
 
 
 def _size(backend: Backend, name: str) -> int:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import json
 import os
@@ -834,6 +836,8 @@ class Store(_StateReads):
                 body = pack(cp)
                 self.backend.put_object(CHECKPOINT_KEY, blake3.blake3(body).digest() + body)
                 self._since_checkpoint = 0
+            del cp, body
+            release_free_memory()
             faultpoints.hit("checkpoint.after_write")
 
     # ----------------------------------------------------------------- state
@@ -1371,6 +1375,34 @@ class Store(_StateReads):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system.
+
+    Why: a checkpoint or a gc of a large store builds a body of hundreds of
+    MiB and frees it; glibc keeps freed heap pages (and the pages around
+    long-lived objects allocated meanwhile) mapped, so the daemon's RSS would
+    stay at that high-water mark. ``malloc_trim`` releases every free page,
+    also in the middle of the heap; it costs a walk of the heap (milliseconds).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _hash_threads(size: int) -> int:
