@@ -259,8 +259,8 @@ class PackedTable(Generic[V]):
         are). Call only between records: an object held by a running
         transaction's undo steps must not be detached from the table.
         """
-        if self._cost <= slack * self.hot_limit:
-            return
+        if self._cost <= slack * self.hot_limit or len(self._hot) <= self.MIN_HOT:
+            return  # (with MIN_HOT or fewer decoded, there is nothing to drop: no recount)
         self._recount()
         hot, d = self._hot, self._d
         while self._cost > self.hot_limit and len(hot) > self.MIN_HOT:
