@@ -247,7 +247,7 @@ class Fsck:
                 continue  # appended while checking
             if self._log_chunks.get(h) != loc:
                 self.problem(f"chunk index entry {h.hex()[:16]} does not point at its CHUNK record")
-        for h in self._log_chunks.keys() - index.keys():
+        for h in [h for h in self._log_chunks if h not in index]:
             self.problem(f"chunk {h.hex()[:16]} is in the log but not in the index")
         self.report.counts["chunks"] = len(index)
 
@@ -288,10 +288,10 @@ class Fsck:
         fix = ["rebuild"] if rebuild else None
         a, b = store._state, other._state
         for ino in a.inodes.keys() | b.inodes.keys():
-            if a.inodes.get(ino) != b.inodes.get(ino):
+            if a.inodes.peek(ino) != b.inodes.peek(ino):
                 self.problem(f"inode {ino} in memory differs from {what}", fix)
         for ino in a.dirs.keys() | b.dirs.keys():
-            if a.dirs.get(ino) != b.dirs.get(ino):
+            if a.dirs.peek(ino) != b.dirs.peek(ino):
                 self.problem(f"directory {ino} in memory differs from {what}", fix)
         if store._chunks != other._chunks:
             self.problem(f"the chunk index differs from {what}", fix)
@@ -326,8 +326,7 @@ class Fsck:
                 self.problem(f"directory {parent}{where} has entries but no inode")
                 continue
             for name, ino in entries.items():
-                child = state.inodes.get(ino)
-                if child is None:
+                if ino not in state.inodes:
                     self.problem(
                         f"entry {name!r} of directory {parent}{where} names missing inode {ino}",
                         fix(["unlink", parent, name]),
@@ -339,7 +338,7 @@ class Fsck:
         reachable = {ROOT_INO}
         todo = [ROOT_INO]
         while todo:
-            for _name, ino in state.dirs.get(todo.pop(), {}).items():
+            for _name, ino in state.dirs.peek(todo.pop(), {}).items():  # type: ignore[union-attr]
                 if ino not in reachable and ino in state.inodes:
                     reachable.add(ino)
                     todo.append(ino)

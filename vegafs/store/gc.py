@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from vegafs.store import faultpoints
 from vegafs.store.backend import Backend
+from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.errors import STORE_IO_ERROR, StoreError
 from vegafs.store.records import (
     CHUNK,
@@ -124,11 +125,15 @@ def run_gc(
         store.publish()
         with store._lock:
             try:
-                return _gc_locked(store, progress, started, salvage)
+                report = _gc_locked(store, progress, started, salvage)
             except OSError as e:
                 raise StoreError(
                     STORE_IO_ERROR, f"gc of {store.location} failed: {e.strerror or e}", e.errno
                 ) from e
+    from vegafs.store.store import release_free_memory
+
+    release_free_memory()  # the live set and the states gc walked are garbage now
+    return report
 
 
 def _size(backend: Backend, name: str) -> int:
@@ -194,7 +199,7 @@ def _gc_locked(
         ),
     )
     gen_first = writer.logseq
-    chunks: dict[bytes, int] = {}
+    chunks = ChunkIndex()
     chunk_bytes = 0
     for i, h in enumerate(order):
         loc = store._chunks[h]

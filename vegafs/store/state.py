@@ -14,8 +14,10 @@ a dangling reference is refused before it reaches the log.
 from __future__ import annotations
 
 import stat
-from collections.abc import Callable, Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, KeysView
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import msgpack
 
@@ -32,6 +34,9 @@ OP_UNLINK = 6  # [6, parent, name]
 OP_SET_XATTR = 7  # [7, ino, key, value]
 OP_REMOVE_XATTR = 8  # [8, ino, key]
 OP_ANNOTATE = 9  # [9, kind, payload]
+
+V = TypeVar("V")
+T = TypeVar("T", bound="PackedTable")  # type: ignore[type-arg]
 
 UPDATE_FIELDS = frozenset(
     {"mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "nlink", "rdev"}
@@ -81,55 +86,259 @@ class Inode:
         return Inode(*attrs, dict(blocks), version, dict(xattrs))  # type: ignore[arg-type]
 
 
-_MISSING = object()
+#: Inodes kept decoded (as :class:`Inode` objects) by a table; the rest stay packed.
+HOT_INODES = 8192
+#: Directories kept decoded: at least HOT_DIRS_MIN (however large), then more
+#: while their entries add up to at most HOT_DIR_ENTRIES.
+HOT_DIRS_MIN = 8
+HOT_DIR_ENTRIES = 8192
 
 
-class InodeTable(dict):  # type: ignore[type-arg]
-    """ino -> Inode, where an inode loaded from a checkpoint or STATE stays packed until used.
+_GONE = object()
 
-    Why: opening a store with 100,000 files would otherwise build 100,000
-    Inode objects before the first request; packed, the table loads as one
-    msgpack map of byte strings. Every accessor that hands out a value
-    decodes it first, so callers only ever see :class:`Inode` objects.
+
+class PackedTable(Generic[V]):
+    """key -> object, holding most values packed (msgpack bytes) and a bounded set decoded.
+
+    Why: a decoded :class:`Inode` with its block map and xattr dicts costs
+    about 700 bytes, a directory entry in a dict about 80; packed, an inode
+    is one byte string of about 100 and an entry about 14. A store with a
+    million files cannot keep them all decoded (the daemon's memory would
+    grow without bound), so a table decodes a value when it is used and
+    :meth:`trim` packs the least recently used ones again.
+
+    Rules that keep the head objects "live" (docs/architecture.md):
+
+    * :meth:`get` and ``[]`` decode a value and keep it decoded (hot): the
+      object a caller got stays the one transactions change until it falls
+      out of the hot set, which only :meth:`trim` does, at a record boundary
+      (never inside a transaction, whose undo steps hold these objects);
+    * a value changed in place must be fetched with :meth:`for_write` (or
+      stored with ``[]=``): it is then re-packed when evicted, while one only
+      read keeps the bytes it was decoded from, so evicting it costs nothing;
+    * whole-table walks (:meth:`values`, :meth:`items`, :meth:`peek`) decode
+      packed values into throwaway objects and keep nothing, so a gc, an fsck
+      or ``stats()`` over a million inodes does not leave them all decoded.
+    """
+
+    __slots__ = ("_d", "_hot", "_cost", "hot_limit")
+
+    #: Decoded values that stay decoded whatever they cost.
+    MIN_HOT = 0
+
+    def __init__(
+        self,
+        items: Iterable[tuple[int, bytes | V]] | dict[int, bytes] | None = None,
+        hot_limit: int = HOT_INODES,
+    ) -> None:
+        self._d: dict[int, bytes | V] = dict(items or ())
+        # Decoded keys, least recently used first -> the bytes they were
+        # decoded from (None: changed since, or never packed).
+        self._hot: OrderedDict[int, bytes | None] = OrderedDict(
+            (k, None) for k, v in self._d.items() if type(v) is not bytes
+        )
+        # What the decoded values cost, in weight() units (see trim()).
+        self._cost = sum(self.weight(v) for v in self._d.values() if type(v) is not bytes)  # type: ignore[arg-type]
+        self.hot_limit = hot_limit
+
+    @staticmethod
+    def decode(raw: bytes) -> V:
+        raise NotImplementedError
+
+    @staticmethod
+    def encode(value: V) -> bytes:
+        raise NotImplementedError
+
+    @staticmethod
+    def weight(value: V) -> int:
+        """What keeping ``value`` decoded costs, in the unit of ``hot_limit``."""
+        return 1
+
+    # -- point access ---------------------------------------------------------
+
+    def get(self, key: int, default: V | None = None) -> V | None:
+        value = self._d.get(key)
+        if value is None:
+            return default
+        if type(value) is bytes:
+            obj = self.decode(value)
+            self._d[key] = obj
+            self._hot[key] = value
+            self._cost += self.weight(obj)
+            return obj
+        self._hot.move_to_end(key)
+        return value  # type: ignore[return-value]
+
+    def __getitem__(self, key: int) -> V:
+        value = self.get(key)
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def for_write(self, key: int) -> V | None:
+        """The live value, marked changed: it is packed again when it leaves the hot set."""
+        value = self.get(key)
+        if value is not None:
+            self._hot[key] = None
+        return value
+
+    def peek(self, key: int, default: V | None = None) -> V | None:
+        """The value, decoded without keeping it (read it, never change it)."""
+        value = self._d.get(key)
+        if value is None:
+            return default
+        return self.decode(value) if type(value) is bytes else value  # type: ignore[return-value]
+
+    def __setitem__(self, key: int, value: V) -> None:
+        old = self._d.get(key)
+        if old is not None and key in self._hot:
+            self._cost -= self.weight(old)  # type: ignore[arg-type]
+        self._d[key] = value
+        self._hot[key] = None
+        self._hot.move_to_end(key)
+        self._cost += self.weight(value)
+
+    def __delitem__(self, key: int) -> None:
+        value = self._d.pop(key)
+        if self._hot.pop(key, _GONE) is not _GONE:
+            self._cost -= self.weight(value)  # type: ignore[arg-type]
+
+    def pop(self, key: int, *default: V | None) -> V | None:
+        if key not in self._d:
+            if default:
+                return default[0]
+            raise KeyError(key)
+        value = self.peek(key)
+        del self[key]
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(self._d))
+
+    def keys(self) -> KeysView[int]:
+        return self._d.keys()
+
+    # -- walks ------------------------------------------------------------------
+
+    def items(self) -> Iterator[tuple[int, V]]:
+        """Every (key, value); packed ones are decoded for the walk only (do not change them)."""
+        for key in list(self._d):
+            value = self.peek(key)
+            if value is not None:
+                yield key, value
+
+    def values(self) -> Iterator[V]:
+        for _key, value in self.items():
+            yield value
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PackedTable):
+            return NotImplemented
+        return self._d.keys() == other._d.keys() and all(
+            self.peek(k) == other.peek(k) for k in self._d
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # -- packing ----------------------------------------------------------------
+
+    def _recount(self) -> None:
+        """Make ``_cost`` exact (a value's weight may change while it is decoded)."""
+
+    def trim(self, slack: int = 1) -> None:
+        """Pack the least recently used values until the hot set costs at most ``hot_limit``.
+
+        Nothing happens until the cost exceeds ``slack * hot_limit`` (reads
+        call it with 2: one trim per ``hot_limit`` reads, however many there
+        are). Call only between records: an object held by a running
+        transaction's undo steps must not be detached from the table.
+        """
+        if self._cost <= slack * self.hot_limit or len(self._hot) <= self.MIN_HOT:
+            return  # (with MIN_HOT or fewer decoded, there is nothing to drop: no recount)
+        self._recount()
+        hot, d = self._hot, self._d
+        while self._cost > self.hot_limit and len(hot) > self.MIN_HOT:
+            key, raw = hot.popitem(last=False)
+            value = d.get(key)
+            if value is not None and type(value) is not bytes:
+                d[key] = raw if raw is not None else self.encode(value)  # type: ignore[arg-type]
+                self._cost -= self.weight(value)  # type: ignore[arg-type]
+
+    def packed(self) -> dict[int, bytes]:
+        """key -> packed value, re-using the bytes of values not changed since they were packed."""
+        hot = self._hot
+        return {
+            k: v if type(v) is bytes else (hot.get(k) or self.encode(v))  # type: ignore[arg-type]
+            for k, v in self._d.items()
+        }
+
+    def copy(self: T) -> T:
+        """An independent table (every value packed: nothing is shared with this one)."""
+        return type(self)(self.packed(), self.hot_limit)  # type: ignore[arg-type]
+
+
+class InodeTable(PackedTable[Inode]):
+    """ino -> :class:`Inode`."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def decode(raw: bytes) -> Inode:
+        return Inode(*unpack(raw))  # type: ignore[misc]
+
+    @staticmethod
+    def encode(value: Inode) -> bytes:
+        return pack(value.to_list())
+
+
+class DirTable(PackedTable[dict[bytes, int]]):
+    """directory ino -> its entries ``{name: ino}`` (insertion order is listing order).
+
+    The hot set is bounded by entries rather than directories: at least
+    ``HOT_DIRS_MIN`` recent directories stay decoded however large they are
+    (a rename between two big directories must not re-pack one each time),
+    more while the decoded entries add up to at most ``HOT_DIR_ENTRIES``.
     """
 
     __slots__ = ()
 
-    def _decode(self, ino: int, value: object) -> Inode:
-        if type(value) is bytes:
-            value = Inode(*unpack(value))  # type: ignore[misc]
-            dict.__setitem__(self, ino, value)
-        return value  # type: ignore[return-value]
+    def __init__(
+        self,
+        items: Iterable[tuple[int, bytes | dict[bytes, int]]] | dict[int, bytes] | None = None,
+        hot_limit: int = HOT_DIR_ENTRIES,
+    ) -> None:
+        super().__init__(items, hot_limit)
 
-    def __getitem__(self, ino: int) -> Inode:
-        return self._decode(ino, dict.__getitem__(self, ino))
+    @staticmethod
+    def decode(raw: bytes) -> dict[bytes, int]:
+        return unpack(raw)  # type: ignore[return-value]
 
-    def get(self, ino: int, default: Inode | None = None) -> Inode | None:  # type: ignore[override]
-        value = dict.get(self, ino, _MISSING)
-        return default if value is _MISSING else self._decode(ino, value)
+    @staticmethod
+    def encode(value: dict[bytes, int]) -> bytes:
+        return pack(value)
 
-    def pop(self, ino: int, *default: object) -> Inode:  # type: ignore[override]
-        value = dict.pop(self, ino, *default)
-        return value if type(value) is not bytes else Inode(*unpack(value))  # type: ignore[misc,return-value]
+    MIN_HOT = HOT_DIRS_MIN
 
-    def values(self) -> list[Inode]:  # type: ignore[override]
-        return [self[ino] for ino in list(dict.keys(self))]
+    @staticmethod
+    def weight(value: dict[bytes, int]) -> int:
+        return len(value) + 1
 
-    def items(self) -> list[tuple[int, Inode]]:  # type: ignore[override]
-        return [(ino, self[ino]) for ino in list(dict.keys(self))]
+    def for_write(self, key: int) -> dict[bytes, int] | None:
+        """As for any table, and counts the entry a link may add (trim() recounts exactly)."""
+        entries = super().for_write(key)
+        self._cost += 1
+        return entries
 
-    def packed(self) -> dict[int, bytes]:
-        """ino -> packed inode, re-using the bytes of inodes never decoded."""
-        return {
-            ino: v if type(v) is bytes else pack(v.to_list())  # type: ignore[union-attr]
-            for ino, v in dict.items(self)
-        }
-
-    def copy(self) -> InodeTable:  # type: ignore[override]
-        return InodeTable(
-            (ino, v if type(v) is bytes else v.copy())  # type: ignore[union-attr]
-            for ino, v in dict.items(self)
-        )
+    def _recount(self) -> None:
+        """Entries linked into a decoded directory were not counted when they came."""
+        d = self._d
+        self._cost = sum(len(d[k]) + 1 for k in self._hot)  # type: ignore[arg-type]
 
 
 class TxnError(ValueError):
@@ -146,12 +355,12 @@ class State:
 
     def __init__(self) -> None:
         self.inodes: InodeTable = InodeTable()
-        self.dirs: dict[int, dict[bytes, int]] = {}
+        self.dirs: DirTable = DirTable()
 
     def copy(self) -> State:
         s = State()
         s.inodes = self.inodes.copy()
-        s.dirs = {ino: dict(d) for ino, d in self.dirs.items()}
+        s.dirs = self.dirs.copy()
         return s
 
     # -- serialization (checkpoints and STATE records) -----------------------
@@ -167,8 +376,29 @@ class State:
     def from_obj(cls, obj: list) -> State:  # type: ignore[type-arg]
         s = cls()
         s.inodes = InodeTable(obj[0])
-        s.dirs = {ino: dict(items) for ino, items in obj[1]}
+        s.dirs = DirTable((ino, pack(dict(items))) for ino, items in obj[1])
         return s
+
+    def to_checkpoint(self) -> list[object]:
+        """``[{ino: packed inode}, {dir_ino: packed entries}]``: the packed bytes as they are.
+
+        A checkpoint (derived, not the log) re-uses the bytes the tables hold
+        instead of decoding every directory into a list, so writing one at a
+        million files allocates no small objects (which would fragment the heap).
+        """
+        return [self.inodes.packed(), self.dirs.packed()]
+
+    @classmethod
+    def from_checkpoint(cls, obj: list) -> State:  # type: ignore[type-arg]
+        s = cls()
+        s.inodes = InodeTable(obj[0])
+        s.dirs = DirTable(obj[1])
+        return s
+
+    def trim(self, slack: int = 1) -> None:
+        """Re-pack what the tables hold decoded beyond their limits (between records only)."""
+        self.inodes.trim(slack)
+        self.dirs.trim(slack)
 
     def chunk_refs(self) -> Iterable[bytes]:
         """Every chunk hash this state references (with repeats)."""
@@ -271,14 +501,14 @@ class State:
                     raise TxnError(f"inode {ino} does not exist")
                 if not name or b"/" in name or name in (b".", b".."):
                     raise TxnError(f"bad directory entry name {name!r}")
-            entries = dirs[parent]
+            entries = dirs.for_write(parent)  # type: ignore[assignment]
             if check:
                 old = entries.get(name)
                 undo.append(lambda: _set_or_pop(entries, name, old))
             entries[name] = ino
         elif code == OP_UNLINK:
             _, parent, name = op
-            entries = dirs.get(parent)  # type: ignore[assignment]
+            entries = dirs.for_write(parent)  # type: ignore[assignment]
             if check:
                 if entries is None or name not in entries:
                     raise TxnError(f"no entry {name!r} in directory {parent}")
@@ -307,7 +537,8 @@ class State:
             raise TxnError(f"unknown op {code}")
 
     def _inode(self, ino: int, check: bool) -> Inode:
-        inode = self.inodes.get(ino)
+        """The inode an op changes (so the table knows to pack it again)."""
+        inode = self.inodes.for_write(ino)
         if inode is None and check:
             raise TxnError(f"inode {ino} does not exist")
         return inode  # type: ignore[return-value]
@@ -337,13 +568,13 @@ def repair_state(state: State, has_chunk: Callable[[bytes], bool], now_ns: int) 
             done.append(f"directory {ino} had no entry table: now empty")
         lost = [i for i, h in inode.blocks.items() if not has_chunk(h)]
         for index in lost:
-            del inode.blocks[index]
+            del inodes.for_write(ino).blocks[index]  # type: ignore[union-attr]
             done.append(f"block {index} of inode {ino} lost its data (reads as zeros)")
     refs: dict[int, int] = {}
     for parent, entries in dirs.items():
         for name in [n for n, i in entries.items() if i not in inodes]:
             done.append(f"dangling entry {name!r} removed from directory {parent}")
-            del entries[name]
+            del dirs.for_write(parent)[name]  # type: ignore[index]
         for ino in entries.values():
             refs[ino] = refs.get(ino, 0) + 1
     reachable, todo = {ROOT_INO}, [ROOT_INO]
@@ -355,13 +586,13 @@ def repair_state(state: State, has_chunk: Callable[[bytes], bool], now_ns: int) 
     for ino in [i for i in inodes if i not in reachable]:
         if inodes[ino].nlink == 0:
             continue  # open and unlinked when the state was taken: legitimate
-        dirs[ROOT_INO][f"lost+found.{ino}".encode()] = ino
+        dirs.for_write(ROOT_INO)[f"lost+found.{ino}".encode()] = ino  # type: ignore[index]
         refs[ino] = refs.get(ino, 0) + 1
         done.append(f"unreachable inode {ino} linked as /lost+found.{ino}")
     for ino, inode in inodes.items():
         if not stat.S_ISDIR(inode.mode) and inode.nlink != refs.get(ino, 0):
             done.append(f"nlink of inode {ino} set to {refs.get(ino, 0)}")
-            inode.nlink = refs.get(ino, 0)
+            inodes.for_write(ino).nlink = refs.get(ino, 0)  # type: ignore[union-attr]
     return done
 
 

@@ -13,14 +13,16 @@ take no lock; the state is changed in place by one transaction at a time.
 
 Locators. A record's place is one int: ``segment_index << 40 | offset``
 (segment index within the current generation's segment list), which keeps the
-chunk index a plain ``dict[bytes, int]`` that a checkpoint stores and loads as
-one msgpack map.
+chunk index (:mod:`vegafs.store.chunkindex`) at 40 bytes an entry, stored in a
+checkpoint as one byte string.
 """
 
 from __future__ import annotations
 
 import bisect
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import functools
 import json
@@ -39,6 +41,7 @@ import zstandard
 
 from vegafs.store import faultpoints
 from vegafs.store.backend import FORMAT_KEY, Backend, open_backend
+from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.errors import (
     STORE_EXISTS,
     STORE_IO_ERROR,
@@ -104,6 +107,8 @@ QUARANTINE_PREFIX = "quarantine/"
 SEGMENT_TARGET = 64 << 20
 #: A checkpoint is written at a publish once this many records were replayable since the last.
 CHECKPOINT_INTERVAL = 50_000
+#: How a checkpoint lays out memory (docs/store-format.md); another layout is ignored (rebuilt).
+CHECKPOINT_LAYOUT = 2
 
 _LOC_SHIFT = 40
 _LOC_MASK = (1 << _LOC_SHIFT) - 1
@@ -255,15 +260,27 @@ class _StateReads:
 
     _state: State
 
+    _committing = False  # a transaction is being applied (its undo steps hold inodes)
+
     def get_inode(self, ino: int) -> Inode | None:
-        return self._state.inodes.get(ino)
+        inode = self._state.inodes.get(ino)
+        self._trim_reads()
+        return inode
 
     def lookup(self, parent_ino: int, name: bytes) -> int | None:
         d = self._state.dirs.get(parent_ino)
+        self._trim_reads()
         return None if d is None else d.get(name)
 
     def listdir(self, parent_ino: int) -> list[tuple[bytes, int]]:
-        return list(self._state.dirs.get(parent_ino, {}).items())
+        entries = list(self._state.dirs.get(parent_ino, {}).items())
+        self._trim_reads()
+        return entries
+
+    def _trim_reads(self) -> None:
+        """Reads decode too: keep what they leave decoded bounded (never mid-transaction)."""
+        if not self._committing:
+            self._state.trim(2)
 
 
 class StoreView(_StateReads):
@@ -390,7 +407,7 @@ class Store(_StateReads):
         self._snapshots: dict[str, Snapshot] = {}
         self._annotations: dict[str, list[tuple[int, bytes]]] = {}
         self._rollbacks: list[RollbackInfo] = []
-        self._chunks: dict[bytes, int] = {}
+        self._chunks = ChunkIndex()
         self._chunk_bytes = 0
         self._segments: list[str] = []
         self._generation = 0
@@ -718,6 +735,7 @@ class Store(_StateReads):
                 self._apply_ops(ops, logseq, None)  # type: ignore[arg-type]
             else:
                 self._salvage_ops(ops, logseq)  # type: ignore[arg-type]
+            self._state.trim()
             self._meta.add(logseq, loc)
         elif rtype == PUBLISH:
             self._published_logseq = logseq
@@ -792,7 +810,11 @@ class Store(_StateReads):
             if len(raw) < HASH_SIZE or blake3.blake3(raw[HASH_SIZE:]).digest() != raw[:HASH_SIZE]:
                 return None
             cp = unpack(raw[HASH_SIZE:])
-            if cp["format"] != FORMAT_VERSION or cp["generation"] != gen:  # type: ignore[index]
+            if (
+                cp["format"] != FORMAT_VERSION  # type: ignore[index]
+                or cp.get("layout") != CHECKPOINT_LAYOUT  # type: ignore[attr-defined]
+                or cp["generation"] != gen  # type: ignore[index]
+            ):
                 return None
             seg_idx, offset, chain = cp["seg_idx"], cp["offset"], cp["hash"]  # type: ignore[index]
             if cp["segments"] != segments[: seg_idx + 1]:  # type: ignore[index]
@@ -810,12 +832,12 @@ class Store(_StateReads):
         return seg_idx, offset, chain
 
     def _restore_checkpoint(self, cp: dict[str, Any]) -> None:
-        self._state = State.from_obj(cp["state"])
+        self._state = State.from_checkpoint(cp["state"])
         self._next_ino = cp["next_ino"]
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
         self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}  # type: ignore[misc]
         self._rollbacks = [RollbackInfo(*r) for r in cp["rollbacks"]]
-        self._chunks = cp["chunks"]
+        self._chunks = ChunkIndex.from_bytes(*cp["chunk_index"])
         self._chunk_bytes = cp["chunk_bytes"]
         self._gen_first_logseq = cp["gen_first_logseq"]
         self._meta = _Meta(array("Q", cp["meta_logseqs"]), array("Q", cp["meta_locs"]))
@@ -838,6 +860,7 @@ class Store(_StateReads):
             tail = self._tail
             cp = {
                 "format": FORMAT_VERSION,
+                "layout": CHECKPOINT_LAYOUT,
                 "generation": self._generation,
                 "segments": self._segments[: tail.seg_idx + 1],
                 "seg_idx": tail.seg_idx,
@@ -845,12 +868,12 @@ class Store(_StateReads):
                 "hash": tail.last_hash,
                 "logseq": self._head_logseq,
                 "records": self._records,
-                "state": self._state.to_obj(),
+                "state": self._state.to_checkpoint(),
                 "next_ino": self._next_ino,
                 "snapshots": [[s.name, s.logseq, s.created_ns] for s in self._snapshots.values()],
                 "annotations": self._annotations,
                 "rollbacks": [[r.logseq, r.target, r.name, r.pre_head] for r in self._rollbacks],
-                "chunks": self._chunks,
+                "chunk_index": list(self._chunks.to_bytes()),
                 "chunk_bytes": self._chunk_bytes,
                 "gen_first_logseq": self._gen_first_logseq,
                 "meta_logseqs": self._meta.logseqs.tobytes(),
@@ -862,6 +885,8 @@ class Store(_StateReads):
                 body = pack(cp)
                 self.backend.put_object(CHECKPOINT_KEY, blake3.blake3(body).digest() + body)
                 self._since_checkpoint = 0
+            del cp, body
+            release_free_memory()
             faultpoints.hit("checkpoint.after_write")
 
     # ----------------------------------------------------------------- state
@@ -985,19 +1010,25 @@ class Store(_StateReads):
         self._check_writable()
         with self._lock:
             batch = self._batch = _Batch()
+            # The batch's undo steps hold inodes until its record is logged:
+            # nothing may be re-packed (detached) before then, not even by reads.
+            self._committing = True
             try:
-                yield
-            except BaseException:
-                self._batch = None
-                self._undo(batch.undo)
-                raise
-            self._batch = None
-            if batch.ops:
                 try:
-                    logseq, loc = self._append(TXN, pack(batch.ops))
+                    yield
                 except BaseException:
                     self._undo(batch.undo)
                     raise
+                if batch.ops:
+                    try:
+                        logseq, loc = self._append(TXN, pack(batch.ops))
+                    except BaseException:
+                        self._undo(batch.undo)
+                        raise
+            finally:
+                self._batch = None
+                self._committing = False
+            if batch.ops:
                 self._logged(logseq, loc, batch.ops)
 
     @staticmethod
@@ -1014,6 +1045,7 @@ class Store(_StateReads):
         with self._lock:
             batch = self._batch  # set only by the thread holding _lock: this one
             undo: Undo = []
+            committing, self._committing = self._committing, True
             try:
                 self._apply_ops(ops, 0, undo)
                 if batch is None:
@@ -1021,6 +1053,8 @@ class Store(_StateReads):
             except BaseException:
                 self._undo(undo)
                 raise
+            finally:
+                self._committing = committing
             if batch is not None:
                 batch.ops += ops
                 batch.undo += undo
@@ -1029,8 +1063,13 @@ class Store(_StateReads):
             return logseq
 
     def _logged(self, logseq: int, loc: int, ops: list[list[Any]]) -> None:
-        """Bookkeeping once a TXN record is in the log (caller holds ``_lock``)."""
+        """Bookkeeping once a TXN record is in the log (caller holds ``_lock``).
+
+        Also the point where the head re-packs what it decoded beyond its
+        limits: no transaction's undo steps hold inodes any more.
+        """
         self._meta.add(logseq, loc)
+        self._state.trim()
         pending = self._pending
         for op in ops:
             if op[0] == OP_ANNOTATE:
@@ -1325,6 +1364,7 @@ class Store(_StateReads):
                     f"store {self.location}: the log does not replay at logseq {logseq} ({e!r}); "
                     "run `vegafs fsck --repair`",
                 ) from e
+        state.trim()
 
     def _read_meta_typed(self, loc: int) -> tuple[int, Any]:
         return _WindowReader(self).read(loc)
@@ -1565,6 +1605,34 @@ def _memory_fields() -> tuple[str, ...]:
     probe = Store.__new__(Store)
     probe._reset_memory()
     return tuple(vars(probe))
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where there is none (musl, macOS)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim  # type: ignore[no-any-return]
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the system.
+
+    Why: a checkpoint or a gc of a large store builds a body of hundreds of
+    MiB and frees it; glibc keeps freed heap pages (and the pages around
+    long-lived objects allocated meanwhile) mapped, so the daemon's RSS would
+    stay at that high-water mark. ``malloc_trim`` releases every free page,
+    also in the middle of the heap; it costs a walk of the heap (milliseconds).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 def _hash_threads(size: int) -> int:
