@@ -127,7 +127,6 @@ class Daemon:
                 await nursery.start(serve_control, self.store_dir, self.handle)
             nursery.start_soon(self._group_commit)
             nursery.start_soon(self._signals)
-            self.ops.background = nursery  # read-ahead fetches run beside the requests
             self.fs.bind_trio()  # hooks seam: after-hooks reach the fs through this loop
             self.hooks.replay_journal()
             if self.read_ahead_kb:
@@ -137,7 +136,6 @@ class Daemon:
             # main() returns when the kernel unmounted us, or after terminate()
             # (a busy mount point at SIGTERM): then close() detaches it lazily.
             self._unmounted_by_kernel = not self._terminated
-            self.ops.background = None
             nursery.cancel_scope.cancel()
 
     def close(self) -> None:

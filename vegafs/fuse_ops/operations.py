@@ -29,9 +29,7 @@ log = logging.getLogger("vegafs.fuse")
 # kernel's caches explicitly, so long timeouts are safe (docs/consistency.md).
 ENTRY_TIMEOUT = 300.0
 ATTR_TIMEOUT = 300.0
-# How far ahead of a sequential reader chunks are fetched (in the background
-# when the daemon lends a nursery: see VegaOperations.read).
-READ_AHEAD = 16 * BLOCK_SIZE
+READ_AHEAD = 8 * BLOCK_SIZE
 # Buffered data up to this size is hashed and stored on the trio thread at
 # close: cheaper than a worker-thread trip (~100 µs) for small files.
 INLINE_STORE_MAX = 64 * 1024
@@ -88,9 +86,6 @@ class VegaOperations(pyfuse3.Operations):
         self._read_pos: dict[int, int] = {}
         # Chunks being fetched by a worker thread, and the event set when done.
         self._fetching: dict[bytes, trio.Event] = {}
-        # Where read-ahead fetches run without holding up the request that
-        # started them; the daemon sets it while it serves (None: inline).
-        self.background: trio.Nursery | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -297,34 +292,15 @@ class VegaOperations(pyfuse3.Operations):
     @errno_guard
     async def read(self, fh: int, off: int, size: int) -> bytes:
         needed = self.fs.missing_chunks(fh, off, size)
-        if self._read_pos.get(fh) == off:
-            # A sequential reader: fetch the next READ_AHEAD bytes too. In the
-            # background, so that a worker thread reads and verifies chunks
-            # while this thread copies the current ones to the kernel (the two
-            # halves of a cold read overlap on two cores instead of taking
-            # turns); inline, in the same worker-thread trip, without a nursery.
-            ahead = [
-                h
-                for h in self.fs.missing_chunks(fh, off + size, READ_AHEAD)
-                if h not in self._fetching and h not in needed
-            ]
-            if ahead and self.background is not None:
-                self.background.start_soon(self.prefetch, ahead)
-            else:
-                needed += ahead
         if needed:
+            # A sequential reader gets the next READ_AHEAD bytes fetched in
+            # the same worker-thread trip: one hop per MiB, not per 128 KiB
+            # request (the kernel's readahead requests are 128 KiB).
+            if self._read_pos.get(fh) == off:
+                needed = self.fs.missing_chunks(fh, off, size + READ_AHEAD)
             await self.fetch(needed)
         self._read_pos[fh] = off + size
         return self.fs.read(fh, off, size)
-
-    async def prefetch(self, hashes: list[bytes]) -> None:
-        """:meth:`fetch` as a background task: a failure is logged, never raised
-        (it would take the daemon's nursery down); the read that needs the
-        chunk fetches it again and answers with the store's errno."""
-        try:
-            await self.fetch(hashes)
-        except Exception:
-            log.exception("read-ahead fetch failed")
 
     async def fetch(self, hashes: list[bytes]) -> None:
         """Load chunks into the fs cache in a worker thread, each at most once.
