@@ -979,15 +979,18 @@ class Store(_StateReads):
             name = segments[loc >> _LOC_SHIFT]
             try:
                 flags, data = self._read_chunk_record(name, loc & _LOC_MASK, h)
+                return self._chunk_data(h, flags, data, name)
             except (OSError, StoreError) as e:
+                # gc moved the chunk while we looked (it may even have closed
+                # the segment between our two reads): read its new place. The
+                # same failure with no gc in between is real damage.
                 if attempt == 0 and segments is not self._segments:
-                    continue  # gc moved the chunk while we looked: read its new place
+                    continue
                 if isinstance(e, StoreError):
                     raise
                 raise StoreError(
                     STORE_IO_ERROR, f"cannot read chunk {h.hex()}: {e.strerror or e}", e.errno
                 ) from e
-            return self._chunk_data(h, flags, data, name)
         raise AssertionError("unreachable")
 
     def _read_chunk_record(self, name: str, offset: int, h: bytes) -> tuple[int, bytes]:
