@@ -209,12 +209,12 @@ class Result:
     values: dict[str, float | None] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
-    def row(self) -> Row | None:
-        """vegafs against passthroughfs.py, as the shared Row computes ratios."""
-        pt, vf = self.values.get("passthroughfs.py"), self.values.get("vegafs")
+    def row(self, baseline: str = "passthroughfs.py") -> Row | None:
+        """vegafs against ``baseline`` (a target name), as the shared Row computes ratios."""
+        base, vf = self.values.get(baseline), self.values.get("vegafs")
         if vf is None or not self.compare:
             return None
-        return Row(self.name, pt, vf, self.unit, self.target, self.lower_is_better)
+        return Row(self.name, base, vf, self.unit, self.target, self.lower_is_better)
 
 
 class Bench:
@@ -379,24 +379,28 @@ def fmt(value: float | None, unit: str) -> str:
 
 
 def print_results(results: list[Result], rounds: int) -> None:
-    """workload | local dir | passthroughfs.py | vegafs | vegafs/passthrough ratio | issue target."""
-    header = ("workload", "local dir", "passthroughfs.py", "vegafs", "vegafs/passthrough", "issue target")
+    """workload | local dir | passthroughfs.py | vegafs | vegafs/passthrough | vegafs/local | issue target."""
+    header = ("workload", "local dir", "passthroughfs.py", "vegafs", "vegafs/passthrough", "vegafs/local",
+              "issue target")
     lines = [header]
     for r in results:
-        row = r.row()
-        ratio = row.ratio if row is not None else None
+        ratios = []
+        for baseline in ("passthroughfs.py", "local dir"):
+            row = r.row(baseline)
+            ratio = row.ratio if row is not None else None
+            ratios.append("-" if ratio is None else f"{ratio:.2f}x")
         local = fmt(r.values["local dir"], r.unit) if "local dir" in r.values else "-"
         lines.append((
             r.name,
             local,
             fmt(r.values.get("passthroughfs.py"), r.unit),
             fmt(r.values.get("vegafs"), r.unit),
-            "-" if ratio is None else f"{ratio:.2f}x",
+            *ratios,
             r.target,
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     medians = f", medians of {rounds} rounds" if rounds > 1 else ""
-    print(f"\n== vegafs mount benchmark (ratio > 1: vegafs better than passthroughfs.py{medians})")
+    print(f"\n== vegafs mount benchmark (ratio > 1: vegafs better than the baseline{medians})")
     for n, line in enumerate(lines):
         print(" | ".join(c.ljust(w) if i == 0 else c.rjust(w)
                          for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip())

@@ -33,6 +33,7 @@ import pyfuse3
 import trio
 
 from vegafs.fs import SNAP_BASE
+from vegafs.fuse_ops import session
 from vegafs.fuse_ops.operations import VegaOperations
 from vegafs.hooks import HookedFileSystem, open_engine
 from vegafs.store import ROOT_INO, HeadUpdate, Store
@@ -124,6 +125,7 @@ class Daemon:
         reclaimed = 0 if self.store.read_only else self.fs.reclaim_orphans()
         if reclaimed:
             log.info("deleted %d file(s) unlinked while open before a crash", reclaimed)
+        session.install()  # pyfuse3's loop polls before it waits (session.py)
         pyfuse3.init(self.ops, self.mountpoint, self.fuse_options)
         self._mounted = True
         log.info("mounted %s on %s (pid %d)", self.store_dir, self.mountpoint, os.getpid())

@@ -73,7 +73,6 @@ from vegafs.store.records import (
     encode_chunk,
     encode_record,
     parse_segment_name,
-    read_record_at,
     scan_segment,
     segment_name,
     verify_framed,
@@ -112,7 +111,6 @@ CHECKPOINT_LAYOUT = 2
 
 _LOC_SHIFT = 40
 _LOC_MASK = (1 << _LOC_SHIFT) - 1
-_CHUNK_READ = BLOCK_SIZE + RECORD_OVERHEAD + HASH_SIZE + 1024
 _VIEW_CACHE = 8
 
 Progress = Callable[[str, int, int], None]
@@ -1121,26 +1119,55 @@ class Store(_StateReads):
                 )
             name = segments[loc >> _LOC_SHIFT]
             try:
-                rtype, flags, _logseq, payload = read_record_at(
-                    self.backend, name, loc & _LOC_MASK, _CHUNK_READ
-                )
+                flags, data = self._read_chunk_record(name, loc & _LOC_MASK, h)
+                return self._chunk_data(h, flags, data, name)
             except (OSError, StoreError) as e:
+                # gc moved the chunk while we looked (it may even have closed
+                # the segment between our two reads): read its new place. The
+                # same failure with no gc in between is real damage.
                 if attempt == 0 and segments is not self._segments:
-                    continue  # gc moved the chunk while we looked: read its new place
+                    continue
                 if isinstance(e, StoreError):
                     raise
                 raise StoreError(
                     STORE_IO_ERROR, f"cannot read chunk {h.hex()}: {e.strerror or e}", e.errno
                 ) from e
-            return self._decode_chunk(h, rtype, flags, payload, name)
         raise AssertionError("unreachable")
+
+    def _read_chunk_record(self, name: str, offset: int, h: bytes) -> tuple[int, bytes]:
+        """(flags, stored data) of the CHUNK record for ``h`` at ``offset``.
+
+        Two reads, the header with the content hash and then exactly the
+        stored data, so the data is the very bytes object the backend
+        returned: a sequential reader of a cold file moves each byte once
+        less than with one read and a slice (copies, not hashing, bound the
+        mount's cold reads).
+        """
+        head = self.backend.read(name, offset, RECORD_HEADER.size + HASH_SIZE)
+        if len(head) < RECORD_HEADER.size + HASH_SIZE:
+            raise OSError(5, f"segment {name}: short read at offset {offset}")
+        magic, rtype, flags, _logseq, length = RECORD_HEADER.unpack_from(head)
+        if magic != RECORD_MAGIC:
+            raise OSError(5, f"segment {name}: no record at offset {offset}")
+        if rtype != CHUNK or length < HASH_SIZE or head[RECORD_HEADER.size :] != h:
+            raise StoreError(
+                STORE_IO_ERROR, f"chunk {h.hex()}: index points at another record ({name})"
+            )
+        size = length - HASH_SIZE
+        data = self.backend.read(name, offset + len(head), size) if size else b""
+        if len(data) < size:
+            raise OSError(5, f"segment {name}: record at offset {offset} is cut short")
+        return flags, data
 
     def _decode_chunk(self, h: bytes, rtype: int, flags: int, payload: bytes, where: str) -> bytes:
         if rtype != CHUNK or payload[:HASH_SIZE] != h:
             raise StoreError(
                 STORE_IO_ERROR, f"chunk {h.hex()}: index points at another record ({where})"
             )
-        data = payload[HASH_SIZE:]
+        return self._chunk_data(h, flags, payload[HASH_SIZE:], where)
+
+    def _chunk_data(self, h: bytes, flags: int, data: bytes, where: str) -> bytes:
+        """The content of a chunk record's stored ``data``: decompressed, hash-verified."""
         if flags & FLAG_ZSTD:
             try:
                 data = zstandard.ZstdDecompressor().decompress(data, max_output_size=BLOCK_SIZE)
