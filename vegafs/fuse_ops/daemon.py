@@ -29,7 +29,7 @@ import trio
 from vegafs.fs import SNAP_BASE
 from vegafs.fuse_ops.operations import VegaOperations
 from vegafs.hooks import HookedFileSystem, open_engine
-from vegafs.store import ROOT_INO, Store
+from vegafs.store import ROOT_INO, Store, StoreError
 
 log = logging.getLogger("vegafs.daemon")
 
@@ -145,7 +145,14 @@ class Daemon:
             if self._mounted:
                 pyfuse3.close(unmount=not self._unmounted_by_kernel)
                 self._mounted = False
-            self.store.close()
+            try:
+                self.store.close()
+            except StoreError as exc:
+                if self.fs.read_only_reason is None:
+                    raise
+                # Read-only after a store failure: the unmount itself is clean;
+                # what was not published is lost, which the log says.
+                log.error("unpublished changes are lost (%s); the store reopens at its last publish", exc)
             log.info("closed %s", self.store_dir)
 
     async def _tune_read_ahead(self) -> None:
@@ -159,7 +166,7 @@ class Daemon:
         """Publish within ``commit_interval`` of any change (closes, metadata)."""
         while True:
             await trio.sleep(self.commit_interval)
-            if self.store.dirty:
+            if self.store.dirty and self.fs.read_only_reason is None:
                 try:
                     await self.ops.publish()
                 except Exception:
@@ -199,6 +206,7 @@ class Daemon:
             "hooks": self.hooks_dir,
             "published_logseq": self.store.published_logseq,
             "head_logseq": self.store.head_logseq,
+            "read_only": self.fs.read_only_reason,  # why the store stopped taking writes
         }
 
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
@@ -208,6 +216,8 @@ class Daemon:
             return self.status()
         if op == "hooks_list":
             return self.hooks.listing()
+        if op == "shutdown" and self.fs.read_only_reason is not None:
+            return self.status()  # nothing can be flushed; close() still publishes what it can
         if op in ("sync", "shutdown"):
             await self.ops.sync()
             await trio.to_thread.run_sync(store.backend.drain)  # an s3:// store: until uploaded
