@@ -38,6 +38,7 @@ import pytest
 from tests.mount.helpers import GIT_ENV, Mount, Watchdog
 from tests.mountutil import needs_fuse, run_vegafs
 from tests.stress.concurrency_workers import NAMES, OP_LIMIT, TOKEN
+from tests.stress.summary import Summary, campaign_summary
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -124,59 +125,54 @@ def _campaign(tmp_path: Path, seconds: float) -> None:
     work.mkdir()
     m = Mount(store=tmp_path / "store", mnt=tmp_path / "mnt")
     m.start()
-    started = time.monotonic()
     reports: dict[str, dict] = {}
-    failures: list[str] = []
-    try:
-        with Watchdog([m], seconds + GRACE + 120):
-            root = m.mnt / "c"
-            (root / "storm").mkdir(parents=True)
-            for i, name in enumerate(NAMES):
-                (root / "storm" / name).write_bytes(b"init:%d\n" % i)
-            try:
+    with campaign_summary("mount concurrency campaign", seed) as summary:
+        try:
+            with Watchdog([m], seconds + GRACE + 120):
+                root = m.mnt / "c"
+                (root / "storm").mkdir(parents=True)
+                for i, name in enumerate(NAMES):
+                    (root / "storm" / name).write_bytes(b"init:%d\n" % i)
                 reports = _run_workers(root, work, seconds, seed)
-            except AssertionError as exc:
-                failures.append(str(exc))
-                raise
-            failures += [f"{k}: {f}" for k, r in reports.items() for f in r["failures"]]
-            assert not failures, "\n".join(failures[:20])
-            made = {
-                int(k.removeprefix("rename")): r["tokens_made"]
-                for k, r in reports.items()
-                if k.startswith("rename")
-            }
-            storm = _storm_files(root / "storm")
-            _check_storm(storm, made)
-            log = _git_log(root / "repo")
+                _tally(summary, reports)
+                failures = [f"{k}: {f}" for k, r in reports.items() for f in r["failures"]]
+                summary.failures = len(failures)
+                assert not failures, "\n".join(failures[:20])
+                made = {
+                    int(k.removeprefix("rename")): r["tokens_made"]
+                    for k, r in reports.items()
+                    if k.startswith("rename")
+                }
+                storm = _storm_files(root / "storm")
+                _check_storm(storm, made)
+                log = _git_log(root / "repo")
+                m.stop()
+                fsck = run_vegafs("fsck", "--store", m.store)
+                assert fsck.returncode == 0, f"fsck after the campaign: {fsck.stdout}{fsck.stderr}"
+                m.start()
+                assert _storm_files(root / "storm") == storm, (
+                    "the storm directory changed at remount"
+                )
+                assert _git_log(root / "repo") == log, "the repository changed at remount"
+        finally:
             m.stop()
-            fsck = run_vegafs("fsck", "--store", m.store)
-            assert fsck.returncode == 0, f"fsck after the campaign: {fsck.stdout}{fsck.stderr}"
-            m.start()
-            assert _storm_files(root / "storm") == storm, "the storm directory changed at remount"
-            assert _git_log(root / "repo") == log, "the repository changed at remount"
-    except AssertionError as exc:
-        if not failures:
-            failures.append(str(exc).splitlines()[0])
-        raise
-    finally:
-        m.stop()
-        allowed: dict[str, int] = {}
-        for r in reports.values():
-            for name, n in r["allowed"].items():
-                allowed[name] = allowed.get(name, 0) + n
-        summary = {
-            "rounds": sum(r["rounds"] for r in reports.values()),
-            "ops": sum(r["ops"] for r in reports.values()),
-            "git_commits": reports.get("git", {}).get("git_commits", 0),
-            "tar_rounds": reports.get("tar", {}).get("rounds", 0),
-            "renames": sum(r["rounds"] for k, r in reports.items() if k.startswith("rename")),
-            "allowed_errors": allowed,
-            "slowest_op": max((r["slowest"] for r in reports.values()), default=[0, ""]),
-            "failures": len(failures),
-            "seed": seed,
-            "seconds": round(time.monotonic() - started, 1),
-        }
-        print("mount concurrency campaign summary: " + json.dumps(summary), flush=True)
+
+
+def _tally(summary: Summary, reports: dict[str, dict]) -> None:
+    """The workers' counts in the campaign's summary."""
+    allowed: dict[str, int] = {}
+    for r in reports.values():
+        for name, n in r["allowed"].items():
+            allowed[name] = allowed.get(name, 0) + n
+    summary.rounds = sum(r["rounds"] for r in reports.values())
+    summary.ops = sum(r["ops"] for r in reports.values())
+    summary.extra.update(
+        git_commits=reports["git"].get("git_commits", 0),
+        tar_rounds=reports["tar"]["rounds"],
+        renames=sum(r["rounds"] for k, r in reports.items() if k.startswith("rename")),
+        allowed_errors=allowed,
+        slowest_op=max(r["slowest"] for r in reports.values()),
+    )
 
 
 @pytest.mark.timeout(300)

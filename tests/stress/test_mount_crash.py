@@ -30,7 +30,6 @@ its operations (the moment of the kill depends on timing as well).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import shutil
@@ -45,6 +44,7 @@ import pytest
 from tests.mount.helpers import Mount, Watchdog
 from tests.mountutil import needs_fuse, run_vegafs
 from tests.stress.mount_workload import ROUND_DIRS, State, read_tree, replay
+from tests.stress.summary import campaign_summary
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -92,7 +92,9 @@ def _diff(got: State, want: State) -> str:
     lines = []
     for path in sorted(set(got) | set(want)):
         if got.get(path) != want.get(path):
-            lines.append(f"  {path}: recovered {got.get(path)!r:.90} / model {want.get(path)!r:.90}")
+            lines.append(
+                f"  {path}: recovered {got.get(path)!r:.90} / model {want.get(path)!r:.90}"
+            )
     return "\n".join(lines[:20]) or "  (equal)"
 
 
@@ -101,8 +103,10 @@ def _wait_first_done(log: Path, child: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while not (log.exists() and '"phase": "done"' in log.read_text()):
         if child.poll() is not None:
-            raise AssertionError(f"workload exited with {child.returncode} before its first op:\n"
-                                 f"{log.read_text() if log.exists() else ''}")
+            raise AssertionError(
+                f"workload exited with {child.returncode} before its first op:\n"
+                f"{log.read_text() if log.exists() else ''}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError("workload did no operation within 30 s")
         time.sleep(0.01)
@@ -138,9 +142,20 @@ def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int
         os.close(fd)
     log = logs / f"round-{round_no}.jsonl"
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.stress.mount_workload", str(m.mnt), str(m.store),
-         str(round_no), str(seed), str(log)],
-        cwd=REPO, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "tests.stress.mount_workload",
+            str(m.mnt),
+            str(m.store),
+            str(round_no),
+            str(seed),
+            str(log),
+        ],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         _wait_first_done(log, child)
@@ -154,9 +169,13 @@ def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int
         except subprocess.TimeoutExpired:
             child.kill()
             _, err = child.communicate()
-    what = f"round {round_no} (seed {seed}; replay: VEGAFS_CRASH_SEED={seed} VEGAFS_STRESS_ROUNDS=1)"
-    assert alive_at_kill, f"{what}: the workload stopped before the kill:\n{log.read_text()[-3000:]}\n" \
+    what = (
+        f"round {round_no} (seed {seed}; replay: VEGAFS_CRASH_SEED={seed} VEGAFS_STRESS_ROUNDS=1)"
+    )
+    assert alive_at_kill, (
+        f"{what}: the workload stopped before the kill:\n{log.read_text()[-3000:]}\n"
         f"{err.decode(errors='replace')[-3000:]}"
+    )
     m.stop()
     m.start()
 
@@ -165,7 +184,9 @@ def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int
     assert not allowed.early_errors, f"{what}: failed before the kill: {allowed.early_errors}"
     got = read_tree(m.mnt, roots)
     foreign = {p: e for p, e in got.items() if e[0] == "f" and e[1] not in allowed.contents}
-    assert not foreign, f"{what}: content the workload never wrote (torn or mixed): {sorted(foreign)}"
+    assert not foreign, (
+        f"{what}: content the workload never wrote (torn or mixed): {sorted(foreign)}"
+    )
     candidates = range(allowed.durable, len(allowed.states))
     matched = next((j for j in candidates if allowed.states[j] == got), None)
     assert matched is not None, (
@@ -181,16 +202,23 @@ def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int
             continue
         taken = read_tree(snap, roots)
         if returned:  # taken by the daemon: exactly the tree when it was asked
-            assert taken == allowed.states[index], f"{what}: snapshot {name} differs:\n" \
-                f"{_diff(taken, allowed.states[index])}"
+            assert taken == allowed.states[index], (
+                f"{what}: snapshot {name} differs:\n{_diff(taken, allowed.states[index])}"
+            )
         else:  # raced the kill: the daemon's, or (daemon gone) the store's last publish
-            assert taken in allowed.states[allowed.durable:index + 1], \
+            assert taken in allowed.states[allowed.durable : index + 1], (
                 f"{what}: snapshot {name} (racing the kill) holds no allowed state"
+            )
     stamped = _check_line_counts(m.mnt, roots, allowed.line_counts, what)
     fsck = run_vegafs("fsck", "--store", m.store, "--json", timeout=120)
-    assert fsck.returncode == 0, f"{what}: fsck after recovery: {fsck.stdout[-2000:]} {fsck.stderr[-2000:]}"
-    print(f"round {round_no}: seed={seed} ops={allowed.ops_done} denials={allowed.denials} "
-          f"recovered state {matched} of [{allowed.durable}, {len(allowed.states) - 1}]", flush=True)
+    assert fsck.returncode == 0, (
+        f"{what}: fsck after recovery: {fsck.stdout[-2000:]} {fsck.stderr[-2000:]}"
+    )
+    print(
+        f"round {round_no}: seed={seed} ops={allowed.ops_done} denials={allowed.denials} "
+        f"recovered state {matched} of [{allowed.durable}, {len(allowed.states) - 1}]",
+        flush=True,
+    )
     return allowed.ops_done, allowed.denials, matched - allowed.durable, stamped
 
 
@@ -207,37 +235,40 @@ def _campaign(tmp_path: Path, rounds: int) -> None:
     m = Mount(store=tmp_path / "store", mnt=tmp_path / "mnt", extra_args=("--hooks", str(hooks)))
     m.start()
     earlier: list[tuple[int, State]] = []
-    ops = denials = beyond = stamped = 0
-    started = time.monotonic()
-    try:
-        for round_no in range(rounds):
-            seed = master if round_no == 0 else rng.getrandbits(32)
-            with _RoundWatchdog([m], ROUND_LIMIT) as dog:
-                try:
-                    done, denied, past_durable, lines = _one_round(m, round_no, seed, logs)
-                except Exception as exc:
-                    if dog.fired:
-                        raise AssertionError(
-                            f"round {round_no} (seed {seed}) wedged the mount for {ROUND_LIMIT} s; "
-                            f"the watchdog killed the daemon. Daemon log tail:\n{m.log()[-3000:]}"
-                        ) from exc
-                    raise
-            ops, denials, stamped = ops + done, denials + denied, stamped + lines
-            beyond += past_durable > 0
-            for old_round, old_tree in earlier[-KEEP_CHECKING:]:
-                roots = [f"{d}/r{old_round}" for d in ROUND_DIRS]
-                assert read_tree(m.mnt, roots) == old_tree, \
-                    f"round {old_round}'s recovered tree changed after round {round_no}"
-            roots = [f"{d}/r{round_no}" for d in ROUND_DIRS]
-            earlier.append((round_no, read_tree(m.mnt, roots)))
-    finally:
-        m.stop()
-    elapsed = time.monotonic() - started
-    summary = {"rounds": rounds, "ops": ops, "hook_denials": denials, "after_hook_stamps": stamped,
-               "rounds_recovered_past_durable_point": beyond, "failures": 0,
-               "seed": master, "seconds": round(elapsed, 1)}
-    print("mount crash campaign summary: " + json.dumps(summary), flush=True)
-    assert denials > 0 or rounds < 5, "the approvals hook never denied: are hooks active?"
+    with campaign_summary("mount crash campaign", master) as summary:
+        tally = summary.extra
+        tally.update(hook_denials=0, after_hook_stamps=0, rounds_recovered_past_durable_point=0)
+        try:
+            for round_no in range(rounds):
+                seed = master if round_no == 0 else rng.getrandbits(32)
+                with _RoundWatchdog([m], ROUND_LIMIT) as dog:
+                    try:
+                        done, denied, past_durable, lines = _one_round(m, round_no, seed, logs)
+                    except Exception as exc:
+                        if dog.fired:
+                            raise AssertionError(
+                                f"round {round_no} (seed {seed}) wedged the mount for "
+                                f"{ROUND_LIMIT} s; the watchdog killed the daemon. "
+                                f"Daemon log tail:\n{m.log()[-3000:]}"
+                            ) from exc
+                        raise
+                summary.rounds += 1
+                summary.ops += done
+                tally["hook_denials"] += denied
+                tally["after_hook_stamps"] += lines
+                tally["rounds_recovered_past_durable_point"] += past_durable > 0
+                for old_round, old_tree in earlier[-KEEP_CHECKING:]:
+                    roots = [f"{d}/r{old_round}" for d in ROUND_DIRS]
+                    assert read_tree(m.mnt, roots) == old_tree, (
+                        f"round {old_round}'s recovered tree changed after round {round_no}"
+                    )
+                roots = [f"{d}/r{round_no}" for d in ROUND_DIRS]
+                earlier.append((round_no, read_tree(m.mnt, roots)))
+        finally:
+            m.stop()
+        assert tally["hook_denials"] > 0 or rounds < 5, (
+            "the approvals hook never denied: are hooks active?"
+        )
 
 
 @pytest.mark.timeout(400)
