@@ -2,13 +2,13 @@
 
 Every method is synchronous, runs on the caller's (one) thread, and raises
 :class:`FsError`. The only methods safe to call from another thread are
-:meth:`FileSystem.fetch_chunks` and ``store.put_chunk``; that is how an async
+:meth:`FileSystem.fetch_chunks` and :meth:`FileSystem.put_chunk`; that is how an async
 caller keeps blocking I/O off its event loop:
 
 * before ``read``/``write``: ``missing_chunks(fh, off, size)`` lists chunks not
   in the cache, ``fetch_chunks`` loads them in a thread;
 * ``write_buffered`` returns :class:`ChunkJob`s for completed blocks; the
-  caller stores them with ``store.put_chunk`` in a thread and reports back
+  caller stores them with ``put_chunk`` in a thread and reports back
   with ``chunk_stored``. ``write`` is the plain synchronous form.
 """
 
@@ -191,7 +191,7 @@ class FileSystem:
 
     def _txn(self) -> Any:
         """A store transaction whose I/O failures surface as their errno (EROFS once read-only)."""
-        self._check_changeable(ROOT_INO)
+        self._check_changeable(ROOT_INO)  # every transaction changes the live tree
         return _Txn(self)
 
     # ------------------------------------------------------------ lookup counts
@@ -1023,7 +1023,7 @@ class FileSystem:
 
         Completed blocks (a write that reaches a block's end with the block
         full) and, over the memory bound, the oldest dirty blocks become
-        jobs. The caller stores each (``store.put_chunk``, any thread) and
+        jobs. The caller stores each (``put_chunk``, any thread) and
         reports the hash with :meth:`chunk_stored` on this thread.
 
         ``off`` is absolute even for O_APPEND handles: the kernel computes
