@@ -21,7 +21,10 @@ remounts the same store and checks:
 * the earlier rounds' recovered trees are unchanged; ``vegafs fsck`` is clean.
 
 The rounds share one store, so recovery is also tested on a store that has
-already been through earlier crashes. Quick run: 20 rounds. Full run:
+already been through earlier crashes; a round no later round re-reads is
+deleted (with its snapshots) and every 10 rounds the store is gc'ed through
+the daemon, so the store stays small and later crashes land in segments a gc
+wrote. Quick run: 20 rounds. Full run:
 ``VEGAFS_STRESS_ROUNDS=500 .venv/bin/python -m pytest -m slow tests/stress/test_mount_crash.py -s``.
 Every round prints its seed; ``VEGAFS_CRASH_SEED=<seed> VEGAFS_STRESS_ROUNDS=1`` replays
 its operations (the moment of the kill depends on timing as well).
@@ -51,6 +54,7 @@ pytestmark = [pytest.mark.mount, needs_fuse]
 REPO = Path(__file__).resolve().parents[2]
 HOOKS = ("approvals.vega", "line_count.vega")
 KEEP_CHECKING = 3  # earlier rounds whose trees are re-read every round
+GC_EVERY = 10  # rounds between two gcs of the shared store (after retiring old rounds)
 START_TIMEOUT = 30.0
 ROUND_LIMIT = 120.0  # a round takes seconds; past this the mount is wedged (a deadlock)
 
@@ -222,6 +226,22 @@ def _one_round(m: Mount, round_no: int, seed: int, logs: Path) -> tuple[int, int
     return allowed.ops_done, allowed.denials, matched - allowed.durable, stamped
 
 
+def _retire(m: Mount, round_no: int) -> None:
+    """Delete a round no later round re-reads: its directories and its snapshots.
+
+    Why: every round runs fsck over the whole shared store, so a store that
+    only grows makes round N cost O(N) and a 500-round run quadratic (rounds
+    took 4 s at the start and over 20 s by round 130). With old rounds deleted
+    and a gc every ``GC_EVERY`` rounds the store stays small, and the crashes
+    of the following rounds land in segments a gc wrote.
+    """
+    for d in ROUND_DIRS:
+        shutil.rmtree(m.mnt / d / f"r{round_no}")
+    for snap in sorted((m.mnt / ".snapshots").iterdir()):
+        if snap.name.startswith(f"r{round_no}-"):
+            run_vegafs("snapshot", "delete", snap.name, "--store", m.store, check=True)
+
+
 def _campaign(tmp_path: Path, rounds: int) -> None:
     master = int(os.environ.get("VEGAFS_CRASH_SEED", random.SystemRandom().getrandbits(32)))
     print(f"mount crash campaign: master seed {master}, {rounds} rounds", flush=True)
@@ -237,7 +257,9 @@ def _campaign(tmp_path: Path, rounds: int) -> None:
     earlier: list[tuple[int, State]] = []
     with campaign_summary("mount crash campaign", master) as summary:
         tally = summary.extra
-        tally.update(hook_denials=0, after_hook_stamps=0, rounds_recovered_past_durable_point=0)
+        tally.update(
+            hook_denials=0, after_hook_stamps=0, rounds_recovered_past_durable_point=0, gcs=0
+        )
         try:
             for round_no in range(rounds):
                 seed = master if round_no == 0 else rng.getrandbits(32)
@@ -264,6 +286,11 @@ def _campaign(tmp_path: Path, rounds: int) -> None:
                     )
                 roots = [f"{d}/r{round_no}" for d in ROUND_DIRS]
                 earlier.append((round_no, read_tree(m.mnt, roots)))
+                if round_no >= KEEP_CHECKING:
+                    _retire(m, round_no - KEEP_CHECKING)
+                if round_no % GC_EVERY == GC_EVERY - 1:
+                    run_vegafs("gc", "--store", m.store, check=True, timeout=300)
+                    tally["gcs"] += 1
         finally:
             m.stop()
         assert tally["hook_denials"] > 0 or rounds < 5, (
