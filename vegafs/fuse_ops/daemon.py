@@ -177,7 +177,8 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             async for signum in sigs:
                 log.info("signal %d: unmounting", signum)
-                await self.ops.sync()
+                if self.fs.read_only_reason is None:  # read-only: nothing can be flushed
+                    await self.ops.sync()
                 done = await trio.to_thread.run_sync(self._unmount)
                 if not done:
                     log.warning("unmount refused (busy?); stopping the loop, lazy unmount")
