@@ -13,7 +13,7 @@ Either way the test checks, through the mount and the CLI: the failing
 request gets the store's errno; afterwards every change fails with EROFS;
 reads, listings and xattrs work; ``vegafs stats`` shows why in
 ``mount.read_only``; the store's ``vegafs.log`` says it once; ``vegafs
-umount`` is clean and the daemon exits 0; a fresh mount finds everything
+umount`` (or SIGTERM to the daemon) is clean and the daemon exits 0; a fresh mount finds everything
 published before the failure, fsck is clean, and it takes writes again.
 """
 
@@ -23,6 +23,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,11 +77,18 @@ def _check_read_only(mnt: Path, store: Path, cause: str) -> None:
     assert logged.count(LOG_LINE) == 1, logged[-3000:]
 
 
-def _umount_and_check(mnt: Path, store: Path, daemon: subprocess.Popen[bytes]) -> None:
-    """Clean umount of the read-only mount; a fresh mount has the published data and writes."""
-    result = run_vegafs("umount", mnt)
-    assert result.returncode == 0, result.stderr
+def _umount_and_check(
+    mnt: Path, store: Path, daemon: subprocess.Popen[bytes], *, by_signal: bool = False
+) -> None:
+    """Clean unmount of the read-only mount (``vegafs umount``, or SIGTERM to the daemon);
+    a fresh mount has the published data and takes writes."""
+    if by_signal:
+        daemon.send_signal(signal.SIGTERM)
+    else:
+        result = run_vegafs("umount", mnt)
+        assert result.returncode == 0, result.stderr
     assert daemon.wait(timeout=60) == 0
+    assert not os.path.ismount(mnt)
     fsck = run_vegafs("fsck", "--store", store)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
     with mounted(store, mnt):
@@ -200,4 +208,4 @@ def test_failed_fsync_turns_the_mount_read_only(tmp_path: Path) -> None:
             with contextlib.suppress(OSError):
                 os.close(fd)
         _check_read_only(mnt, store, "fsync failed")
-        _umount_and_check(mnt, store, daemon)
+        _umount_and_check(mnt, store, daemon, by_signal=True)
