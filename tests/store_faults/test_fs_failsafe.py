@@ -16,16 +16,27 @@ stays consistent) — the test checks that:
 * closing the file system and the store raises nothing, and a reopened store
   is fsck-clean and holds everything published before the failure.
 
+``test_every_failed_call_turns_the_fs_read_only`` does it for every N: the
+Nth write (ENOSPC, or torn with EIO) or sync (EIO) call of a nine-step
+workload (create, write across blocks, mkdir, rename, unlink, overwrite,
+truncate; a sync after each step) fails — 29 + 29 + 9 failure points. Each
+time the failing step gets that errno, every later step EROFS (or ENOENT for
+a path a refused step would have made), closing raises nothing, and the
+reopened store is fsck-clean and holds exactly what the steps before
+published (the failing step's own paths: before, after, or empty).
+
 The real-mount version (a full tmpfs, an injected fsync failure under a live
 daemon) is tests/store_faults/test_mount_failsafe.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -145,3 +156,176 @@ def test_store_failure_turns_the_fs_read_only(
         fs.close()
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------------------
+# For every N: the Nth write or sync call of a workload fails.
+
+# A workload of steps, each one operation then a sync (so step k's state is
+# published before step k+1 runs). A step is (description, paths it changes,
+# function of (fs) -> None). Paths are relative to the root, one level deep.
+Step = tuple[str, tuple[str, ...], Any]
+
+
+def _parent_and_name(fs: FileSystem, path: str) -> tuple[int, bytes]:
+    *dirs, name = path.split("/")
+    parent = ROOT_INO
+    for d in dirs:
+        parent = fs.lookup(parent, d.encode()).ino
+    return parent, name.encode()
+
+
+def _put(path: str, data: bytes, offset: int = 0) -> Any:
+    def run(fs: FileSystem) -> None:
+        parent, name = _parent_and_name(fs, path)
+        ino = fs.store.lookup(parent, name)
+        if ino is None:
+            fh, _ = fs.create(parent, name, 0o644, os.O_RDWR, ROOT_CTX)
+        else:
+            fh = fs.open(ino, os.O_RDWR, ROOT_CTX)
+        try:
+            fs.write(fh, offset, data)
+            fs.flush(fh)
+        except FsError:
+            with contextlib.suppress(FsError):  # like the kernel, which ignores release's errno
+                fs.release(fh)
+            raise
+        fs.release(fh)
+
+    return run
+
+
+def _call(method: str, *paths: str, **kwargs: Any) -> Any:
+    def run(fs: FileSystem) -> None:
+        args: list[Any] = []
+        for p in paths:
+            args += _parent_and_name(fs, p)
+        getattr(fs, method)(*args, *kwargs.values(), ROOT_CTX)
+
+    return run
+
+
+def _truncate(path: str, size: int) -> Any:
+    def run(fs: FileSystem) -> None:
+        parent, name = _parent_and_name(fs, path)
+        fs.setattr(fs.lookup(parent, name).ino, ROOT_CTX, size=size)
+
+    return run
+
+
+BIG = bytes(range(256)) * (BLOCK_SIZE // 256)
+STEPS: list[Step] = [
+    ("write a", ("a",), _put("a", b"a" * 100)),
+    ("mkdir d", ("d",), _call("mkdir", "d", mode=0o755)),
+    ("write d/b", ("d/b",), _put("d/b", BIG + b"b" * 500)),
+    ("rename a d/a2", ("a", "d/a2"), _call("rename", "a", "d/a2", flags=0)),
+    ("write c", ("c",), _put("c", BIG[::-1] * 3)),
+    ("unlink c", ("c",), _call("unlink", "c")),
+    ("overwrite d/b", ("d/b",), _put("d/b", b"zz", 10)),
+    ("truncate d/a2", ("d/a2",), _truncate("d/a2", 10)),
+    ("write e", ("e",), _put("e", b"e" * 5000)),
+]
+
+
+def _tree(fs: FileSystem) -> dict[str, bytes | None]:
+    """Every path (one level of directories) -> file content, None for a directory."""
+    tree: dict[str, bytes | None] = {}
+    for name, ino in fs.store.listdir(ROOT_INO):
+        inode = fs.store.get_inode(ino)
+        if inode.mode & 0o170000 == 0o040000:
+            tree[name.decode()] = None
+            for sub, sub_ino in fs.store.listdir(ino):
+                tree[f"{name.decode()}/{sub.decode()}"] = _read_all(fs, sub_ino)
+        else:
+            tree[name.decode()] = _read_all(fs, ino)
+    return tree
+
+
+def _models(path: Path) -> list[dict[str, bytes | None]]:
+    """The published tree after each step, from a run without faults."""
+    Store.open(path, create=True).close()
+    store = Store.open(path)
+    fs = FileSystem(store)
+    models = [_tree(fs)]
+    for _what, _paths, run in STEPS:
+        run(fs)
+        fs.sync()
+        models.append(_tree(fs))
+    fs.close()
+    store.close()
+    return models
+
+
+def _play(path: Path, plan: FaultPlan) -> tuple[ArmedBackend, int | None, int | None]:
+    """Run the workload over a faulty store; (backend, failing step, its errno).
+
+    After the first failure every later step must fail with EROFS at its
+    first change (or ENOENT at a lookup), and closing must raise nothing.
+    """
+    Store.open(path, create=True).close()
+    backend = ArmedBackend(LocalBackend(path), plan)
+    backend.arm()
+    store = Store.open(backend)
+    fs = FileSystem(store)
+    failed_at = first = None
+    for k, (what, _paths, run) in enumerate(STEPS):
+        try:
+            run(fs)
+            fs.sync()
+        except FsError as exc:
+            if failed_at is None:
+                failed_at, first = k, exc.errno
+                assert fs.read_only_reason, f"{plan.describe()}: {what} failed, fs still writable"
+            else:
+                # EROFS; ENOENT when a path an earlier, refused step would have made is missing
+                assert exc.errno in (errno.EROFS, errno.ENOENT), (
+                    f"{plan.describe()}: {what}: {exc!r}"
+                )
+        else:
+            assert failed_at is None, f"{plan.describe()}: {what} succeeded on a read-only fs"
+    fs.close()
+    store.close()
+    return backend, failed_at, first
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        FaultPlan("write", 0, errno.ENOSPC),
+        FaultPlan("write", 0, errno.EIO, "torn"),
+        FaultPlan("sync", 0, errno.EIO),
+    ],
+    ids=["write-ENOSPC", "write-torn-EIO", "sync-EIO"],
+)
+def test_every_failed_call_turns_the_fs_read_only(plan: FaultPlan, shm_path: Path) -> None:
+    """For every N, the Nth call fails: the fs turns read-only there and loses nothing published.
+
+    The reopened store is fsck-clean and equals the state published after the
+    last step before the failing one, except on the paths that step changes
+    (whose records may or may not have been published before or at close).
+    """
+    models = _models(shm_path / "model")
+    dry, _, _ = _play(shm_path / "dry", FaultPlan(None))
+    calls = dry.counts[plan.kind]
+    assert calls >= len(STEPS), f"the workload makes only {calls} {plan.kind} calls"
+    for nth in range(1, calls + 1):
+        path = shm_path / f"n{nth}"
+        nth_plan = FaultPlan(plan.kind, nth, plan.errno, plan.mode)
+        backend, failed_at, first = _play(path, nth_plan)
+        what = nth_plan.describe()
+        assert backend.fired and failed_at is not None, f"{what}: nothing failed ({backend.fired})"
+        assert first == plan.errno, f"{what}: step {STEPS[failed_at][0]} got errno {first}"
+        store = Store.open(path)
+        try:
+            report = store.fsck()
+            assert report.ok, f"{what}: {report.problems}"
+            got = _tree(FileSystem(store))
+        finally:
+            store.close()
+        before, after = models[failed_at], models[failed_at + 1]
+        touched = set(STEPS[failed_at][1])
+        for p in set(got) | set(before):
+            if p in touched:
+                assert got.get(p) in (before.get(p), after.get(p), b""), f"{what}: {p} is torn"
+            else:
+                assert got.get(p) == before.get(p), f"{what}: published {p} changed or lost"
