@@ -309,3 +309,38 @@ def test_mount_crash_campaign_quick(tmp_path: Path) -> None:
 def test_mount_crash_campaign_full(tmp_path: Path) -> None:
     """The full campaign: VEGAFS_STRESS_ROUNDS rounds (default 500)."""
     _campaign(tmp_path, int(os.environ.get("VEGAFS_STRESS_ROUNDS", 500)))
+
+
+@pytest.mark.timeout(120)
+def test_truncate_by_path_is_ordered_before_a_later_fsync(tmp_path: Path) -> None:
+    """Found by the full campaign (round 135, seed 2440138968): truncate(2) of a file
+    that another handle held open (the line_count after-hook reading it) stayed
+    buffered until that handle closed, so a later fsync of another file did not
+    cover it, and a crash lost the truncate while keeping the later file. A
+    truncate by path is a finished operation when it returns: it is recorded at
+    once, like a rename or a chmod, and every later fsync makes it durable.
+    """
+    m = Mount(store=tmp_path / "store", mnt=tmp_path / "mnt")
+    m.start()
+    try:
+        target, later = m.mnt / "held-open", m.mnt / "later"
+        target.write_bytes(b"x" * 1000)
+        reader = os.open(target, os.O_RDONLY)  # another handle, e.g. a hook reading the file
+        try:
+            os.truncate(target, 10)
+            fd = os.open(later, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, b"fsynced after the truncate returned")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            m.kill9()
+        finally:
+            with contextlib.suppress(OSError):  # its mount is gone
+                os.close(reader)
+        m.stop()
+        m.start()
+        assert later.read_bytes() == b"fsynced after the truncate returned"
+        assert target.stat().st_size == 10, "the truncate before the fsync was lost"
+    finally:
+        m.stop()
