@@ -360,8 +360,12 @@ class StoreVsModel(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+EXAMPLES = int(os.environ.get("VEGAFS_HYPOTHESIS_EXAMPLES", "100"))
+# ~0.15 s an example alone, several times that on a shared machine: the full
+# run (2,000) was cut by the default 300 s timeout at 1,977 examples.
+pytestmark = pytest.mark.timeout(max(300, EXAMPLES))
 StoreVsModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("VEGAFS_HYPOTHESIS_EXAMPLES", "100")),
+    max_examples=EXAMPLES,
     stateful_step_count=50,
     deadline=None,
     derandomize=True,
