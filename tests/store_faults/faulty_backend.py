@@ -199,3 +199,31 @@ class FaultyBackend(Backend):
 
     def list_objects(self, prefix: str) -> list[str]:
         return self.inner.list_objects(prefix)
+
+
+class ArmedBackend(FaultyBackend):
+    """A FaultyBackend whose plan counts calls only from the moment it is armed.
+
+    Why: a mount daemon makes a varying number of backend calls while it
+    starts (recovery, checkpoint, group commits), so a plan counted from the
+    first call could not name "the first fsync after the test's data was
+    published"; arming at that moment can. ``arm()`` arms it in-process; in
+    a daemon the test arms it from outside by creating the file ``arm_path``
+    (checked on each call until then).
+    """
+
+    def __init__(self, inner: Backend, plan: FaultPlan, arm_path: str | None = None) -> None:
+        super().__init__(inner, plan)
+        self.arm_path = arm_path
+        self.armed = False
+
+    def arm(self) -> None:
+        self.armed = True
+        self.counts.clear()
+
+    def _due(self, kind: str, call: str) -> bool:
+        if not self.armed:
+            if self.arm_path is None or not os.path.exists(self.arm_path):
+                return False
+            self.arm()
+        return super()._due(kind, call)

@@ -42,6 +42,7 @@ from tests.store_faults.model import (
     run_step,
     with_root,
 )
+from tests.stress.summary import campaign_summary
 from vegafs.store import BLOCK_SIZE, Store, StoreError
 from vegafs.store import store as store_module
 from vegafs.store.backend import LocalBackend
@@ -142,24 +143,27 @@ def test_nth_call_fails(shm_path: Path, kind: str, mode: str, err: int) -> None:
     """The Nth call fails, the process dies on the spot; reopen and compare."""
     count = _counts(shm_path)[kind]
     assert count > 0, f"the workload makes no {kind} call: the test would prove nothing"
-    surfaced = absorbed = 0
-    for nth in _which(count):
-        plan = FaultPlan(kind, nth, err, mode)
-        path = shm_path / f"n{nth}"
-        base: MState = new_store(path)
-        run = _play(path, plan)
-        run.backend.abandon()
-        what = f"{plan.describe()} ({run.backend.fired})"
-        assert run.backend.fired, f"{what}: the fault never fired (count was {count})"
-        if run.error is None:
-            absorbed += 1
-        else:
-            surfaced += 1
-            _check_error(run, plan, what)
-        recover_and_check(path, SCENARIO, run.last_done, base, what)
-        shutil.rmtree(path)
-    print(f"faults {kind}/{mode}/{errno.errorcode[err]}: calls={count} "
-          f"surfaced={surfaced} absorbed={absorbed}")
+    name = f"faults {kind}/{mode}/{errno.errorcode[err]} (the process dies)"
+    with campaign_summary(name, SEED) as summary:
+        surfaced = absorbed = 0
+        for nth in _which(count):
+            plan = FaultPlan(kind, nth, err, mode)
+            path = shm_path / f"n{nth}"
+            base: MState = new_store(path)
+            run = _play(path, plan)
+            run.backend.abandon()
+            what = f"{plan.describe()} ({run.backend.fired})"
+            assert run.backend.fired, f"{what}: the fault never fired (count was {count})"
+            if run.error is None:
+                absorbed += 1
+            else:
+                surfaced += 1
+                _check_error(run, plan, what)
+            recover_and_check(path, SCENARIO, run.last_done, base, what)
+            shutil.rmtree(path)
+            summary.rounds += 1
+            summary.ops += max(run.last_done + 1, 0)
+        summary.extra.update(calls=count, surfaced=surfaced, absorbed=absorbed)
 
 
 def _state_before(step: int) -> MState:
@@ -185,44 +189,47 @@ def test_store_survives_a_failed_call(shm_path: Path, kind: str, mode: str, err:
     """
     count = _counts(shm_path)[kind]
     gone = set(range(2, SCENARIO.max_ino))
-    carried_on = sticky = 0
-    for nth in _which(count)[::3]:
-        plan = FaultPlan(kind, nth, err, mode)
-        path = shm_path / f"c{nth}"
-        base = new_store(path)
-        run = _play(path, plan)
-        what = f"{plan.describe()} ({run.backend.fired}), then carry on"
-        if run.error is None or run.store is None or run.failed_at is None:
-            run.backend.abandon()  # absorbed, or the open itself failed: nothing to carry on
-            recover_and_check(path, SCENARIO, run.last_done, base, what)
-            shutil.rmtree(path)
-            continue
-        _check_error(run, plan, what)
-        step = SCENARIO.steps[run.failed_at]
-        candidates = [_state_before(run.failed_at)]
-        if step[0] in DURABLE:
-            candidates.append(SCENARIO.durable[run.failed_at].head)
-        heads = [with_root(c, base) for c in candidates]
-        found = [differences(run.store, head, gone) for head in heads]
-        assert [] in found, (f"{what}: after the failed {step[0]} step {run.failed_at} the head "
-                             f"is neither before nor after it: {found[0][:5]}")
-        head = heads[found.index([])]
-        try:
-            run.store.publish()
-        except StoreError as exc:
-            sticky += 1
-            assert exc.code == STORE_IO_ERROR and "\n" not in str(exc), f"{what}: {exc!r}"
-            run.backend.abandon()
-            recover_and_check(path, SCENARIO, run.last_done, base, what)
-        else:
-            carried_on += 1
-            run.backend.abandon()
-            store = Store.open(path)
+    name = f"faults {kind}/{mode}/{errno.errorcode[err]} (the process carries on)"
+    with campaign_summary(name, SEED) as summary:
+        carried_on = sticky = 0
+        for nth in _which(count)[::3]:
+            plan = FaultPlan(kind, nth, err, mode)
+            path = shm_path / f"c{nth}"
+            base = new_store(path)
+            run = _play(path, plan)
+            summary.rounds += 1
+            summary.ops += max(run.last_done + 1, 0)
+            what = f"{plan.describe()} ({run.backend.fired}), then carry on"
+            if run.error is None or run.store is None or run.failed_at is None:
+                run.backend.abandon()  # absorbed, or the open itself failed: nothing to carry on
+                recover_and_check(path, SCENARIO, run.last_done, base, what)
+                shutil.rmtree(path)
+                continue
+            _check_error(run, plan, what)
+            step = SCENARIO.steps[run.failed_at]
+            candidates = [_state_before(run.failed_at)]
+            if step[0] in DURABLE:
+                candidates.append(SCENARIO.durable[run.failed_at].head)
+            heads = [with_root(c, base) for c in candidates]
+            found = [differences(run.store, head, gone) for head in heads]
+            assert [] in found, (f"{what}: after the failed {step[0]} step {run.failed_at} the head "
+                                 f"is neither before nor after it: {found[0][:5]}")
+            head = heads[found.index([])]
             try:
-                assert store.fsck().ok, f"{what}: fsck after publishing past a fault"
-                assert_matches(store, head, gone, what=f"after {what}, publish and reopen")
-            finally:
-                store.close()
-        shutil.rmtree(path)
-    print(f"faults {kind}/{mode}/{errno.errorcode[err]} carry on: published={carried_on} "
-          f"sticky={sticky}")
+                run.store.publish()
+            except StoreError as exc:
+                sticky += 1
+                assert exc.code == STORE_IO_ERROR and "\n" not in str(exc), f"{what}: {exc!r}"
+                run.backend.abandon()
+                recover_and_check(path, SCENARIO, run.last_done, base, what)
+            else:
+                carried_on += 1
+                run.backend.abandon()
+                store = Store.open(path)
+                try:
+                    assert store.fsck().ok, f"{what}: fsck after publishing past a fault"
+                    assert_matches(store, head, gone, what=f"after {what}, publish and reopen")
+                finally:
+                    store.close()
+            shutil.rmtree(path)
+        summary.extra.update(calls=count, published=carried_on, sticky=sticky)

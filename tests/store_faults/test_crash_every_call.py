@@ -26,6 +26,7 @@ import pytest
 from tests.store_faults.faulty_backend import Crash, FaultPlan, FaultyBackend
 from tests.store_faults.harness import new_store, recover_and_check
 from tests.store_faults.model import DURABLE, Scenario, run_step
+from tests.stress.summary import campaign_summary
 from vegafs.store import BLOCK_SIZE, Store
 from vegafs.store import store as store_module
 from vegafs.store.backend import LocalBackend
@@ -67,16 +68,17 @@ def test_crash_at_every_call(shm_path: Path, seed: int) -> None:
     want = {"write", "sync", "put", "read", "delete"} if seed == SEEDS[0] else {"write", "sync"}
     assert kinds >= want, f"the workload misses some kinds of call: {backend.counts}"
     shutil.rmtree(dry)
-    runs = 0
-    for nth in range(1, total + 1):
-        for mode in ("crash", "crash_after"):
-            plan = FaultPlan("any", nth, mode=mode)
-            path = shm_path / f"{mode}{nth}"
-            base = new_store(path)
-            backend, last_done = _run(path, scenario, plan)
-            assert backend.fired, f"{plan.describe()} never fired"
-            recover_and_check(path, scenario, last_done, base,
-                              f"seed {seed}: {plan.describe()} ({backend.fired})")
-            shutil.rmtree(path)
-            runs += 1
-    print(f"crash at every call: seed={seed} calls={total} crashes={runs} failures=0")
+    with campaign_summary("crash at every call", seed) as summary:
+        summary.extra["calls"] = total
+        for nth in range(1, total + 1):
+            for mode in ("crash", "crash_after"):
+                plan = FaultPlan("any", nth, mode=mode)
+                path = shm_path / f"{mode}{nth}"
+                base = new_store(path)
+                backend, last_done = _run(path, scenario, plan)
+                assert backend.fired, f"{plan.describe()} never fired"
+                recover_and_check(path, scenario, last_done, base,
+                                  f"seed {seed}: {plan.describe()} ({backend.fired})")
+                shutil.rmtree(path)
+                summary.rounds += 1
+                summary.ops += max(last_done + 1, 0)

@@ -16,12 +16,14 @@ not a passed one.
 from __future__ import annotations
 
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.store_faults.harness import Child, new_store, recover_and_check
 from tests.store_faults.model import Scenario
+from tests.stress.summary import Summary, module_summary
 from vegafs.store import BLOCK_SIZE, faultpoints
 
 SEED = 4242
@@ -48,18 +50,27 @@ def _crash(path: Path, seed: int, point: str, nth: int) -> Child:
     return child
 
 
+@pytest.fixture(scope="module")
+def summary(request: pytest.FixtureRequest) -> Iterator[Summary]:
+    """One summary line for the whole module: rounds = crashes checked."""
+    with module_summary(request, "crash at fault points", SEED) as s:
+        yield s
+
+
 @pytest.mark.parametrize("nth", [1, 3])
 @pytest.mark.parametrize("point", [n for n in faultpoints.NAMES if n != RECOVERY])
-def test_crash_at_fault_point(shm_path: Path, point: str, nth: int) -> None:
+def test_crash_at_fault_point(shm_path: Path, point: str, nth: int, summary: Summary) -> None:
     path = shm_path / "store"
     base = new_store(path)
     child = _crash(path, SEED + nth, point, nth)
     scenario = _scenario(SEED + nth)
     recover_and_check(path, scenario, child.last_done, base, f"crash at {point} #{nth}",
                       dead_writer=child.proc.pid)
+    summary.rounds += 1
+    summary.ops += max(child.last_done + 1, 0)
 
 
-def test_crash_during_recovery(shm_path: Path) -> None:
+def test_crash_during_recovery(shm_path: Path, summary: Summary) -> None:
     path = shm_path / "store"
     base = new_store(path)
     first = _crash(path, SEED, "publish.before_write", 4)  # leaves an unpublished tail
@@ -70,3 +81,5 @@ def test_crash_during_recovery(shm_path: Path) -> None:
     scenario = _scenario(SEED)
     recover_and_check(path, scenario, first.last_done, base, "crash inside recovery",
                       dead_writer=child.proc.pid)
+    summary.rounds += 1
+    summary.ops += max(first.last_done + 1, 0)

@@ -43,6 +43,7 @@ from tests.store_faults.model import (
     model_of,
     run_step,
 )
+from tests.stress.summary import campaign_summary
 from vegafs.store import BLOCK_SIZE, Store, StoreError
 from vegafs.store import store as store_module
 from vegafs.store.backend import LocalBackend
@@ -163,24 +164,28 @@ def _exercise(path: Path, what: str) -> tuple[Store | None, bool]:
 
 def test_hostile_input(pristine: tuple[Path, MState], tmp_path: Path) -> None:
     source, model = pristine
-    rng = random.Random(20261123)
-    detected = repaired = refused = 0
-    failures: list[str] = []
-    for case in range(CASES):
-        how = DAMAGE[case % len(DAMAGE)]
-        path = source.parent / f"case{case}"
-        shutil.copytree(source, path)
-        active = sorted((path / "segments").iterdir())[-1].name
-        try:
-            detected, repaired, refused = _case(path, how, rng, case, model, active,
-                                                 (detected, repaired, refused))
-        except AssertionError as exc:
-            failures.append(str(exc).splitlines()[0])
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-    assert not failures, f"{len(failures)} of {CASES} cases failed:\n  " + "\n  ".join(failures)
-    print(f"hostile input: cases={CASES} detected={detected} repaired={repaired} "
-          f"repair_refused={refused} failures=0")
+    seed = 20261123
+    rng = random.Random(seed)
+    with campaign_summary("hostile input", seed) as summary:
+        detected = repaired = refused = 0
+        failures: list[str] = []
+        for case in range(CASES):
+            how = DAMAGE[case % len(DAMAGE)]
+            path = source.parent / f"case{case}"
+            shutil.copytree(source, path)
+            active = sorted((path / "segments").iterdir())[-1].name
+            try:
+                detected, repaired, refused = _case(path, how, rng, case, model, active,
+                                                     (detected, repaired, refused))
+            except AssertionError as exc:
+                failures.append(str(exc).splitlines()[0])
+            finally:
+                shutil.rmtree(path, ignore_errors=True)
+            summary.rounds += 1
+            summary.ops += 1  # one damaged store opened, fscked, read and repaired
+            summary.failures = len(failures)
+            summary.extra.update(detected=detected, repaired=repaired, repair_refused=refused)
+        assert not failures, f"{len(failures)} of {CASES} cases failed:\n  " + "\n  ".join(failures)
 
 
 def _case(path: Path, how: str, rng: random.Random, case: int, model: MState, active: str,

@@ -25,7 +25,10 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections import Counter
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -42,6 +45,7 @@ from tests.store_faults.model import (
     root_state,
     run_txn,
 )
+from tests.stress.summary import module_summary
 from vegafs.store import BLOCK_SIZE, Store
 from vegafs.store.backend import LocalBackend
 
@@ -341,11 +345,13 @@ class StoreVsModel(RuleBasedStateMachine):
 
     @invariant()
     def head_equals_model(self) -> None:
+        TALLY["steps"] += 1
         assert_matches(self.store, self.state, set(self.allocated))
         listed = {s.name for s in self.store.list_snapshots()}
         assert listed == set(self.snapshots), f"snapshots {sorted(listed)} vs {sorted(self.snapshots)}"
 
     def teardown(self) -> None:
+        TALLY["examples"] += 1
         try:
             report = self.store.fsck()
             assert report.ok, "fsck at the end:\n  " + "\n  ".join(report.problems)
@@ -354,11 +360,24 @@ class StoreVsModel(RuleBasedStateMachine):
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+EXAMPLES = int(os.environ.get("VEGAFS_HYPOTHESIS_EXAMPLES", "100"))
+# ~0.15 s an example alone, several times that on a shared machine: the full
+# run (2,000) was cut by the default 300 s timeout at 1,977 examples.
+pytestmark = pytest.mark.timeout(max(300, EXAMPLES))
 StoreVsModel.TestCase.settings = settings(
-    max_examples=int(os.environ.get("VEGAFS_HYPOTHESIS_EXAMPLES", "100")),
+    max_examples=EXAMPLES,
     stateful_step_count=50,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestStoreVsModel = StoreVsModel.TestCase
+TALLY: Counter[str] = Counter()  # examples run and steps checked, for the summary line
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _summary(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The campaign's summary line (derandomized: hypothesis's seed is fixed per test)."""
+    with module_summary(request, "store vs model (hypothesis)", "derandomized") as summary:
+        yield
+        summary.rounds, summary.ops = TALLY["examples"], TALLY["steps"]

@@ -27,10 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tests.store_faults.model import S_IFDIR, S_IFREG, assert_matches, root_state, run_txn
+from tests.stress.summary import campaign_summary
 from vegafs.store import BLOCK_SIZE, Store
 
 SECONDS = float(os.environ.get("VEGAFS_STRESS_SECONDS", "3"))
 WATCHDOG_S = 10.0
+SEED = 5150
 
 
 class Watched:
@@ -70,14 +72,26 @@ class Watched:
 
 
 def test_store_under_concurrent_load(tmp_path: Path) -> None:
+    counts: dict[str, int] = {}
+    with campaign_summary("store threads campaign", SEED) as summary:
+        try:
+            _load(tmp_path, counts)
+        finally:
+            summary.rounds = 1
+            summary.ops = sum(counts.values())
+            summary.extra.update(counts)
+
+
+def _load(tmp_path: Path, counts: dict[str, int]) -> None:
+    """The run (module docstring); ``counts`` tallies what each kind of thread did."""
     path = tmp_path / "store"
     store = Store.open(path, create=True)
     state = root_state(store)
     w = Watched()
-    rng = random.Random(5150)
+    rng = random.Random(SEED)
     handed: list[tuple[bytes, bytes]] = []  # (hash, data) every reader may check
     handed_lock = threading.Lock()
-    counts = {"txns": 0, "publishes": 0, "reads": 0, "gcs": 0}
+    counts.update(txns=0, publishes=0, reads=0, gcs=0)
 
     def publish() -> None:  # group commit: publish what is there, every few ms
         store.publish()
@@ -172,9 +186,6 @@ def test_store_under_concurrent_load(tmp_path: Path) -> None:
         assert report.ok, "fsck:\n  " + "\n  ".join(report.problems)
     finally:
         again.close()
-    print(f"store threads: seconds={SECONDS} txns={counts['txns']} "
-          f"publishes={counts['publishes']} reads={counts['reads']} gcs={counts['gcs']} "
-          f"failures=0")
 
 
 def test_gc_keeps_a_chunk_put_before_it_is_referenced(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ set-user-ID on chown and write), parent times and link counts, xattrs
 and the read-only ``/.snapshots`` tree over ``store.view(name)``.
 
 What it must never do: know about FUSE, trio or threads beyond the documented
-split (``fetch_chunks`` and ``store.put_chunk`` may run in a worker thread;
+split (``fetch_chunks`` and ``put_chunk`` may run in a worker thread;
 everything else runs on the owner's thread); mutate objects the store
 returned; hold the store's state in a second copy (the head state is the
 store's — the fs adds only handles, buffers and caches).

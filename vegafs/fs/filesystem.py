@@ -2,19 +2,20 @@
 
 Every method is synchronous, runs on the caller's (one) thread, and raises
 :class:`FsError`. The only methods safe to call from another thread are
-:meth:`FileSystem.fetch_chunks` and ``store.put_chunk``; that is how an async
+:meth:`FileSystem.fetch_chunks` and :meth:`FileSystem.put_chunk`; that is how an async
 caller keeps blocking I/O off its event loop:
 
 * before ``read``/``write``: ``missing_chunks(fh, off, size)`` lists chunks not
   in the cache, ``fetch_chunks`` loads them in a thread;
 * ``write_buffered`` returns :class:`ChunkJob`s for completed blocks; the
-  caller stores them with ``store.put_chunk`` in a thread and reports back
+  caller stores them with ``put_chunk`` in a thread and reports back
   with ``chunk_stored``. ``write`` is the plain synchronous form.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import threading
@@ -49,6 +50,8 @@ RENAME_EXCHANGE = 2
 VEGA_PREFIX = b"vega."
 ORPHAN_ANNOTATION = "fs.orphan"
 ALLOWED_XATTR_PREFIXES = (b"user.", b"trusted.", b"security.")
+
+log = logging.getLogger("vegafs.fs")
 
 
 def now_ns() -> int:
@@ -95,6 +98,10 @@ class FileSystem:
         # Bumped after a gc: chunks stored before it but not yet referenced
         # by a version may be gone, so results of older jobs are not used.
         self._epoch = 0
+        # Set once, at the first store write that fails (see _store_failed):
+        # from then on the file system refuses every change with EROFS.
+        self.read_only_reason: str | None = None
+        self._read_only_lock = threading.Lock()
 
     # ------------------------------------------------------------------ helpers
 
@@ -136,14 +143,38 @@ class FileSystem:
 
     def _writable_dir(self, ino: int) -> Any:
         """The live directory ``ino`` for a namespace change (EROFS in snapshots)."""
-        if ino >= SNAP_BASE:
-            raise FsError(errno.EROFS)
+        self._check_changeable(ino)
         inode = self._inode(ino)
         if not stat.S_ISDIR(inode.mode):
             raise FsError(errno.ENOTDIR)
         if inode.nlink == 0:
             raise FsError(errno.ENOENT)
         return inode
+
+    def _check_changeable(self, ino: int) -> None:
+        """EROFS for a change to ``ino``: a snapshot's inode, or any after the store failed."""
+        if ino >= SNAP_BASE or self.read_only_reason is not None:
+            raise FsError(errno.EROFS)
+
+    def _store_failed(self, exc: StoreError) -> FsError:
+        """A store write failed: the file system turns read-only; returns this request's error.
+
+        Why stop every change rather than fail each request on its own: after
+        a failed append or fsync the store may have stopped for good (its
+        sticky failure), and on a full disk every later record fails as well,
+        even an unlink's, since the log only appends. Refusing changes with
+        EROFS from the first failure on keeps what is published intact and
+        readable, and the reason is logged once. The request that met the
+        failure gets the store's own errno (ENOSPC, EIO). Thread-safe: a
+        worker thread storing a chunk may be the first to see it.
+        """
+        with self._read_only_lock:
+            first = self.read_only_reason is None
+            if first:
+                self.read_only_reason = str(exc)
+        if first:
+            log.error("the store cannot write: %s; read-only until remounted", exc)
+        return FsError(exc.errno or errno.EIO, str(exc))
 
     def _reserved(self, parent: int, name: bytes) -> bool:
         return parent == ROOT_INO and name == SNAPSHOT_DIR_NAME
@@ -159,8 +190,9 @@ class FileSystem:
             raise FsError(errno.EPERM)
 
     def _txn(self) -> Any:
-        """A store transaction whose I/O failures surface as their errno."""
-        return _Txn(self.store)
+        """A store transaction whose I/O failures surface as their errno (EROFS once read-only)."""
+        self._check_changeable(ROOT_INO)  # every transaction changes the live tree
+        return _Txn(self)
 
     # ------------------------------------------------------------ lookup counts
 
@@ -182,8 +214,13 @@ class FileSystem:
         return self._lookups.get(ino, 0)
 
     def _maybe_delete(self, ino: int) -> None:
-        """Delete an unlinked inode once nothing references it any more."""
+        """Delete an unlinked inode once nothing references it any more.
+
+        Read-only, it stays: the next mount's ``reclaim_orphans`` deletes it.
+        """
         if ino not in self._orphans or self._open_count.get(ino) or self._lookups.get(ino):
+            return
+        if self.read_only_reason is not None:
             return
         self._orphans.discard(ino)
         self._discard_buffer(ino)
@@ -669,8 +706,7 @@ class FileSystem:
         ctime_ns: int | None = None,
     ) -> Attr:
         """chmod/chown/truncate/utimens. A size change is buffered like a write."""
-        if ino >= SNAP_BASE:
-            raise FsError(errno.EROFS)
+        self._check_changeable(ino)
         inode = self._inode(ino)
         now = now_ns()
         changes: dict[str, int] = {}
@@ -776,8 +812,7 @@ class FileSystem:
         return list(inode.xattrs)
 
     def setxattr(self, ino: int, name: bytes, value: bytes, flags: int, ctx: Ctx) -> None:
-        if ino >= SNAP_BASE:
-            raise FsError(errno.EROFS)
+        self._check_changeable(ino)
         if name.startswith(VEGA_PREFIX):
             raise FsError(errno.EPERM)
         if not name.startswith(ALLOWED_XATTR_PREFIXES):
@@ -797,8 +832,7 @@ class FileSystem:
             t.update(ino, ctime_ns=now_ns())
 
     def removexattr(self, ino: int, name: bytes, ctx: Ctx) -> None:
-        if ino >= SNAP_BASE:
-            raise FsError(errno.EROFS)
+        self._check_changeable(ino)
         if name.startswith(VEGA_PREFIX):
             raise FsError(errno.EPERM)
         inode = self._inode(ino)
@@ -824,9 +858,9 @@ class FileSystem:
 
     def open(self, ino: int, flags: int, ctx: Ctx) -> int:
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY
+        if writable or flags & os.O_TRUNC:
+            self._check_changeable(ino)
         if ino >= SNAP_BASE:
-            if writable or flags & os.O_TRUNC:
-                raise FsError(errno.EROFS)
             self.getattr(ino)
             return self._new_handle(Handle(ino, flags, False))
         inode = self._inode(ino)
@@ -989,7 +1023,7 @@ class FileSystem:
 
         Completed blocks (a write that reaches a block's end with the block
         full) and, over the memory bound, the oldest dirty blocks become
-        jobs. The caller stores each (``store.put_chunk``, any thread) and
+        jobs. The caller stores each (``put_chunk``, any thread) and
         reports the hash with :meth:`chunk_stored` on this thread.
 
         ``off`` is absolute even for O_APPEND handles: the kernel computes
@@ -1000,6 +1034,7 @@ class FileSystem:
         if not handle.writable:
             raise FsError(errno.EBADF)
         ino = handle.ino
+        self._check_changeable(ino)
         inode = self._inode(ino)
         if off < 0:
             raise FsError(errno.EINVAL)
@@ -1064,13 +1099,14 @@ class FileSystem:
     def store_jobs(self, jobs: list[ChunkJob]) -> None:
         """Store ``jobs`` right here (the synchronous path)."""
         for job in jobs:
-            self.chunk_stored(job, self._put_chunk(job.data))
+            self.chunk_stored(job, self.put_chunk(job.data))
 
-    def _put_chunk(self, data: bytes) -> bytes:
+    def put_chunk(self, data: bytes) -> bytes:
+        """``store.put_chunk`` with a failure turning the fs read-only. Thread-safe."""
         try:
             return self.store.put_chunk(data)
         except StoreError as exc:
-            raise FsError(exc.errno or errno.EIO, str(exc)) from exc
+            raise self._store_failed(exc) from exc
 
     def write(self, fh: int, off: int, data: bytes, ctx: Ctx | None = None) -> int:
         """pwrite(2): buffered; completed blocks are stored before returning."""
@@ -1082,6 +1118,7 @@ class FileSystem:
         buf = self._buffers.get(ino)
         if buf is None:
             return []
+        self._refuse_unsaved(ino, buf)
         jobs = []
         for index in list(buf.dirty):
             self._dirty_lru.pop((ino, index), None)
@@ -1093,6 +1130,9 @@ class FileSystem:
         return buf is not None and buf.changed
 
     def dirty_inodes(self) -> list[int]:
+        """Files with changes to commit (none once read-only: they can only fail)."""
+        if self.read_only_reason is not None:
+            return []
         return [ino for ino, buf in self._buffers.items() if buf.changed]
 
     def commit(self, ino: int) -> int | None:
@@ -1109,11 +1149,12 @@ class FileSystem:
             if buf.settled:
                 del self._buffers[ino]
             return None
+        self._refuse_unsaved(ino, buf)
         self.store_jobs(self.pending_jobs(ino))
         # A job taken earlier may still be in flight in a worker thread: its
         # data is immutable, so storing it again here gives the same hash.
         for index, data in list(buf.storing.items()):
-            self.chunk_stored(ChunkJob(ino, index, data, self._epoch), self._put_chunk(data))
+            self.chunk_stored(ChunkJob(ino, index, data, self._epoch), self.put_chunk(data))
         if self.store.get_inode(ino) is None:
             del self._buffers[ino]
             return None
@@ -1123,8 +1164,24 @@ class FileSystem:
         del self._buffers[ino]
         return t.logseq
 
+    def _refuse_unsaved(self, ino: int, buf: FileBuffer) -> None:
+        """Read-only now: drop ``ino``'s unsaved changes and fail the request that wanted them kept.
+
+        The changes can never be stored, so the file's next flush, fsync or
+        close reports it (EROFS) once — like a lost write-back — and later
+        reads show the last recorded version.
+        """
+        if self.read_only_reason is not None and buf.changed:
+            self._discard_buffer(ino)
+            raise FsError(errno.EROFS)
+
     def commit_all(self) -> None:
-        """Commit every buffered file (before a publish for sync/unmount)."""
+        """Commit every buffered file (before a publish for sync/unmount).
+
+        Read-only, nothing: each file's own flush/fsync/close reports its loss.
+        """
+        if self.read_only_reason is not None:
+            return
         for ino in list(self._buffers):
             self.commit(ino)
 
@@ -1141,10 +1198,14 @@ class FileSystem:
         self.publish()
 
     def publish(self) -> None:
+        """Make everything recorded durable. Read-only, it still tries when the
+        store holds unpublished records (space may have been freed since)."""
+        if self.read_only_reason is not None and not self.store.dirty:
+            return
         try:
             self.store.publish()
         except StoreError as exc:
-            raise FsError(exc.errno or errno.EIO, str(exc)) from exc
+            raise self._store_failed(exc) from exc
 
     def release(self, fh: int) -> None:
         """Last close of a descriptor: commit, drop the handle, maybe delete."""
@@ -1170,6 +1231,8 @@ class FileSystem:
         self._handles.clear()
         self._open_count.clear()
         self._lookups.clear()
+        if self.read_only_reason is not None:
+            return  # nothing more can be recorded; the store's close publishes what it can
         self.commit_all()
         for ino in list(self._orphans):
             self._maybe_delete(ino)
@@ -1206,22 +1269,23 @@ class FileSystem:
 
 
 class _Txn:
-    """``store.transaction()`` with StoreError turned into FsError(errno)."""
+    """``store.transaction()`` with a StoreError turned into FsError(errno) (and read-only)."""
 
-    def __init__(self, store: Store) -> None:
-        self._cm = store.transaction()
+    def __init__(self, fs: FileSystem) -> None:
+        self._fs = fs
+        self._cm = fs.store.transaction()
 
     def __enter__(self) -> Any:
         try:
             return self._cm.__enter__()
         except StoreError as exc:
-            raise FsError(exc.errno or errno.EIO, str(exc)) from exc
+            raise self._fs._store_failed(exc) from exc
 
     def __exit__(self, *exc_info: Any) -> bool:
         try:
             return bool(self._cm.__exit__(*exc_info))
         except StoreError as exc:
-            raise FsError(exc.errno or errno.EIO, str(exc)) from exc
+            raise self._fs._store_failed(exc) from exc
 
 
 def _kill_priv(mode: int) -> int:

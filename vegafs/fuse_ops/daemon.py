@@ -36,7 +36,7 @@ from vegafs.fs import SNAP_BASE
 from vegafs.fuse_ops import session
 from vegafs.fuse_ops.operations import VegaOperations
 from vegafs.hooks import HookedFileSystem, open_engine
-from vegafs.store import ROOT_INO, HeadUpdate, Store
+from vegafs.store import ROOT_INO, HeadUpdate, Store, StoreError
 
 log = logging.getLogger("vegafs.daemon")
 
@@ -159,7 +159,14 @@ class Daemon:
             if self._mounted:
                 pyfuse3.close(unmount=not self._unmounted_by_kernel)
                 self._mounted = False
-            self.store.close()
+            try:
+                self.store.close()
+            except StoreError as exc:
+                if self.fs.read_only_reason is None:
+                    raise
+                # Read-only after a store failure: the unmount itself is clean;
+                # what was not published is lost, which the log says.
+                log.error("unpublished changes are lost (%s); the store reopens at its last publish", exc)
             log.info("closed %s", self.store_dir)
 
     async def _tune_read_ahead(self) -> None:
@@ -173,7 +180,7 @@ class Daemon:
         """Publish within ``commit_interval`` of any change (closes, metadata)."""
         while True:
             await trio.sleep(self.commit_interval)
-            if self.store.dirty:
+            if self.store.dirty and self.fs.read_only_reason is None:
                 try:
                     await self.ops.publish()
                 except Exception:
@@ -221,7 +228,8 @@ class Daemon:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             async for signum in sigs:
                 log.info("signal %d: unmounting", signum)
-                await self.ops.sync()
+                if self.fs.read_only_reason is None:  # read-only: nothing can be flushed
+                    await self.ops.sync()
                 done = await trio.to_thread.run_sync(self._unmount)
                 if not done:
                     log.warning("unmount refused (busy?); stopping the loop, lazy unmount")
@@ -250,7 +258,9 @@ class Daemon:
             "hooks": self.hooks_dir,
             "published_logseq": self.store.published_logseq,
             "head_logseq": self.store.head_logseq,
-            "read_only": self.store.read_only,
+            # null, or why nothing can be changed (mounted --read-only, or the store stopped taking writes)
+            "read_only": self.fs.read_only_reason
+            or ("mounted read-only" if self.store.read_only else None),
         }
 
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
@@ -260,6 +270,8 @@ class Daemon:
             return self.status()
         if op == "hooks_list":
             return self.hooks.listing()
+        if op == "shutdown" and self.fs.read_only_reason is not None:
+            return self.status()  # nothing can be flushed; close() still publishes what it can
         if op in ("sync", "shutdown"):
             await self.ops.sync()
             await trio.to_thread.run_sync(store.backend.drain)  # an s3:// store: until uploaded

@@ -112,7 +112,7 @@ class VegaOperations(pyfuse3.Operations):
         """Hash and store ``jobs`` in a worker thread, then record the hashes."""
         if not jobs:
             return
-        put = self.fs.store.put_chunk
+        put = self.fs.put_chunk  # a store failure turns the fs read-only
         hashes = await trio.to_thread.run_sync(lambda: [put(job.data) for job in jobs])
         for job, chunk_hash in zip(jobs, hashes, strict=True):
             self.fs.chunk_stored(job, chunk_hash)
@@ -180,6 +180,11 @@ class VegaOperations(pyfuse3.Operations):
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
             ctime_ns=attr.st_ctime_ns if fields.update_ctime else None,
         )
+        if fields.update_size and fh is None:
+            # truncate(2) by path is finished when it returns: record it now, like a
+            # rename, even if another handle (a reader, a hook) keeps the file open, so
+            # a later fsync covers it (ftruncate stays in its writer's session).
+            await self.commit(inode)
         return self.entry(result)
 
     @errno_guard
