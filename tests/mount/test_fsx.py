@@ -27,6 +27,7 @@ import pytest
 
 from tests.mount.helpers import Mount
 from tests.mountutil import needs_fuse
+from tests.stress.summary import Summary, campaign_summary
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -257,10 +258,11 @@ def _first_diff(got: bytes, want: bytes) -> str:
 FSX_OPS = int(os.environ.get("VEGAFS_FSX_OPS", "2000"))
 
 
-def _run(fsx: Fsx, ops: int, seed: int) -> None:
+def _run(fsx: Fsx, ops: int, seed: int, summary: Summary) -> None:
     for n in range(ops):
         try:
             fsx.step()
+            summary.ops += 1
         except AssertionError as exc:
             recent = "\n".join(fsx.log[-15:])
             raise AssertionError(f"op {n} (seed {seed}) failed: {exc}\nlast ops:\n{recent}") from exc
@@ -273,21 +275,24 @@ def test_fsx_random_operations_against_a_model(vmount: Mount) -> None:
     print(f"fsx: {FSX_OPS} operations, seed {seed} (rerun with VEGAFS_FSX_SEED={seed})")
     path = vmount.mnt / "fsx.bin"
     fsx = Fsx(path, random.Random(seed))
-    try:
-        _run(fsx, FSX_OPS, seed)
-    finally:
-        fsx.close()
-    # a clean unmount publishes the last version
-    vmount.remount()
-    fsx.verify_whole_file(path)
-    # and an fsync makes a version durable against a crash of the daemon
-    fsx.open()
-    try:
-        _run(fsx, 200, seed)
-        os.fsync(fsx.fd)
-    finally:
-        fsx.close()
-    vmount.kill9()
-    vmount.stop()
-    vmount.start()
-    fsx.verify_whole_file(path)
+    with campaign_summary("fsx", seed) as summary:
+        try:
+            _run(fsx, FSX_OPS, seed, summary)
+        finally:
+            fsx.close()
+        # a clean unmount publishes the last version
+        vmount.remount()
+        fsx.verify_whole_file(path)
+        summary.rounds += 1
+        # and an fsync makes a version durable against a crash of the daemon
+        fsx.open()
+        try:
+            _run(fsx, 200, seed, summary)
+            os.fsync(fsx.fd)
+        finally:
+            fsx.close()
+        vmount.kill9()
+        vmount.stop()
+        vmount.start()
+        fsx.verify_whole_file(path)
+        summary.rounds += 1

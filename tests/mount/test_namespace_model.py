@@ -28,6 +28,7 @@ import pytest
 
 from tests.mount.helpers import RENAME_EXCHANGE, RENAME_NOREPLACE, Mount, manifest, renameat2
 from tests.mountutil import needs_fuse
+from tests.stress.summary import campaign_summary
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -160,17 +161,20 @@ def test_namespace_operations_match_the_kernels_filesystem(vmount: Mount, tmp_pa
     mnt.mkdir()
     ops = Ops(random.Random(seed), ref)
     history: list[str] = []
-    for n in range(NS_OPS):
-        what, fn = ops.next()
-        want, got = outcome(fn, ref), outcome(fn, mnt)
-        history.append(f"{what}: {want}")
-        if got != want:
-            recent = "\n".join(history[-12:])
-            raise AssertionError(
-                f"op {n} (seed {seed}) {what}: mount {got}, reference {want}\nlast ops:\n{recent}"
-            )
-        if n % 50 == 49:
-            _compare(ref, mnt, f"after op {n} (seed {seed})")
-    _compare(ref, mnt, f"at the end (seed {seed})")
-    vmount.remount()
-    _compare(ref, mnt, f"after a remount (seed {seed})")
+    with campaign_summary("namespace model", seed) as summary:
+        for n in range(NS_OPS):
+            what, fn = ops.next()
+            want, got = outcome(fn, ref), outcome(fn, mnt)
+            history.append(f"{what}: {want}")
+            if got != want:
+                recent = "\n".join(history[-12:])
+                raise AssertionError(
+                    f"op {n} (seed {seed}) {what}: mount {got}, reference {want}\nlast ops:\n{recent}"
+                )
+            summary.ops += 1
+            if n % 50 == 49:
+                _compare(ref, mnt, f"after op {n} (seed {seed})")
+        _compare(ref, mnt, f"at the end (seed {seed})")
+        vmount.remount()
+        _compare(ref, mnt, f"after a remount (seed {seed})")
+        summary.rounds += 1
