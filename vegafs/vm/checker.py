@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from vegafs.vm import ast
 from vegafs.vm.diagnostics import Diagnostic, Pos
@@ -194,8 +195,8 @@ class Checker:
             if info is not None:
                 hooks.append(info)
             pending += [(i, local_fns, declared) for i in local_fns.values()]
-        for index, local_fns, declared in pending:
-            self._check_fn(index, local_fns, declared)
+        for index, fn_locals, fn_declared in pending:
+            self._check_fn(index, fn_locals, fn_declared)
         return Resolution(self.fns, main, hooks, self.slots, self.calls, self.constants,
                           sorted(self.caps_used))
 
@@ -211,7 +212,7 @@ class Checker:
             self.error(hook.pos, f"unknown event '{hook.event}' in hook '{hook.name}'",
                        "expected one of " + ", ".join(sorted(EVENTS)))
         settings = _SettingsReader(self, hook).read()
-        declared = set(settings.get("capabilities", []))
+        declared = set(cast(list[str], settings.get("capabilities", [])))  # what _caps stores
         declared_names = {":".join(c.split(":")[:3]) for c in declared}  # drop the glob
         local_fns: dict[str, int] = {}
         for fn in hook.fns:
@@ -513,7 +514,7 @@ class _SettingsReader:
                 out[s.key] = v
         return out
 
-    def _literal(self, value: ast.SettingValue, kinds: tuple[str, ...], what: str) -> object:
+    def _literal(self, value: ast.SettingValue | ast.Expr, kinds: tuple[str, ...], what: str) -> object:
         if isinstance(value, ast.Literal) and value.kind in kinds:
             if value.kind == "duration":
                 return value.value / 1e9  # type: ignore[operator]
@@ -524,7 +525,7 @@ class _SettingsReader:
     def _count(self, value: ast.SettingValue) -> object:
         return self._literal(value, ("int",), "a whole number")
 
-    def _duration(self, value: ast.SettingValue) -> object:
+    def _duration(self, value: ast.SettingValue | ast.Expr) -> object:
         return self._literal(value, ("duration",), "a duration such as 50ms or 2s")
 
     def _size(self, value: ast.SettingValue) -> object:
