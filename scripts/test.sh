@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check vegafs tests benchmarks examples
+echo "== mypy"
+.venv/bin/mypy vegafs
 echo "== pytest"
 # Long campaigns (marked slow) run bounded variants here and in full through
 # ./scripts/campaign.sh. A later -m in "$@" overrides this one.

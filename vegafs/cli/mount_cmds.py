@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import io
 import logging
 import os
 import subprocess
@@ -21,9 +22,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vegafs.cli import control
 from vegafs.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from vegafs.store import Store  # imported where used: the CLI starts without it
 
 UMOUNT_WAIT = 120.0
 #: How often a read-only mount polls for the writer's publishes (docs/s3.md).
@@ -208,7 +213,7 @@ def _setup_logging(store_dir: Path, debug: bool) -> None:
         logging.getLogger("pyfuse3").setLevel(logging.WARNING)
 
 
-def _open_store(store_dir: Path | str, snapshot: str | None, read_only: bool):  # type: ignore[no-untyped-def]
+def _open_store(store_dir: Path | str, snapshot: str | None, read_only: bool) -> Store:
     from vegafs.store import Store, StoreError
 
     try:
@@ -321,8 +326,8 @@ def _daemonize(args: argparse.Namespace, mnt: str, store_dir: Path) -> int:
     pid = os.fork()
     if pid:
         os.close(write_fd)
-        with os.fdopen(read_fd, "rb") as pipe:
-            message = pipe.read().decode(errors="replace")
+        with os.fdopen(read_fd, "rb") as reader:
+            message = reader.read().decode(errors="replace")
         if message == "ok":
             return 0
         os.waitpid(pid, 0)
@@ -352,7 +357,7 @@ def _daemonize(args: argparse.Namespace, mnt: str, store_dir: Path) -> int:
         os._exit(code)
 
 
-def _report_failure(pipe, message: str) -> None:  # type: ignore[no-untyped-def]
+def _report_failure(pipe: io.FileIO, message: str) -> None:
     if not pipe.closed:
         with contextlib.suppress(OSError):
             pipe.write(message.encode())

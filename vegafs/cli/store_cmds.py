@@ -32,7 +32,7 @@ from vegafs.store import (
 FSCK_CLEAN, FSCK_REPAIRED, FSCK_PROBLEMS = 0, 1, 4
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     snap = subparsers.add_parser("snapshot", help="create, list or delete snapshots")
     snap_sub = snap.add_subparsers(dest="snapshot_command", metavar="ACTION")
     snap_sub.required = True

@@ -1281,9 +1281,9 @@ class _Txn:
         except StoreError as exc:
             raise self._fs._store_failed(exc) from exc
 
-    def __exit__(self, *exc_info: Any) -> bool:
+    def __exit__(self, *exc_info: Any) -> None:
         try:
-            return bool(self._cm.__exit__(*exc_info))
+            self._cm.__exit__(*exc_info)  # a store transaction never swallows an exception
         except StoreError as exc:
             raise self._fs._store_failed(exc) from exc
 

@@ -199,7 +199,8 @@ def dry_run(
             file_size=size,
             old_path=path if event == "rename" else None,
             new_path=new_path if event == "rename" else None,
-            load_data=(lambda i=ino: content(view, i)) if is_file else None,
+            # the default binds this file's ino; mypy cannot type a lambda with one
+            load_data=(lambda i=ino: content(view, i)) if is_file else None,  # type: ignore[misc]
             meta=PendingMeta(path, {os.fsdecode(k): v for k, v in inode.xattrs.items()}, {})
             if inode is not None and event == "commit"
             else None,

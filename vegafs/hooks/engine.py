@@ -90,6 +90,12 @@ class Host(Protocol):
         """Run ``fn`` where the filesystem and store may be touched (from any thread)."""
 
 
+class RecordingDriver(Driver, Protocol):
+    """A synchronous hook's driver (the host's ``staging_driver``): it records effects."""
+
+    effects: list[Any]
+
+
 class Store(Protocol):
     """The part of vegafs.store.Store the engine uses (journal and versions)."""
 
@@ -265,7 +271,7 @@ class HookEngine:
         self.store = store
         self.tracer = tracer
         self.host: Host | None = None
-        self._staging: Callable[[list[Any]], Driver] | None = None  # the host's staging driver
+        self._staging: Callable[[list[Any]], RecordingDriver] | None = None  # the host's staging driver
         self._depths: dict[int, int] = {}  # thread id -> suppression depth (see suppressed)
         self._clock = clock
         self._files: dict[str, HookFile] = {}

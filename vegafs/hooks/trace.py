@@ -43,7 +43,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("attempt", "INTEGER"),
     ("retries", "INTEGER"),
 )
-_esc = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+_esc = json.encoder.encode_basestring_ascii
 _getrandbits = random.getrandbits
 # One %-template for a whole line (json.dumps of a dict is ~2.5x slower); text
 # fields are escaped with the json module's own escaper, so every line is
@@ -374,9 +374,10 @@ class _OtlpForwarder:
         else:
             name = f"hook {span['hook']} {span['phase']} {span['event']}"
         attributes = {
-            f"vegafs.{key}": hex_id(value, 32 if key == "trace_id" else 16)
+            # span_of gives ids as ints and the latency as a number
+            f"vegafs.{key}": hex_id(cast(int, value), 32 if key == "trace_id" else 16)
             if key.endswith("_id")
-            else round(value, 2)
+            else round(cast(float, value), 2)
             if key == "latency_us"
             else value
             for key, value in span.items()

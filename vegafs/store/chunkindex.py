@@ -66,7 +66,7 @@ class ChunkIndex:
             i = shard.find(h, i + 1)
         if i < 0:
             return default
-        return _LOC.unpack_from(shard, i + HASH)[0]  # type: ignore[no-any-return]
+        return _LOC.unpack_from(shard, i + HASH)[0]
 
     def __getitem__(self, h: bytes) -> int:
         loc = self.get(h)

@@ -265,7 +265,7 @@ class Fsck:
                 f"memory at {store.head_logseq}); derived state not compared"
             )
             return
-        manifest = {"generation": store._generation, "segments": self._segments}
+        manifest: dict[str, Any] = {"generation": store._generation, "segments": self._segments}
         self._compare("a replay of the log", replayed, rebuild=True)
         try:
             has_checkpoint = store.backend.get_object(CHECKPOINT_KEY) is not None
@@ -338,7 +338,7 @@ class Fsck:
         reachable = {ROOT_INO}
         todo = [ROOT_INO]
         while todo:
-            for _name, ino in state.dirs.peek(todo.pop(), {}).items():  # type: ignore[union-attr]
+            for _name, ino in state.dirs.peek(todo.pop(), {}).items():
                 if ino not in reachable and ino in state.inodes:
                     reachable.add(ino)
                     todo.append(ino)

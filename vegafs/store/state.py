@@ -16,8 +16,8 @@ from __future__ import annotations
 import stat
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, KeysView
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar, cast, overload
 
 import msgpack
 
@@ -36,7 +36,7 @@ OP_REMOVE_XATTR = 8  # [8, ino, key]
 OP_ANNOTATE = 9  # [9, kind, payload]
 
 V = TypeVar("V")
-T = TypeVar("T", bound="PackedTable")  # type: ignore[type-arg]
+T = TypeVar("T", bound="PackedTable[Any]")
 
 UPDATE_FIELDS = frozenset(
     {"mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "ctime_ns", "nlink", "rdev"}
@@ -82,8 +82,7 @@ class Inode:
 
     def copy(self) -> Inode:
         """An independent copy (its block map and xattrs are copied too)."""
-        *attrs, blocks, version, xattrs = self.to_list()
-        return Inode(*attrs, dict(blocks), version, dict(xattrs))  # type: ignore[arg-type]
+        return replace(self, blocks=dict(self.blocks), xattrs=dict(self.xattrs))
 
 
 #: Inodes kept decoded (as :class:`Inode` objects) by a table; the rest stay packed.
@@ -138,7 +137,7 @@ class PackedTable(Generic[V]):
             (k, None) for k, v in self._d.items() if type(v) is not bytes
         )
         # What the decoded values cost, in weight() units (see trim()).
-        self._cost = sum(self.weight(v) for v in self._d.values() if type(v) is not bytes)  # type: ignore[arg-type]
+        self._cost = sum(self.weight(cast(V, v)) for v in self._d.values() if type(v) is not bytes)
         self.hot_limit = hot_limit
 
     @staticmethod
@@ -156,6 +155,10 @@ class PackedTable(Generic[V]):
 
     # -- point access ---------------------------------------------------------
 
+    @overload
+    def get(self, key: int) -> V | None: ...
+    @overload
+    def get(self, key: int, default: V) -> V: ...
     def get(self, key: int, default: V | None = None) -> V | None:
         value = self._d.get(key)
         if value is None:
@@ -182,6 +185,10 @@ class PackedTable(Generic[V]):
             self._hot[key] = None
         return value
 
+    @overload
+    def peek(self, key: int) -> V | None: ...
+    @overload
+    def peek(self, key: int, default: V) -> V: ...
     def peek(self, key: int, default: V | None = None) -> V | None:
         """The value, decoded without keeping it (read it, never change it)."""
         value = self._d.get(key)
@@ -280,7 +287,7 @@ class PackedTable(Generic[V]):
 
     def copy(self: T) -> T:
         """An independent table (every value packed: nothing is shared with this one)."""
-        return type(self)(self.packed(), self.hot_limit)  # type: ignore[arg-type]
+        return type(self)(self.packed(), self.hot_limit)
 
 
 class InodeTable(PackedTable[Inode]):
@@ -290,7 +297,7 @@ class InodeTable(PackedTable[Inode]):
 
     @staticmethod
     def decode(raw: bytes) -> Inode:
-        return Inode(*unpack(raw))  # type: ignore[misc]
+        return Inode(*unpack(raw))
 
     @staticmethod
     def encode(value: Inode) -> bytes:
@@ -317,7 +324,7 @@ class DirTable(PackedTable[dict[bytes, int]]):
 
     @staticmethod
     def decode(raw: bytes) -> dict[bytes, int]:
-        return unpack(raw)  # type: ignore[return-value]
+        return unpack(raw)
 
     @staticmethod
     def encode(value: dict[bytes, int]) -> bytes:
@@ -338,14 +345,14 @@ class DirTable(PackedTable[dict[bytes, int]]):
     def _recount(self) -> None:
         """Entries linked into a decoded directory were not counted when they came."""
         d = self._d
-        self._cost = sum(len(d[k]) + 1 for k in self._hot)  # type: ignore[arg-type]
+        self._cost = sum(len(d[k]) + 1 for k in self._hot)
 
 
 class TxnError(ValueError):
     """A transaction op is invalid against the state (a caller bug, not an I/O problem)."""
 
 
-Undo = list[Callable[[], None]]
+Undo = list[Callable[[], object]]  # undo steps; what one returns is ignored
 
 
 class State:
@@ -373,7 +380,7 @@ class State:
         ]
 
     @classmethod
-    def from_obj(cls, obj: list) -> State:  # type: ignore[type-arg]
+    def from_obj(cls, obj: list[Any]) -> State:
         s = cls()
         s.inodes = InodeTable(obj[0])
         s.dirs = DirTable((ino, pack(dict(items))) for ino, items in obj[1])
@@ -389,7 +396,7 @@ class State:
         return [self.inodes.packed(), self.dirs.packed()]
 
     @classmethod
-    def from_checkpoint(cls, obj: list) -> State:  # type: ignore[type-arg]
+    def from_checkpoint(cls, obj: list[Any]) -> State:
         s = cls()
         s.inodes = InodeTable(obj[0])
         s.dirs = DirTable(obj[1])
@@ -409,7 +416,7 @@ class State:
 
     def apply(
         self,
-        op: list,  # type: ignore[type-arg]
+        op: list[Any],
         undo: Undo | None,
         has_chunk: Callable[[bytes], bool] | None = None,
     ) -> None:
@@ -427,22 +434,22 @@ class State:
             inodes[ino] = Inode(ino, mode, uid, gid, 0, rdev, len(target or b""), t, t, t, target)
             if stat.S_ISDIR(mode):
                 dirs[ino] = {}
-            if check:
+            if undo is not None:
                 undo.append(lambda: (inodes.pop(ino), dirs.pop(ino, None)))
         elif code == OP_UPDATE:
             _, ino, changes = op
             inode = self._inode(ino, check)
-            if check:
+            if undo is not None:
                 bad = set(changes) - UPDATE_FIELDS
                 if bad:
                     raise TxnError(f"cannot update {sorted(bad)} of inode {ino}")
-                old = {k: getattr(inode, k) for k in changes}
+                old_attrs = {k: getattr(inode, k) for k in changes}
                 old_blocks = (
                     dict(inode.blocks) if changes.get("size", inode.size) < inode.size else None
                 )
 
                 def _undo_update() -> None:
-                    for k, v in old.items():
+                    for k, v in old_attrs.items():
                         setattr(inode, k, v)
                     if old_blocks is not None:
                         inode.blocks = old_blocks
@@ -456,7 +463,7 @@ class State:
         elif code == OP_SET_BLOCKS:
             _, ino, delta, size = op
             inode = self._inode(ino, check)
-            if check:
+            if undo is not None:
                 if not stat.S_ISREG(inode.mode):
                     raise TxnError(f"inode {ino} is not a regular file")
                 if has_chunk is not None:
@@ -484,7 +491,7 @@ class State:
             _, ino = op
             inode = self._inode(ino, check)
             d = dirs.get(ino)
-            if check:
+            if undo is not None:
                 if ino == ROOT_INO:
                     raise TxnError("the root inode cannot be deleted")
                 if d:
@@ -494,42 +501,44 @@ class State:
             dirs.pop(ino, None)
         elif code == OP_LINK:
             _, parent, name, ino = op
-            if check:
+            if undo is not None:
                 if parent not in dirs:
                     raise TxnError(f"inode {parent} is not a directory")
                 if ino not in inodes:
                     raise TxnError(f"inode {ino} does not exist")
                 if not name or b"/" in name or name in (b".", b".."):
                     raise TxnError(f"bad directory entry name {name!r}")
-            entries = dirs.for_write(parent)  # type: ignore[assignment]
-            if check:
-                old = entries.get(name)
-                undo.append(lambda: _set_or_pop(entries, name, old))
+            # checked just above; a trusted (replayed) op names an existing directory
+            entries = cast(dict[bytes, int], dirs.for_write(parent))
+            if undo is not None:
+                old_ino = entries.get(name)
+                undo.append(lambda: _set_or_pop(entries, name, old_ino))
             entries[name] = ino
         elif code == OP_UNLINK:
             _, parent, name = op
-            entries = dirs.for_write(parent)  # type: ignore[assignment]
-            if check:
+            # None only for a bad op: checked next, and a replayed op is trusted
+            entries = cast(dict[bytes, int], dirs.for_write(parent))
+            if undo is not None:
                 if entries is None or name not in entries:
                     raise TxnError(f"no entry {name!r} in directory {parent}")
-                old = entries[name]
-                undo.append(lambda: entries.__setitem__(name, old))
+                was = entries[name]
+                undo.append(lambda: entries.__setitem__(name, was))
             del entries[name]
         elif code == OP_SET_XATTR:
             _, ino, key, value = op
             xattrs = self._inode(ino, check).xattrs
-            if check:
-                old = xattrs.get(key)
-                undo.append(lambda: _set_or_pop(xattrs, key, old))
+            if undo is not None:
+                old_value = xattrs.get(key)
+                undo.append(lambda: _set_or_pop(xattrs, key, old_value))
             xattrs[key] = value
         elif code == OP_REMOVE_XATTR:
             _, ino, key = op
             xattrs = self._inode(ino, check).xattrs
-            if check:
+            if undo is not None:
                 if key not in xattrs:
                     raise TxnError(f"inode {ino} has no xattr {key!r}")
-                old = xattrs[key]
-                undo.append(lambda: xattrs.__setitem__(key, old))
+                removed = xattrs[key]
+                undo.append(lambda: xattrs.__setitem__(key, removed))
             del xattrs[key]
         elif code == OP_ANNOTATE:
             pass  # annotations are log history, kept by the store outside the state
@@ -568,13 +577,13 @@ def repair_state(state: State, has_chunk: Callable[[bytes], bool], now_ns: int) 
             done.append(f"directory {ino} had no entry table: now empty")
         lost = [i for i, h in inode.blocks.items() if not has_chunk(h)]
         for index in lost:
-            del inodes.for_write(ino).blocks[index]  # type: ignore[union-attr]
+            del inodes.for_write(ino).blocks[index]  # type: ignore[union-attr]  # ino: in inodes
             done.append(f"block {index} of inode {ino} lost its data (reads as zeros)")
     refs: dict[int, int] = {}
     for parent, entries in dirs.items():
         for name in [n for n, i in entries.items() if i not in inodes]:
             done.append(f"dangling entry {name!r} removed from directory {parent}")
-            del dirs.for_write(parent)[name]  # type: ignore[index]
+            del dirs.for_write(parent)[name]  # type: ignore[union-attr]  # parent: a key of dirs
         for ino in entries.values():
             refs[ino] = refs.get(ino, 0) + 1
     reachable, todo = {ROOT_INO}, [ROOT_INO]
@@ -586,13 +595,13 @@ def repair_state(state: State, has_chunk: Callable[[bytes], bool], now_ns: int) 
     for ino in [i for i in inodes if i not in reachable]:
         if inodes[ino].nlink == 0:
             continue  # open and unlinked when the state was taken: legitimate
-        dirs.for_write(ROOT_INO)[f"lost+found.{ino}".encode()] = ino  # type: ignore[index]
+        dirs.for_write(ROOT_INO)[f"lost+found.{ino}".encode()] = ino  # type: ignore[index]  # the root exists
         refs[ino] = refs.get(ino, 0) + 1
         done.append(f"unreachable inode {ino} linked as /lost+found.{ino}")
     for ino, inode in inodes.items():
         if not stat.S_ISDIR(inode.mode) and inode.nlink != refs.get(ino, 0):
             done.append(f"nlink of inode {ino} set to {refs.get(ino, 0)}")
-            inodes.for_write(ino).nlink = refs.get(ino, 0)  # type: ignore[union-attr]
+            inodes.for_write(ino).nlink = refs.get(ino, 0)  # type: ignore[union-attr]  # in inodes
     return done
 
 
@@ -603,7 +612,7 @@ def _drop_blocks_beyond(inode: Inode) -> None:
         del inode.blocks[index]
 
 
-def _set_or_pop(d: dict, key: object, value: object) -> None:  # type: ignore[type-arg]
+def _set_or_pop(d: dict[Any, Any], key: object, value: object) -> None:
     if value is None:
         d.pop(key, None)
     else:
@@ -611,8 +620,8 @@ def _set_or_pop(d: dict, key: object, value: object) -> None:  # type: ignore[ty
 
 
 def _restore(
-    inodes: dict[int, Inode],
-    dirs: dict[int, dict[bytes, int]],
+    inodes: InodeTable,
+    dirs: DirTable,
     ino: int,
     inode: Inode,
     d: dict[bytes, int] | None,
@@ -626,5 +635,5 @@ def pack(obj: object) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 
 
-def unpack(raw: bytes) -> object:
+def unpack(raw: bytes) -> Any:  # msgpack data: its shape is checked by the caller
     return msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True)

@@ -40,7 +40,7 @@ import blake3
 import zstandard
 
 from vegafs.store import faultpoints
-from vegafs.store.backend import FORMAT_KEY, Backend, open_backend
+from vegafs.store.backend import FORMAT_KEY, Backend, LockHolder, open_backend
 from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.errors import (
     STORE_EXISTS,
@@ -307,8 +307,8 @@ class _Tail:
 class _Meta:
     """Locators of the records state replay needs (TXN, ROLLBACK), in logseq order."""
 
-    logseqs: array = field(default_factory=lambda: array("Q"))  # type: ignore[type-arg]
-    locs: array = field(default_factory=lambda: array("Q"))  # type: ignore[type-arg]
+    logseqs: array = field(default_factory=lambda: array("Q"))
+    locs: array = field(default_factory=lambda: array("Q"))
 
     def add(self, logseq: int, loc: int) -> None:
         self.logseqs.append(logseq)
@@ -390,7 +390,7 @@ class Store(_StateReads):
         self._failed: str | None = None
         self._closed = False
         self._batch: _Batch | None = None  # see batch()
-        self.taken_over_from = None
+        self.taken_over_from: LockHolder | None = None
         self._compress = False
         self._zstd = threading.local()
         self.damage: list[str] | None = None
@@ -730,26 +730,26 @@ class Store(_StateReads):
         elif rtype == TXN:
             ops = unpack(payload)
             if self.damage is None:
-                self._apply_ops(ops, logseq, None)  # type: ignore[arg-type]
+                self._apply_ops(ops, logseq, None)
             else:
-                self._salvage_ops(ops, logseq)  # type: ignore[arg-type]
+                self._salvage_ops(ops, logseq)
             self._state.trim()
             self._meta.add(logseq, loc)
         elif rtype == PUBLISH:
             self._published_logseq = logseq
         elif rtype == SNAPSHOT:
-            name, at, created = unpack(payload)  # type: ignore[misc]
+            name, at, created = unpack(payload)
             self._snapshots[name] = Snapshot(name, at, created)
         elif rtype == SNAPSHOT_DELETE:
-            (name,) = unpack(payload)  # type: ignore[misc]
+            (name,) = unpack(payload)
             self._snapshots.pop(name, None)
         elif rtype == ROLLBACK:
-            target, name, pre_head = unpack(payload)  # type: ignore[misc]
+            target, name, pre_head = unpack(payload)
             self._meta.add(logseq, loc)
             self._state = self._state_at(target).copy()
             self._rollbacks.append(RollbackInfo(logseq, target, name, pre_head))
         elif rtype == STATE:
-            self._replay_state(unpack(payload), logseq, loc)  # type: ignore[arg-type]
+            self._replay_state(unpack(payload), logseq, loc)
         elif rtype == GENERATION:
             self._gen_first_logseq = logseq
         elif flags & FLAG_MUST_UNDERSTAND:
@@ -766,7 +766,7 @@ class Store(_StateReads):
         self._head_base = (logseq, loc)
         self._next_ino = max(self._next_ino, obj["next_ino"])
         self._snapshots = {s[0]: Snapshot(*s) for s in obj["snapshots"]}
-        self._annotations = {k: [tuple(a) for a in v] for k, v in obj["annotations"].items()}  # type: ignore[misc]
+        self._annotations = {k: [tuple(a) for a in v] for k, v in obj["annotations"].items()}
 
     def _salvage_ops(self, ops: list[list[Any]], logseq: int) -> None:
         """Repair-mode replay: apply what still makes sense, note what does not."""
@@ -809,20 +809,20 @@ class Store(_StateReads):
                 return None
             cp = unpack(raw[HASH_SIZE:])
             if (
-                cp["format"] != FORMAT_VERSION  # type: ignore[index]
-                or cp.get("layout") != CHECKPOINT_LAYOUT  # type: ignore[attr-defined]
-                or cp["generation"] != gen  # type: ignore[index]
+                cp["format"] != FORMAT_VERSION
+                or cp.get("layout") != CHECKPOINT_LAYOUT
+                or cp["generation"] != gen
             ):
                 return None
-            seg_idx, offset, chain = cp["seg_idx"], cp["offset"], cp["hash"]  # type: ignore[index]
-            if cp["segments"] != segments[: seg_idx + 1]:  # type: ignore[index]
+            seg_idx, offset, chain = cp["seg_idx"], cp["offset"], cp["hash"]
+            if cp["segments"] != segments[: seg_idx + 1]:
                 return None
             name = segments[seg_idx]
             if self.backend.segment_size(name) < offset:
                 return None
             if self.backend.read(name, offset - HASH_SIZE, HASH_SIZE) != chain:
                 return None
-            self._restore_checkpoint(cp)  # type: ignore[arg-type]
+            self._restore_checkpoint(cp)
         except (StoreError, OSError, ValueError, KeyError, TypeError, IndexError):
             self._reset_memory()
             self._generation, self._segments = gen, segments
@@ -833,14 +833,14 @@ class Store(_StateReads):
         self._state = State.from_checkpoint(cp["state"])
         self._next_ino = cp["next_ino"]
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
-        self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}  # type: ignore[misc]
+        self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}
         self._rollbacks = [RollbackInfo(*r) for r in cp["rollbacks"]]
         self._chunks = ChunkIndex.from_bytes(*cp["chunk_index"])
         self._chunk_bytes = cp["chunk_bytes"]
         self._gen_first_logseq = cp["gen_first_logseq"]
         self._meta = _Meta(array("Q", cp["meta_logseqs"]), array("Q", cp["meta_locs"]))
         self._snapshot_states = cp["snapshot_states"]
-        self._head_base = tuple(cp["head_base"]) if cp["head_base"] else None  # type: ignore[assignment]
+        self._head_base = tuple(cp["head_base"]) if cp["head_base"] else None
         self._head_logseq = self._published_logseq = cp["logseq"]
         self._records = cp["records"]
         self._since_checkpoint = 0
@@ -1336,7 +1336,7 @@ class Store(_StateReads):
             return cached
         loc = self._snapshot_states.get(logseq)
         if loc is not None:
-            state = State.from_obj(self._read_meta(loc)["state"])  # type: ignore[index]
+            state = State.from_obj(self._read_meta(loc)["state"])
         else:
             base_logseq = 0
             if self._head_base is not None:
@@ -1354,7 +1354,7 @@ class Store(_StateReads):
             if near is not None:
                 state, base_logseq = self._views[near].copy(), near
             elif self._head_base is not None:
-                state = State.from_obj(self._read_meta(base_loc)["state"])  # type: ignore[index]
+                state = State.from_obj(self._read_meta(base_loc)["state"])
             else:
                 state = State()
             meta = self._meta
@@ -1569,7 +1569,7 @@ class Store(_StateReads):
             if rtype in (SNAPSHOT, SNAPSHOT_DELETE):
                 changes.snapshots = True
             elif rtype == TXN:
-                for op in unpack(payload):  # type: ignore[union-attr]
+                for op in unpack(payload):
                     if op[0] in (OP_LINK, OP_UNLINK):
                         changes.entries.add((op[1], op[2]))
                         changes.inodes.update(op[1:2] + op[3:4])
@@ -1643,7 +1643,7 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
         return None
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
-    return trim  # type: ignore[no-any-return]
+    return trim
 
 
 _MALLOC_TRIM = _load_malloc_trim()

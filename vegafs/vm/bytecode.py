@@ -1,8 +1,8 @@
 """The bytecode of Vega: the opcode table, the Program, the envelope and its cache.
 
 **Opcode table.** Every instruction is 4 bytes: the opcode (u8) and one
-operand (u24, little-endian; 0 when unused). ``OPCODES`` below is the single
-source of truth: name, whether it takes an operand, its stack effect
+operand (u24, little-endian; 0 when unused). ``Op`` and ``OPCODES`` below are
+the single source of truth: code, name, whether it takes an operand, its stack effect
 (``pops, pushes`` as a function of the operand, plus the effect when a
 conditional jump is taken) and one line of meaning. ``docs/bytecode.md``
 reproduces it and a test runs every opcode checking the effects.
@@ -80,81 +80,135 @@ def _argc(arg: int) -> int:
     return arg & 0xFF
 
 
-_TABLE = [
-    # code, name, has_arg, effect, jump_effect, stack comment, meaning
-    (0x00, "NOP", False, _fixed(0, 0), None, "( -- )", "does nothing"),
-    (0x01, "CONST", True, _fixed(0, 1), None, "( -- k )", "push constant #arg"),
-    (0x02, "NIL", False, _fixed(0, 1), None, "( -- nil )", "push nil"),
-    (0x03, "TRUE", False, _fixed(0, 1), None, "( -- true )", "push true"),
-    (0x04, "FALSE", False, _fixed(0, 1), None, "( -- false )", "push false"),
-    (0x05, "POP", False, _fixed(1, 0), None, "( v -- )", "discard the top"),
-    (0x06, "DUP", False, _fixed(1, 2), None, "( v -- v v )", "duplicate the top"),
-    (0x07, "LOAD_NAME", True, _fixed(0, 1), None, "( -- v )",
+class Op(IntEnum):
+    """The opcode numbers, named for the compiler and the interpreters.
+
+    A class (not ``IntEnum("Op", ...)`` built from the table) so that mypy sees
+    every member; ``_TABLE`` below gives each one its operand, effects and doc.
+    """
+
+    NOP = 0x00
+    CONST = 0x01
+    NIL = 0x02
+    TRUE = 0x03
+    FALSE = 0x04
+    POP = 0x05
+    DUP = 0x06
+    LOAD_NAME = 0x07
+    LOAD_LOCAL = 0x10
+    STORE_LOCAL = 0x11
+    ADD = 0x20
+    SUB = 0x21
+    MUL = 0x22
+    DIV = 0x23
+    MOD = 0x24
+    NEG = 0x25
+    NOT = 0x26
+    EQ = 0x28
+    NE = 0x29
+    LT = 0x2A
+    LE = 0x2B
+    GT = 0x2C
+    GE = 0x2D
+    JUMP = 0x30
+    JUMP_IF_FALSE = 0x31
+    JUMP_IF_TRUE = 0x32
+    LOOP = 0x33
+    BUILD_LIST = 0x40
+    BUILD_MAP = 0x41
+    INDEX = 0x42
+    STORE_INDEX = 0x43
+    GET_ATTR = 0x44
+    SET_ATTR = 0x45
+    CALL = 0x50
+    CALL_BUILTIN = 0x51
+    CALL_METHOD = 0x52
+    RETURN = 0x53
+    GET_ITER = 0x60
+    FOR_ITER = 0x61
+    TRY_BEGIN = 0x70
+    TRY_END = 0x71
+    MATCH_COND = 0x72
+    COND_PAYLOAD = 0x73
+    RERAISE = 0x74
+
+
+_TABLE: list[tuple[Op, bool, Effect, Effect | None, str, str]] = [
+    # opcode, has_arg, effect, jump_effect, stack comment, meaning
+    (Op.NOP, False, _fixed(0, 0), None, "( -- )", "does nothing"),
+    (Op.CONST, True, _fixed(0, 1), None, "( -- k )", "push constant #arg"),
+    (Op.NIL, False, _fixed(0, 1), None, "( -- nil )", "push nil"),
+    (Op.TRUE, False, _fixed(0, 1), None, "( -- true )", "push true"),
+    (Op.FALSE, False, _fixed(0, 1), None, "( -- false )", "push false"),
+    (Op.POP, False, _fixed(1, 0), None, "( v -- )", "discard the top"),
+    (Op.DUP, False, _fixed(1, 2), None, "( v -- v v )", "duplicate the top"),
+    (Op.LOAD_NAME, True, _fixed(0, 1), None, "( -- v )",
      "push the host constant named by symbol #arg (e.g. EPERM in hooks)"),
-    (0x10, "LOAD_LOCAL", True, _fixed(0, 1), None, "( -- v )", "push local slot #arg"),
-    (0x11, "STORE_LOCAL", True, _fixed(1, 0), None, "( v -- )", "pop into local slot #arg"),
-    (0x20, "ADD", False, _fixed(2, 1), None, "( a b -- a+b )",
+    (Op.LOAD_LOCAL, True, _fixed(0, 1), None, "( -- v )", "push local slot #arg"),
+    (Op.STORE_LOCAL, True, _fixed(1, 0), None, "( v -- )", "pop into local slot #arg"),
+    (Op.ADD, False, _fixed(2, 1), None, "( a b -- a+b )",
      "add numbers/durations/money, concatenate str or list"),
-    (0x21, "SUB", False, _fixed(2, 1), None, "( a b -- a-b )", "subtract"),
-    (0x22, "MUL", False, _fixed(2, 1), None, "( a b -- a*b )", "multiply; str*int repeats"),
-    (0x23, "DIV", False, _fixed(2, 1), None, "( a b -- a/b )",
+    (Op.SUB, False, _fixed(2, 1), None, "( a b -- a-b )", "subtract"),
+    (Op.MUL, False, _fixed(2, 1), None, "( a b -- a*b )", "multiply; str*int repeats"),
+    (Op.DIV, False, _fixed(2, 1), None, "( a b -- a/b )",
      "divide: int/int floors, else float; /0 traps"),
-    (0x24, "MOD", False, _fixed(2, 1), None, "( a b -- a%b )", "modulo (floored); %0 traps"),
-    (0x25, "NEG", False, _fixed(1, 1), None, "( a -- -a )", "negate a number"),
-    (0x26, "NOT", False, _fixed(1, 1), None, "( b -- !b )", "boolean not (operand must be bool)"),
-    (0x28, "EQ", False, _fixed(2, 1), None, "( a b -- a==b )", "equality (slices by content)"),
-    (0x29, "NE", False, _fixed(2, 1), None, "( a b -- a!=b )", "inequality"),
-    (0x2A, "LT", False, _fixed(2, 1), None, "( a b -- a<b )", "less than (same-kind operands)"),
-    (0x2B, "LE", False, _fixed(2, 1), None, "( a b -- a<=b )", "less or equal"),
-    (0x2C, "GT", False, _fixed(2, 1), None, "( a b -- a>b )", "greater than"),
-    (0x2D, "GE", False, _fixed(2, 1), None, "( a b -- a>=b )", "greater or equal"),
-    (0x30, "JUMP", True, _fixed(0, 0), _fixed(0, 0), "( -- )", "jump forward to pc #arg"),
-    (0x31, "JUMP_IF_FALSE", True, _fixed(1, 0), _fixed(1, 0), "( b -- )",
+    (Op.MOD, False, _fixed(2, 1), None, "( a b -- a%b )", "modulo (floored); %0 traps"),
+    (Op.NEG, False, _fixed(1, 1), None, "( a -- -a )", "negate a number"),
+    (Op.NOT, False, _fixed(1, 1), None, "( b -- !b )", "boolean not (operand must be bool)"),
+    (Op.EQ, False, _fixed(2, 1), None, "( a b -- a==b )", "equality (slices by content)"),
+    (Op.NE, False, _fixed(2, 1), None, "( a b -- a!=b )", "inequality"),
+    (Op.LT, False, _fixed(2, 1), None, "( a b -- a<b )", "less than (same-kind operands)"),
+    (Op.LE, False, _fixed(2, 1), None, "( a b -- a<=b )", "less or equal"),
+    (Op.GT, False, _fixed(2, 1), None, "( a b -- a>b )", "greater than"),
+    (Op.GE, False, _fixed(2, 1), None, "( a b -- a>=b )", "greater or equal"),
+    (Op.JUMP, True, _fixed(0, 0), _fixed(0, 0), "( -- )", "jump forward to pc #arg"),
+    (Op.JUMP_IF_FALSE, True, _fixed(1, 0), _fixed(1, 0), "( b -- )",
      "pop a bool; jump forward to #arg if false"),
-    (0x32, "JUMP_IF_TRUE", True, _fixed(1, 0), _fixed(1, 0), "( b -- )",
+    (Op.JUMP_IF_TRUE, True, _fixed(1, 0), _fixed(1, 0), "( b -- )",
      "pop a bool; jump forward to #arg if true"),
-    (0x33, "LOOP", True, _fixed(0, 0), _fixed(0, 0), "( -- )",
+    (Op.LOOP, True, _fixed(0, 0), _fixed(0, 0), "( -- )",
      "jump backward to pc #arg; the back-edge: costs one step"),
-    (0x40, "BUILD_LIST", True, lambda n: (n, 1), None, "( v1..vn -- list )",
+    (Op.BUILD_LIST, True, lambda n: (n, 1), None, "( v1..vn -- list )",
      "make a list of the top #arg values (slices trap)"),
-    (0x41, "BUILD_MAP", True, lambda n: (2 * n, 1), None, "( k1 v1..kn vn -- map )",
+    (Op.BUILD_MAP, True, lambda n: (2 * n, 1), None, "( k1 v1..kn vn -- map )",
      "make a map of #arg pairs (slices trap)"),
-    (0x42, "INDEX", False, _fixed(2, 1), None, "( obj i -- obj[i] )",
+    (Op.INDEX, False, _fixed(2, 1), None, "( obj i -- obj[i] )",
      "index a list/str (int, negative from the end) or a map (missing key: nil)"),
-    (0x43, "STORE_INDEX", False, _fixed(3, 0), None, "( obj i v -- )",
+    (Op.STORE_INDEX, False, _fixed(3, 0), None, "( obj i v -- )",
      "obj[i] = v on a list or map (slices trap)"),
-    (0x44, "GET_ATTR", True, _fixed(1, 1), None, "( obj -- obj.name )",
+    (Op.GET_ATTR, True, _fixed(1, 1), None, "( obj -- obj.name )",
      "read attribute symbol #arg of a host object"),
-    (0x45, "SET_ATTR", True, _fixed(2, 0), None, "( obj v -- )",
+    (Op.SET_ATTR, True, _fixed(2, 0), None, "( obj v -- )",
      "set attribute symbol #arg of a host object (if it allows it)"),
-    (0x50, "CALL", True, lambda a: (_argc(a), 1), None, "( a1..an -- r )",
+    (Op.CALL, True, lambda a: (_argc(a), 1), None, "( a1..an -- r )",
      "call fn #(arg>>8) with n=arg&255 arguments; one step"),
-    (0x51, "CALL_BUILTIN", True, lambda a: (_argc(a), 1), None, "( a1..an -- r )",
+    (Op.CALL_BUILTIN, True, lambda a: (_argc(a), 1), None, "( a1..an -- r )",
      "call builtin symbol #(arg>>8) with n=arg&255 arguments; one step"),
-    (0x52, "CALL_METHOD", True, lambda a: (_argc(a) + 1, 1), None, "( obj a1..an -- r )",
+    (Op.CALL_METHOD, True, lambda a: (_argc(a) + 1, 1), None, "( obj a1..an -- r )",
      "call method symbol #(arg>>8) of obj with n=arg&255 arguments; one step"),
-    (0x53, "RETURN", False, _fixed(1, 0), None, "( v -- )",
+    (Op.RETURN, False, _fixed(1, 0), None, "( v -- )",
      "return v to the caller (a slice traps)"),
-    (0x60, "GET_ITER", False, _fixed(1, 1), None, "( iterable -- iter )",
+    (Op.GET_ITER, False, _fixed(1, 1), None, "( iterable -- iter )",
      "start iterating a list, map (keys), range, str or builtin iterator"),
-    (0x61, "FOR_ITER", True, _fixed(1, 2), _fixed(1, 0), "( iter -- iter v ) or ( iter -- )",
+    (Op.FOR_ITER, True, _fixed(1, 2), _fixed(1, 0), "( iter -- iter v ) or ( iter -- )",
      "push the next value, or pop the iterator and jump forward to #arg when done"),
-    (0x70, "TRY_BEGIN", True, _fixed(0, 0), None, "( -- )",
+    (Op.TRY_BEGIN, True, _fixed(0, 0), None, "( -- )",
      "install a handler at pc #arg for conditions raised until TRY_END"),
-    (0x71, "TRY_END", False, _fixed(0, 0), None, "( -- )", "remove the innermost handler"),
-    (0x72, "MATCH_COND", True, _fixed(1, 2), None, "( c -- c b )",
+    (Op.TRY_END, False, _fixed(0, 0), None, "( -- )", "remove the innermost handler"),
+    (Op.MATCH_COND, True, _fixed(1, 2), None, "( c -- c b )",
      "is condition c named symbol #arg?"),
-    (0x73, "COND_PAYLOAD", False, _fixed(1, 1), None, "( c -- payload )",
+    (Op.COND_PAYLOAD, False, _fixed(1, 1), None, "( c -- payload )",
      "replace a condition by its payload"),
-    (0x74, "RERAISE", False, _fixed(1, 0), None, "( c -- )",
+    (Op.RERAISE, False, _fixed(1, 0), None, "( c -- )",
      "no catch clause matched: raise c again to the next handler"),
 ]
 
 OPCODES: dict[int, OpInfo] = {}
-for _code, _name, _arg, _eff, _jeff, _stack, _doc in _TABLE:
-    OPCODES[_code] = OpInfo(_code, _name, _arg, _eff, _jeff, _stack, _doc)
+for _op, _arg, _eff, _jeff, _stack, _doc in _TABLE:
+    OPCODES[_op.value] = OpInfo(_op.value, _op.name, _arg, _eff, _jeff, _stack, _doc)
+if len(OPCODES) != len(Op):  # every opcode described exactly once
+    raise AssertionError(f"opcode table covers {len(OPCODES)} of {len(Op)} opcodes")
 BY_NAME = {info.name: info.code for info in OPCODES.values()}
-Op = IntEnum("Op", BY_NAME)  # Op.CONST, Op.LOOP... for the compiler and the interpreter
 
 JUMPS = frozenset({BY_NAME[n] for n in ("JUMP", "JUMP_IF_FALSE", "JUMP_IF_TRUE", "FOR_ITER")})
 TERMINATORS = frozenset({BY_NAME[n] for n in ("JUMP", "LOOP", "RETURN", "RERAISE")})
@@ -325,9 +379,9 @@ def _const_to_json(value: object) -> list[object]:
         return ["str", value]
     # Duration / Money come from the runtime's values module; encode by shape.
     if hasattr(value, "ns"):
-        return ["duration", str(value.ns)]  # type: ignore[attr-defined]
+        return ["duration", str(value.ns)]
     if hasattr(value, "amount"):
-        return ["money", str(value.amount)]  # type: ignore[attr-defined]
+        return ["money", str(value.amount)]
     raise EnvelopeError(f"cannot encode constant {value!r}")
 
 

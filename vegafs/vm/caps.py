@@ -103,11 +103,12 @@ class Capabilities:
         for g in grants:
             if g.name not in KNOWN:
                 raise ValueError(f"unknown capability {g.name!r} (known: {', '.join(sorted(KNOWN))})")
-            if not g.globs or merged.get(g.name, []) is None:
+            have = merged.get(g.name, [])
+            if not g.globs or have is None:
                 merged[g.name] = None  # an unrestricted grant absorbs restricted ones
             else:
-                merged.setdefault(g.name, [])
-                merged[g.name].extend(x for x in g.globs if x not in merged[g.name])  # type: ignore[union-attr]
+                merged[g.name] = have
+                have.extend(x for x in g.globs if x not in have)
         self.grants = tuple(Grant(name, tuple(globs or ())) for name, globs in sorted(merged.items()))
 
     @classmethod

@@ -23,8 +23,9 @@ evaluates anything and never imports the runtime's values beyond names.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 from vegafs.vm import ast
 from vegafs.vm.diagnostics import Diagnostic, Pos
@@ -194,8 +195,8 @@ class Checker:
             if info is not None:
                 hooks.append(info)
             pending += [(i, local_fns, declared) for i in local_fns.values()]
-        for index, local_fns, declared in pending:
-            self._check_fn(index, local_fns, declared)
+        for index, fn_locals, fn_declared in pending:
+            self._check_fn(index, fn_locals, fn_declared)
         return Resolution(self.fns, main, hooks, self.slots, self.calls, self.constants,
                           sorted(self.caps_used))
 
@@ -211,7 +212,7 @@ class Checker:
             self.error(hook.pos, f"unknown event '{hook.event}' in hook '{hook.name}'",
                        "expected one of " + ", ".join(sorted(EVENTS)))
         settings = _SettingsReader(self, hook).read()
-        declared = set(settings.get("capabilities", []))
+        declared = set(cast(list[str], settings.get("capabilities", [])))  # what _caps stores
         declared_names = {":".join(c.split(":")[:3]) for c in declared}  # drop the glob
         local_fns: dict[str, int] = {}
         for fn in hook.fns:
@@ -497,7 +498,7 @@ class _SettingsReader:
         return out
 
     def _block(self, value: ast.SettingValue, key: str,
-               fields: dict[str, object]) -> dict[str, object] | None:
+               fields: dict[str, Callable[[ast.SettingValue], object]]) -> dict[str, object] | None:
         if not isinstance(value, ast.SettingBlock):
             self.c.error(value.pos, f"'{key}' takes a block {{ ... }}")
             return None
@@ -508,15 +509,15 @@ class _SettingsReader:
                 self.c.error(s.pos, f"unknown field '{s.key}' in {key}",
                              "expected one of " + ", ".join(sorted(fields)))
                 continue
-            v = read(s.value)  # type: ignore[operator]
+            v = read(s.value)
             if v is not None:
                 out[s.key] = v
         return out
 
-    def _literal(self, value: ast.SettingValue, kinds: tuple[str, ...], what: str) -> object:
+    def _literal(self, value: ast.SettingValue | ast.Expr, kinds: tuple[str, ...], what: str) -> object:
         if isinstance(value, ast.Literal) and value.kind in kinds:
             if value.kind == "duration":
-                return value.value / 1e9  # type: ignore[operator]
+                return value.value / 1e9  # type: ignore[operator]  # a duration's value: int ns
             return value.value
         self.c.error(value.pos, f"expected {what}")
         return None
@@ -524,7 +525,7 @@ class _SettingsReader:
     def _count(self, value: ast.SettingValue) -> object:
         return self._literal(value, ("int",), "a whole number")
 
-    def _duration(self, value: ast.SettingValue) -> object:
+    def _duration(self, value: ast.SettingValue | ast.Expr) -> object:
         return self._literal(value, ("duration",), "a duration such as 50ms or 2s")
 
     def _size(self, value: ast.SettingValue) -> object:
@@ -573,7 +574,7 @@ class _SettingsReader:
                      self._duration(cap)]
             if None in parts:
                 return None
-            return {"kind": "exponential", "base_s": parts[0], "factor": float(parts[1]),  # type: ignore[arg-type]
+            return {"kind": "exponential", "base_s": parts[0], "factor": float(parts[1]),  # type: ignore[arg-type]  # an int or float: checked above
                     "max_s": parts[2]}
         self.c.error(value.pos, "backoff takes exponential(base, factor, max), e.g. "
                      "exponential(10ms, 2.0, 1s)")
@@ -582,7 +583,7 @@ class _SettingsReader:
     def _kinds(self, value: ast.SettingValue) -> object:
         if isinstance(value, ast.SettingList) and all(
                 isinstance(i, ast.SettingName) for i in value.items):
-            return [i.name for i in value.items]  # type: ignore[union-attr]
+            return [i.name for i in value.items]  # type: ignore[union-attr]  # all() checked the kind
         self.c.error(value.pos, "on takes a list of failure kinds, e.g. [trap, timeout]")
         return None
 

@@ -71,7 +71,7 @@ def _make_const(kind: str, value: object) -> object:
     from vegafs.vm.values import Duration, Money
 
     if kind == "duration":
-        return Duration(value)  # type: ignore[arg-type]
+        return Duration(value)  # type: ignore[arg-type]  # a duration literal's value: int ns
     if kind == "money":
         return Money.parse(str(value))
     return value
@@ -247,7 +247,7 @@ class _FnCompiler:
                 self.args(pos, args)
                 kind, target = self.res.calls[id(e)]
                 if kind == "fn":
-                    self.emit(Op.CALL, (int(target) << 8) | len(args), pos)  # type: ignore[call-overload]
+                    self.emit(Op.CALL, (int(target) << 8) | len(args), pos)  # type: ignore[call-overload]  # "fn": target is an index
                 else:
                     self.emit(Op.CALL_BUILTIN, (self.pool.symbol(str(target)) << 8) | len(args), pos)
             case ast.MethodCall(pos, obj, name, args):

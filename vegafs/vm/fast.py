@@ -57,7 +57,7 @@ import itertools
 import math
 import sys
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -521,9 +521,9 @@ class _FnGen:
         elif op in _CMP_SYM:
             b, a = self.pop(), self.pop()
             sym = _CMP_SYM[op]
-            guard = _both_int(a, b)
-            expr = (f"{a.expr} {sym} {b.expr}" if guard == "True" else
-                    f"{a.expr} {sym} {b.expr} if {guard} else _order({op}, {a.expr}, {b.expr})")
+            both_int = _both_int(a, b)
+            expr = (f"{a.expr} {sym} {b.expr}" if both_int == "True" else
+                    f"{a.expr} {sym} {b.expr} if {both_int} else _order({op}, {a.expr}, {b.expr})")
             if self.feeds_branch(pc):
                 self.push(_Entry(f"({expr})", "bool", pc=pc))
             else:
@@ -694,13 +694,13 @@ class _FnGen:
         # _charge_int charges (or refuses) exactly the ints over BIG_INT_BITS
         big_check = f"if {_SLOT}.bit_length() > {BIG_INT_BITS}: _charge_int(rt, {_SLOT})"
         if op == _OPS["ADD"] and "str" in (a.kind, b.kind):
-            guard = " and ".join(f"type({e.expr}) is str" for e in (a, b) if e.kind != "str")
+            str_guard = " and ".join(f"type({e.expr}) is str" for e in (a, b) if e.kind != "str")
             size = f"49 + {_len(a)} + {_len(b)}"
             fast = [*_mem(size), f"{_SLOT} = {a.expr} + {b.expr}"]
-            if not guard:
+            if not str_guard:
                 self.result(ind, pc, fast, "str")
             else:
-                self.result(ind, pc, [f"if {guard}:", *("    " + f for f in fast), "else:",
+                self.result(ind, pc, [f"if {str_guard}:", *("    " + f for f in fast), "else:",
                                       "    " + slow], "v")
             return
         fast = [f"{_SLOT} = {a.expr} {sym} {b.expr}"]
@@ -1044,8 +1044,9 @@ _BUILTIN_KINDS = {"len": "int", "str": "str", "text": "str", "type": "str", "int
                   "float": "float"}
 
 #: Iterator types of the Python containers `_iterate` returns; next() on them is pure.
-_PLAIN_ITERS = frozenset(type(iter(x)) for x in ([], range(1), range(1 << 64), "a", "\u00e9",
-                                                 "\U0001f600", (), {}))
+_ITERABLES: tuple[Iterable[object], ...] = ([], range(1), range(1 << 64), "a", "\u00e9",
+                                            "\U0001f600", (), {})
+_PLAIN_ITERS = frozenset(type(iter(x)) for x in _ITERABLES)
 
 _HELPERS: dict[str, Any] = {
     "_arith": _arith, "_order": _order, "_index": _index, "_store_index": _store_index,

@@ -233,7 +233,7 @@ class _Builder(Transformer_NonRecursive):
         return ast.Let(Pos(meta.line, meta.column), str(name), value)
 
     @v_args(meta=True)
-    def assign_stmt(self, meta, children) -> ast.Assign:
+    def assign_stmt(self, meta, children) -> ast.Assign | ast.ExprStmt:
         target, value = children
         pos = Pos(meta.line, meta.column)
         if not isinstance(target, ast.Name | ast.Index | ast.Attr):
@@ -446,7 +446,8 @@ def _after_previous_token(text: str, offset: int) -> Pos:
 def _syntax_diagnostic(exc: UnexpectedInput, text: str, filename: str) -> Diagnostic:
     label = _label(exc)
     if isinstance(exc, UnexpectedCharacters):
-        ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
+        at = exc.pos_in_stream  # lark types it Optional; always set for this error
+        ch = text[at] if at is not None and at < len(text) else ""
         message = f"unexpected character {ch!r}"
         note = _expected_note(set(exc.allowed or ()))
         pos = Pos(exc.line, exc.column)
