@@ -6,6 +6,7 @@ on failure) with a hooks directory it controls.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -405,3 +406,55 @@ def test_read_hooks_see_each_open_and_a_denied_write_leaves_no_cached_bytes(
             f.seek(0)
             assert f.read() == b"good data"  # the refused bytes are not served from cache
         assert target.read_bytes() == b"good data"
+
+
+KERNEL_UNSEEN = """hook indexer on create "/in/**" {
+    capabilities [fs::read, fs::write]
+    fn run(ev) {
+        let h = open("/index.txt", "a");
+        h.write(ev.path + "\\n");
+        h.close();
+        return allow();
+    }
+}
+hook mover after create "/drop/**" {
+    capabilities [fs::read, fs::write]
+    fn run(ev) {
+        rename(ev.path, path::join("/done", path::base(ev.path)));
+        return allow();
+    }
+}
+"""
+
+
+def test_hook_effects_reach_the_kernels_caches(tmp_path: Path) -> None:
+    """What a hook changes never passes through the kernel, which caches
+    attributes, entries and pages for minutes: the daemon must drop them, or a
+    `cat` right after the operation shows the old size, an open reader keeps
+    old pages and a name moved away still stats."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "unseen.vega").write_text(KERNEL_UNSEEN)
+    store, mnt = tmp_path / "store", tmp_path / "mnt"
+    with mounted(store, mnt, "--hooks", str(hooks)):
+        for d in ("in", "drop", "done"):
+            (mnt / d).mkdir()
+        index = mnt / "index.txt"
+        index.write_text("")
+        with open(index, "rb", buffering=0) as reader:
+            assert reader.read() == b""  # the kernel now caches its size and pages
+            (mnt / "in" / "a").touch()
+            # a new process, at once: the synchronous hook's write is visible
+            shown = subprocess.run(["cat", str(index)], capture_output=True, check=True).stdout
+            assert shown == b"/in/a\n"
+            assert os.stat(index).st_size == len(shown)
+            (mnt / "in" / "b").touch()
+            # the reader that held the file open sees the new bytes too
+            assert _until(lambda: os.pread(reader.fileno(), 100, 0) == b"/in/a\n/in/b\n", "pages")
+        # an after-hook's rename: the old name goes, the new one appears
+        dropped = mnt / "drop" / "x"
+        dropped.write_text("payload")
+        with contextlib.suppress(FileNotFoundError):
+            os.stat(dropped)  # cached by the kernel, unless the after-hook was quicker
+        _until(lambda: not dropped.exists(), "the moved-away name to vanish")
+        assert (mnt / "done" / "x").read_text() == "payload"

@@ -1267,6 +1267,10 @@ class FileSystem:
         """Inodes the kernel holds references to (for cache invalidation)."""
         return list(self._lookups)
 
+    def kernel_knows(self, ino: int) -> bool:
+        """Whether the kernel may cache ``ino`` (the root, or an inode it looked up)."""
+        return ino == ROOT_INO or ino in self._lookups
+
 
 class _Txn:
     """``store.transaction()`` with a StoreError turned into FsError(errno) (and read-only)."""

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -36,7 +38,7 @@ from vegafs.fs import SNAP_BASE
 from vegafs.fuse_ops import session
 from vegafs.fuse_ops.operations import VegaOperations
 from vegafs.hooks import HookedFileSystem, open_engine
-from vegafs.store import ROOT_INO, HeadUpdate, Store, StoreError
+from vegafs.store import ROOT_INO, HeadChanges, HeadUpdate, Store, StoreError
 
 log = logging.getLogger("vegafs.daemon")
 
@@ -137,6 +139,9 @@ class Daemon:
                 await nursery.start(serve_control, self.store_dir, self.handle)
             nursery.start_soon(self._group_commit)
             nursery.start_soon(self._signals)
+            later, changes = trio.open_memory_channel[HeadChanges](math.inf)
+            self.fs.kernel_notify = functools.partial(self._hooks_changed, later)
+            nursery.start_soon(self._invalidate_later, changes)
             if self.store.read_only and self.follow_interval > 0:
                 nursery.start_soon(self._follow)
             self.fs.bind_trio()  # hooks seam: after-hooks reach the fs through this loop
@@ -216,12 +221,38 @@ class Daemon:
         snapshots = {s.name for s in self.store.list_snapshots()}
         changes = self.store.apply_head(update)
         self.fs.head_moved(changes)
-        known = {ROOT_INO, *self.fs.known_inodes()}
-        entries = [(parent, name) for parent, name in changes.entries if parent in known]
+        entries, inodes = self._cached(changes)
         if changes.snapshots:  # /.snapshots/NAME of a snapshot created or deleted
             snapshots ^= {s.name for s in self.store.list_snapshots()}
             entries += [(SNAP_BASE, name.encode()) for name in sorted(snapshots)]
-        await trio.to_thread.run_sync(_invalidate, entries, sorted(changes.inodes & known))
+        await trio.to_thread.run_sync(_invalidate, entries, inodes)
+
+    def _cached(self, changes: HeadChanges) -> tuple[list[tuple[int, bytes]], list[int]]:
+        """The entries and inodes of ``changes`` the kernel may hold in its caches."""
+        knows = self.fs.kernel_knows
+        entries = [(parent, name) for parent, name in changes.entries if knows(parent)]
+        return entries, sorted(ino for ino in changes.inodes if knows(ino))
+
+    def _hooks_changed(self, later: trio.MemorySendChannel[HeadChanges], changes: HeadChanges) -> None:
+        """Hooks changed files behind the kernel's back (``HookedFileSystem.kernel_notify``).
+
+        Attributes are dropped at once, before the hooked request answers, so
+        the caller's next ``stat``/``open`` sees the new size (attribute-only
+        invalidation takes no lock a request holds). Dropping pages and
+        entries can wait for locks the hooked request's caller holds (its
+        directory, the pages of the file it writes): that runs after the
+        answer, in a thread (``_invalidate_later``).
+        """
+        for ino in changes.inodes:
+            if self.fs.kernel_knows(ino):
+                with contextlib.suppress(OSError):  # already forgotten by the kernel
+                    pyfuse3.invalidate_inode(ino, attr_only=True)
+        later.send_nowait(changes)
+
+    async def _invalidate_later(self, changes: trio.MemoryReceiveChannel[HeadChanges]) -> None:
+        async for change in changes:
+            entries, inodes = self._cached(change)
+            await trio.to_thread.run_sync(_invalidate, entries, inodes, abandon_on_cancel=True)
 
     async def _signals(self) -> None:
         """SIGTERM/SIGINT/SIGHUP: the same clean unmount as ``vegafs umount``."""

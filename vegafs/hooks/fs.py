@@ -53,7 +53,7 @@ from vegafs.fs import ROOT_CTX, SNAP_BASE, Attr, Ctx, FileSystem, FsError
 from vegafs.hooks.driver import Effect, HookDriver, StagingDriver, land
 from vegafs.hooks.engine import HookEngine, LoadedHook, OpSpan, Verdict
 from vegafs.hooks.events import HookEvent, PendingMeta
-from vegafs.store import ROOT_INO, Store, StoreError
+from vegafs.store import ROOT_INO, HeadChanges, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,13 @@ class HookedFileSystem(FileSystem):
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 record = json.loads(payload)
                 self._stored_xforms[record["key"]] = bytes.fromhex(record["chunk"])
+        # What hooks' own VFS calls changed: the kernel did not see those
+        # changes go by, so its caches of them must be dropped (_tell_kernel).
+        self._behind_kernel = HeadChanges(0)
+        #: Called on the filesystem's thread with those changes when the hooked
+        #: operation (or the after-hook's call) ends; the daemon invalidates
+        #: the kernel's caches with it. None: nobody caches (tests, tools).
+        self.kernel_notify: Callable[[HeadChanges], None] | None = None
         self._lock = threading.RLock()
         self._trio_token: Any = None
         self._bind_tried = False
@@ -118,7 +125,10 @@ class HookedFileSystem(FileSystem):
 
         def run() -> Any:
             with self.hooks.suppress():
-                return fn()
+                try:
+                    return fn()
+                finally:
+                    self._tell_kernel()
 
         if self._trio_token is not None and threading.current_thread() is not self._owner:
             import trio
@@ -285,6 +295,7 @@ class HookedFileSystem(FileSystem):
             failed = FsError(exc.errno or errno.EIO, str(exc))
             raise failed from exc
         finally:
+            self._tell_kernel()  # staged effects landed, or a revert applied at once
             self.hooks.op_span(
                 span,
                 path,
@@ -738,9 +749,28 @@ class HookedFileSystem(FileSystem):
 
     def _txn(self) -> Any:
         txn = super()._txn()
-        if self._amend is None:
-            return txn
-        return _AmendingTxn(txn, self._amend)
+        if self._amend is not None:
+            txn = _AmendingTxn(txn, self._amend)
+        return self._noted(txn)
+
+    def _noted(self, txn: Any) -> Any:
+        """``txn``, noting what it changes if a hook's own VFS call makes it
+        (hooks suppressed): the kernel never saw that change (_tell_kernel)."""
+        return _NotingTxn(txn, self._behind_kernel) if self.hooks.suppressed else txn
+
+    def _tell_kernel(self) -> None:
+        """Hand what hooks changed behind the kernel's back to ``kernel_notify``.
+
+        Why: the kernel caches attributes, entries and pages for minutes
+        (docs/consistency.md) because every other change passes through it;
+        a hook's write to another file, its rename or its ``revert()`` does
+        not, and without this a ``cat`` right after would show the old size.
+        """
+        changes = self._behind_kernel
+        if changes.inodes or changes.entries:
+            self._behind_kernel = HeadChanges(0)
+            if self.kernel_notify is not None:
+                self.kernel_notify(changes)
 
     def after_rollback(self) -> None:
         """The head jumped: names, transforms and accepted contents may all be stale."""
@@ -776,7 +806,7 @@ class HookedFileSystem(FileSystem):
             size, blocks = versions[1].size, versions[1].blocks
         delta: dict[int, bytes | None] = {i: None for i in inode.blocks if i not in blocks}
         delta.update(blocks)
-        with super()._txn() as t:
+        with self._noted(super()._txn()) as t:  # never amended by a commit hook
             t.set_blocks(ino, delta, size)
         return inode.version
 
@@ -803,6 +833,29 @@ class _AmendingTxn:
                 else:
                     self._t.set_xattr(self._ino, name, value)
         return bool(self._inner.__exit__(*exc_info))
+
+    @property
+    def logseq(self) -> int | None:
+        return self._inner.logseq
+
+
+class _NotingTxn:
+    """A transaction context that adds its ops to ``changes`` once it committed."""
+
+    def __init__(self, inner: Any, changes: HeadChanges) -> None:
+        self._inner = inner
+        self._changes = changes
+        self._t: Any = None
+
+    def __enter__(self) -> Any:
+        self._t = self._inner.__enter__()
+        return self._t
+
+    def __exit__(self, *exc_info: Any) -> bool:
+        result = bool(self._inner.__exit__(*exc_info))
+        if exc_info[0] is None:
+            self._changes.add_ops(self._t.ops)
+        return result
 
     @property
     def logseq(self) -> int | None:

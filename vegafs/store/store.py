@@ -31,7 +31,7 @@ import stat
 import threading
 import time
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -164,6 +164,16 @@ class HeadChanges:
     entries: set[tuple[int, bytes]] = field(default_factory=set)
     snapshots: bool = False
     everything: bool = False
+
+    def add_ops(self, ops: Iterable[list[Any]]) -> None:
+        """Note what the TXN ops ``ops`` change: the inodes they touch, and the
+        directory entries (and their directories) they link or unlink."""
+        for op in ops:
+            if op[0] in (OP_LINK, OP_UNLINK):
+                self.entries.add((op[1], op[2]))
+                self.inodes.update(op[1:2] + op[3:4])
+            elif op[0] != OP_ANNOTATE:
+                self.inodes.add(op[1])
 
 
 @dataclass
@@ -1569,12 +1579,7 @@ class Store(_StateReads):
             if rtype in (SNAPSHOT, SNAPSHOT_DELETE):
                 changes.snapshots = True
             elif rtype == TXN:
-                for op in unpack(payload):
-                    if op[0] in (OP_LINK, OP_UNLINK):
-                        changes.entries.add((op[1], op[2]))
-                        changes.inodes.update(op[1:2] + op[3:4])
-                    elif op[0] != OP_ANNOTATE:
-                        changes.inodes.add(op[1])
+                changes.add_ops(unpack(payload))
         base = (self._generation, self._head_logseq)
         return HeadUpdate(changes, base, entries, segments, new_tail)
 
