@@ -73,12 +73,7 @@ def test_reader_mount_follows_writer_mount(location: str, tmp_path: Path) -> Non
         (wmnt / "d").mkdir()
         (wmnt / "d" / "b.txt").write_text("bee\n")
         _sync(wmnt)
-        snap = subprocess.run(
-            vegafs_cmd("snapshot", "create", "s1", "--store", location),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        snap = run_vegafs("snapshot", "create", "s1", "--store", location)
         assert snap.returncode == 0, snap.stderr
         with mounted(location, rmnt, *follow), mounted(location, smnt, "--snapshot", "s1"):
             assert (rmnt / "a.txt").read_text() == "one\n"

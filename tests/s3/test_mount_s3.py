@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mountutil import mounted, needs_fuse, vegafs_cmd
+from tests.mountutil import mounted, needs_fuse, run_vegafs, vegafs_cmd
 from vegafs.store import Store
 from vegafs.store.s3backend import S3Backend
 
@@ -48,12 +48,7 @@ def test_mount_on_s3_with_real_tools_then_read_elsewhere(
         with Store.open(other, read_only=True) as peek:
             assert peek.lookup(1, b"big.bin") is not None
         # Store commands on the mounted s3:// store go through its daemon.
-        snap = subprocess.run(
-            vegafs_cmd("snapshot", "create", "one", "--store", s3_env),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        snap = run_vegafs("snapshot", "create", "one", "--store", s3_env)
         assert snap.returncode == 0, snap.stderr
         assert (mnt / ".snapshots" / "one" / "big.bin").read_bytes() == payload
     # Another machine: its own empty cache, only the bucket in common.
