@@ -45,11 +45,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+from botocore.config import Config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vegafs.store import BLOCK_SIZE, ROOT_INO, Store  # noqa: E402
-from vegafs.store.s3backend import S3Backend  # noqa: E402
+from vegafs.store.s3backend import CHECKSUMS, S3Backend  # noqa: E402
 
 
 def _ingest(store: Store, total: int, file_size: int) -> None:
@@ -94,7 +95,7 @@ def _server() -> tuple[subprocess.Popen[bytes], str]:
 
 def _ceiling(url: str, total: int, file_size: int) -> float:
     """Seconds for plain boto3 PUTs of ``total`` bytes in ``file_size`` objects (moto's ceiling)."""
-    client = boto3.client("s3", endpoint_url=url)
+    client = boto3.client("s3", endpoint_url=url, config=Config(**CHECKSUMS))
     bucket = "ceiling"
     with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
         client.create_bucket(Bucket=bucket)

@@ -86,6 +86,15 @@ PROBE_READ_TIMEOUT = 5.0
 PROBE_ATTEMPTS = 2
 _MAX_PIECE = 32 << 20  # the most bytes one merged piece PUT carries
 _MIN_PART = 5 << 20  # S3's smallest multipart part (but the last)
+#: botocore's flexible checksums (a CRC over every PUT body, since botocore
+#: 1.36) only when the API requires one: every vegafs record already carries
+#: a BLAKE3 hash chain that reads verify end to end, so the CRC re-checks
+#: what is checked anyway and costs the ingest path CPU on both ends
+#: (measured: bytes in the bucket 0.47x -> 0.55x of the local store's rate).
+CHECKSUMS = {
+    "request_checksum_calculation": "when_required",
+    "response_checksum_validation": "when_required",
+}
 _MULTIPART = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=16 << 20)
 _S3_URI = re.compile(r"^s3://([a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])(?:/(.*))?$")
 
@@ -240,6 +249,7 @@ class S3Backend(Backend):
                 connect_timeout=CONNECT_TIMEOUT,
                 read_timeout=read_timeout,
                 retries={"max_attempts": attempts, "mode": "standard"},
+                **CHECKSUMS,
             ),
         )
 
