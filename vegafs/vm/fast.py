@@ -73,6 +73,7 @@ from vegafs.vm.interp import (
     _index,
     _iterate,
     _key,
+    _link,
     _order,
     _store_index,
     _truth,
@@ -1078,17 +1079,6 @@ class FastProgram:
 #: id(program) -> (weak ref to it, the host builtins it was linked with, the result).
 #: The builtins are held (not their ids), so an id can never be reused under us.
 _CACHE: dict[int, tuple[weakref.ref[Program], dict[str, Builtin], FastProgram | None]] = {}
-
-
-def _link(program: Program, extra: Mapping[str, Builtin]) -> list[Builtin | None]:
-    table: list[Builtin | None] = []
-    for sym in program.symbols:
-        mod, sep, name = sym.partition("::")
-        if sep:
-            table.append(MODULES.get(mod, {}).get(name))
-        else:
-            table.append(extra.get(sym) or BUILTINS.get(sym))
-    return table
 
 
 def compile_fast(program: Program, builtins: Mapping[str, Builtin] | None = None,
