@@ -11,12 +11,11 @@ checked in test_s3.py instead).
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from vegafs.store import Store
+from tests.store.conftest import store  # noqa: F401 - the store tests' fixture, on store_path below
 
 _LOCAL_ONLY = {
     "test_default_store_path",
@@ -46,12 +45,3 @@ for _module in map(_load, ("test_api", "test_fsck", "test_snapshots_gc", "test_c
 @pytest.fixture
 def store_path(s3_env: str) -> str:
     return s3_env
-
-
-@pytest.fixture
-def store(store_path: str) -> Iterator[Store]:
-    s = Store.open(store_path, create=True)
-    try:
-        yield s
-    finally:
-        s.close()
