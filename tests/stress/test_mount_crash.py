@@ -40,6 +40,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -311,14 +312,31 @@ def test_mount_crash_campaign_full(tmp_path: Path) -> None:
     _campaign(tmp_path, int(os.environ.get("VEGAFS_STRESS_ROUNDS", 500)))
 
 
+def _truncate_by_path(path: Path, size: int) -> None:
+    os.truncate(path, size)
+
+
+def _truncate_by_open(path: Path, size: int) -> None:
+    """open(O_TRUNC) (a shell's ``>``), then the rest written and closed."""
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, b"y" * size)
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.timeout(120)
-def test_truncate_by_path_is_ordered_before_a_later_fsync(tmp_path: Path) -> None:
+@pytest.mark.parametrize("truncate", [_truncate_by_path, _truncate_by_open])
+def test_truncate_by_path_is_ordered_before_a_later_fsync(
+    tmp_path: Path, truncate: Callable[[Path, int], None]
+) -> None:
     """Found by the full campaign (round 135, seed 2440138968): truncate(2) of a file
     that another handle held open (the line_count after-hook reading it) stayed
     buffered until that handle closed, so a later fsync of another file did not
     cover it, and a crash lost the truncate while keeping the later file. A
     truncate by path is a finished operation when it returns: it is recorded at
-    once, like a rename or a chmod, and every later fsync makes it durable.
+    once, like a rename or a chmod, and every later fsync makes it durable. The
+    same holds for open(O_TRUNC) followed by a write and close.
     """
     m = Mount(store=tmp_path / "store", mnt=tmp_path / "mnt")
     m.start()
@@ -327,7 +345,7 @@ def test_truncate_by_path_is_ordered_before_a_later_fsync(tmp_path: Path) -> Non
         target.write_bytes(b"x" * 1000)
         reader = os.open(target, os.O_RDONLY)  # another handle, e.g. a hook reading the file
         try:
-            os.truncate(target, 10)
+            truncate(target, 10)
             fd = os.open(later, os.O_WRONLY | os.O_CREAT, 0o644)
             try:
                 os.write(fd, b"fsynced after the truncate returned")
