@@ -22,20 +22,10 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from vegafs.cli.options import parse_size  # noqa: F401 - re-exported: the benchmarks' --size options
+
 MiB = 1024 * 1024
 GiB = 1024 * MiB
-
-_UNITS = {"k": 1024, "kib": 1024, "m": MiB, "mib": MiB, "g": GiB, "gib": GiB, "b": 1, "": 1}
-
-
-def parse_size(text: str) -> int:
-    """Parse ``"64MiB"``, ``"1GiB"``, ``"512k"`` or ``"4096"`` into bytes (binary units)."""
-    stripped = text.strip().lower()
-    digits = stripped.rstrip("abcdefghijklmnopqrstuvwxyz")
-    unit = stripped[len(digits):]
-    if not digits or unit not in _UNITS:
-        raise ValueError(f"not a size: {text!r} (use e.g. 64MiB, 1GiB)")
-    return int(float(digits) * _UNITS[unit])
 
 
 @dataclass

@@ -8,6 +8,7 @@ empty cache of its own (another machine) sees every byte afterwards.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -35,7 +36,7 @@ def test_mount_on_s3_with_real_tools_then_read_elsewhere(
     payload = os.urandom(5 << 20)
     (tmp_path / "src.bin").write_bytes(payload)
     mnt = tmp_path / "mnt"
-    with mounted(s3_env, mnt):
+    with mounted(s3_env, mnt, "--cache-size", "64MiB"):
         _sh(f"cp {tmp_path / 'src.bin'} big.bin && mkdir -p d/e && echo hello > d/e/f.txt", mnt)
         _sh("dd if=/dev/zero of=zeros bs=64k count=16 status=none && mv zeros d/zeros", mnt)
         _sh("ln -s d/e/f.txt link && touch gone && rm gone", mnt)
@@ -51,6 +52,9 @@ def test_mount_on_s3_with_real_tools_then_read_elsewhere(
         snap = run_vegafs("snapshot", "create", "one", "--store", s3_env)
         assert snap.returncode == 0, snap.stderr
         assert (mnt / ".snapshots" / "one" / "big.bin").read_bytes() == payload
+        stats = run_vegafs("stats", "--store", s3_env, "--json")  # served by the daemon
+        assert stats.returncode == 0, stats.stderr
+        assert json.loads(stats.stdout)["cache_size_bytes"] == 64 << 20  # --cache-size reached it
     # Another machine: its own empty cache, only the bucket in common.
     other = S3Backend(s3_env, endpoint_url=s3_server.url, cache_dir=tmp_path / "elsewhere")
     with Store.open(other, read_only=True) as r:

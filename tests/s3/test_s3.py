@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -227,6 +228,32 @@ def test_cli_takes_s3_endpoint_flag(
     assert main(["stats", "--store", s3_env, "--s3-endpoint", "http://127.0.0.1:1"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("vegafs: cannot open the store at s3://") and "Traceback" not in err
+
+
+def test_cli_cache_size_flag_bounds_the_cache(
+    s3_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--cache-size`` reaches the backend (shown by stats); nonsense is refused clearly."""
+    from vegafs.cli.main import main
+
+    Store.open(s3_env, create=True).close()
+    assert main(["stats", "--store", s3_env, "--cache-size", "64MiB", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["cache_size_bytes"] == 64 << 20
+    assert shown["upload_pending_bytes"] == 0
+    for bad, message in (
+        ("lots", "invalid size value: 'lots'"),
+        ("12Q", "invalid size value: '12Q'"),
+        ("4k", "--cache-size must be at least 1MiB"),
+    ):
+        with pytest.raises(SystemExit) if "invalid" in message else contextlib.nullcontext():
+            assert main(["stats", "--store", s3_env, "--cache-size", bad]) != 0
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err
+    local = str(tmp_path / "local")
+    Store.open(local, create=True).close()
+    assert main(["stats", "--store", local, "--cache-size", "1GiB"]) != 0
+    assert "--cache-size is for s3:// stores" in capsys.readouterr().err
 
 
 def _seal_pieces(new_backend, parts: list[bytes]) -> tuple[S3Backend, bytes]:  # type: ignore[no-untyped-def]

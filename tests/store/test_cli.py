@@ -81,3 +81,21 @@ def test_fsck_reports_and_repairs_damage(
     assert code == 1 and "quarantine" in out
     code, out, _ = _run(capsys, "fsck", "--store", str(store_path))
     assert code == 0, out
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("4096", 4096), ("512k", 512 << 10), ("64MiB", 64 << 20), ("1.5g", 3 << 29), ("2 GiB", 2 << 30)],
+)
+def test_sizes_on_the_command_line(text: str, size: int) -> None:
+    from vegafs.cli.options import parse_size
+
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "lots", "12Q", "-1G", "1e", "k"])
+def test_bad_sizes_are_refused(text: str) -> None:
+    from vegafs.cli.options import parse_size
+
+    with pytest.raises(ValueError, match="not a size"):
+        parse_size(text)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from vegafs.cli import control
 from vegafs.cli.errors import CliError
+from vegafs.cli.options import add_store_options, apply_s3_options
 
 if TYPE_CHECKING:
     from vegafs.store import Store  # imported where used: the CLI starts without it
@@ -42,16 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Mount a vegafs store at MOUNTPOINT (an existing, empty directory).",
     )
     p.add_argument("mountpoint", help="an existing, empty directory")
-    p.add_argument(
-        "--store",
-        metavar="PATH|s3://BUCKET/PREFIX",
-        help="the store directory or S3 location (created on first use; default: the embedded "
+    add_store_options(
+        p,
+        "the store directory or S3 location (created on first use; default: the embedded "
         "default store)",
-    )
-    p.add_argument(
-        "--s3-endpoint",
-        metavar="URL",
-        help="endpoint of an S3-compatible server for an s3:// store (docs/s3.md)",
     )
     p.add_argument("--hooks", metavar="DIR", help="directory of Vega hook files")
     p.add_argument(
@@ -251,11 +246,10 @@ def cmd_mount(args: argparse.Namespace) -> int:
     args.read_only = args.read_only or args.snapshot is not None
     if args.follow_interval < 0:
         raise CliError("--follow-interval must be 0 (do not follow) or a number of seconds")
+    apply_s3_options(args)
     if args.store and args.store.startswith("s3://"):
         from vegafs.store.s3backend import default_cache_dir
 
-        if args.s3_endpoint:
-            os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
         # The store lives in the bucket; its local state (journal, cache, log,
         # control socket) in the cache directory, which stands for it here.
         args.store_location = args.store

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vegafs.cli.errors import CliError
+from vegafs.cli.options import add_store_options, apply_s3_options
 from vegafs.store import (
     STORE_CONCURRENT_MODIFICATION,
     STORE_NOT_FOUND,
@@ -81,16 +81,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
-    p.add_argument(
-        "--store",
-        metavar="PATH|s3://BUCKET/PREFIX",
-        help="store directory or S3 location (default: the embedded store)",
-    )
-    p.add_argument(
-        "--s3-endpoint",
-        metavar="URL",
-        help="endpoint of an S3-compatible server (else boto3's configuration; docs/s3.md)",
-    )
+    add_store_options(p, "store directory or S3 location (default: the embedded store)")
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -100,9 +91,7 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
 
 def _store_dir(args: argparse.Namespace) -> Path | str:
     """The store's location: a directory, or an ``s3://`` URI kept as text."""
-    if getattr(args, "s3_endpoint", None):
-        # boto3 reads this variable; children (a mount daemon) inherit it.
-        os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
+    apply_s3_options(args)
     if args.store and args.store.startswith("s3://"):
         return str(args.store)
     return Path(args.store).absolute() if args.store else default_store_path()

@@ -189,6 +189,10 @@ class Backend(ABC):
         """HostIdentity: which machine writes; recorded in the lock and in stats."""
         return socket.gethostname()
 
+    def stats(self) -> dict[str, int]:
+        """What this backend adds to ``Store.stats()`` (an S3 store: its local cache)."""
+        return {}
+
 
 class LocalBackend(Backend):
     """A store in a local directory: one file per segment, small objects as files.

@@ -379,6 +379,17 @@ class S3Backend(Backend):
         except _Fatal:
             raise StoreError(STORE_EXISTS, f"a store already exists at {self.location}") from None
 
+    def stats(self) -> dict[str, int]:
+        """The local cache: its bound (``--cache-size``), what the evictable part
+        holds now, and the published bytes still waiting for upload."""
+        with self._lru_lock:
+            cached = self._lru_bytes
+        return {
+            "cache_size_bytes": self.cache_size,
+            "cache_bytes": cached,
+            "upload_pending_bytes": self._pending_piece_bytes,
+        }
+
     def close(self) -> None:
         try:
             if self._leased:

@@ -1508,6 +1508,7 @@ class Store(_StateReads):
             "snapshots": len(self._snapshots),
             "compression": self.compression or "none",
             "host": self.backend.identity(),
+            **self.backend.stats(),
         }
 
     # ------------------------------------------- following a writer (read-only)
