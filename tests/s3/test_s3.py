@@ -231,10 +231,13 @@ def test_cli_takes_s3_endpoint_flag(
 
 
 def test_cli_cache_size_flag_bounds_the_cache(
-    s3_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    s3_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """``--cache-size`` reaches the backend (shown by stats); nonsense is refused clearly."""
     from vegafs.cli.main import main
+
+    monkeypatch.delenv("VEGAFS_S3_CACHE_SIZE", raising=False)  # the flag sets it: undone after
 
     Store.open(s3_env, create=True).close()
     assert main(["stats", "--store", s3_env, "--cache-size", "64MiB", "--json"]) == 0
@@ -254,6 +257,40 @@ def test_cli_cache_size_flag_bounds_the_cache(
     Store.open(local, create=True).close()
     assert main(["stats", "--store", local, "--cache-size", "1GiB"]) != 0
     assert "--cache-size is for s3:// stores" in capsys.readouterr().err
+
+
+def test_vegafs_run_mounts_an_s3_store(
+    s3_env: str, s3_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``vegafs run --mount /dst=s3://...`` works like ``store://``: the example
+    copies logs into the bucket, and another opener of the bucket sees them."""
+    from vegafs.cli.main import main
+    from vegafs.drivers import open_driver
+
+    src = tmp_path / "src"
+    src.mkdir()
+    big = os.urandom((1 << 20) + 5)
+    (src / "big.log").write_bytes(big)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3")  # only the flag names the server
+    monkeypatch.delenv("VEGAFS_S3_CACHE_SIZE", raising=False)  # the flag sets it: undone after
+    example = Path(__file__).resolve().parents[2] / "examples" / "copy_logs.vega"
+    code = main(["run", str(example), "--no-cache", "--mount", f"/src=posix://{src}",
+                 "--mount", f"/dst={s3_env}", "--s3-endpoint", s3_server.url,
+                 "--cache-size", "32MiB"])
+    assert (code, capsys.readouterr().out) == (0, f"copied 1 files, {len(big)} bytes\n")
+    # The run drained its uploads: another machine (its own empty cache) reads the bucket.
+    with Store.open(_backend(s3_env, s3_server.url, tmp_path / "elsewhere"), read_only=True) as r:
+        ino = r.lookup(1, b"big.log")
+        assert ino is not None and read_file(r, ino) == big
+    dst = open_driver(s3_env)  # ... and the run released the lease: a driver opens it again
+    try:
+        assert dst.meta_read("/big.log") == {"user.source": b"/src/big.log"}
+    finally:
+        dst.close()
+    code = main(["run", str(example), "--no-cache", "--mount", "/dst=s3://No_Such!/x"])
+    err = capsys.readouterr().err
+    assert code != 0 and "not an s3://BUCKET/PREFIX location" in err and "Traceback" not in err
 
 
 def _seal_pieces(new_backend, parts: list[bytes]) -> tuple[S3Backend, bytes]:  # type: ignore[no-untyped-def]

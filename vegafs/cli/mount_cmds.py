@@ -246,7 +246,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     args.read_only = args.read_only or args.snapshot is not None
     if args.follow_interval < 0:
         raise CliError("--follow-interval must be 0 (do not follow) or a number of seconds")
-    apply_s3_options(args)
+    apply_s3_options(args, [args.store or ""])
     if args.store and args.store.startswith("s3://"):
         from vegafs.store.s3backend import default_cache_dir
 

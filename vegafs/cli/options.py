@@ -49,8 +49,13 @@ parse_size.__name__ = "size"  # argparse names the type in its message: "invalid
 
 
 def add_store_options(p: argparse.ArgumentParser, store_help: str) -> None:
-    """``--store``, ``--s3-endpoint`` and ``--cache-size`` (see :func:`apply_s3_options`)."""
+    """``--store`` plus :func:`add_s3_options`."""
     p.add_argument("--store", metavar="PATH|s3://BUCKET/PREFIX", help=store_help)
+    add_s3_options(p)
+
+
+def add_s3_options(p: argparse.ArgumentParser) -> None:
+    """``--s3-endpoint`` and ``--cache-size`` (see :func:`apply_s3_options`)."""
     p.add_argument(
         "--s3-endpoint",
         metavar="URL",
@@ -66,14 +71,16 @@ def add_store_options(p: argparse.ArgumentParser, store_help: str) -> None:
     )
 
 
-def apply_s3_options(args: argparse.Namespace) -> None:
+def apply_s3_options(args: argparse.Namespace, locations: list[str]) -> None:
     """Hand ``--s3-endpoint`` and ``--cache-size`` on as the environment that
-    boto3 and ``open_backend`` read (inherited by a daemon child)."""
+    boto3 and ``open_backend`` read (inherited by a daemon child).
+    ``locations``: the stores the command opens (a cache size for none of
+    them on s3:// is a mistake worth saying)."""
     if getattr(args, "s3_endpoint", None):
         os.environ["AWS_ENDPOINT_URL_S3"] = args.s3_endpoint
     size = getattr(args, "cache_size", None)
     if size is not None:
-        if not (args.store or "").startswith("s3://"):
+        if not any(loc.startswith("s3://") for loc in locations):
             raise CliError("--cache-size is for s3:// stores (a local store has no cache)")
         if size < 1 << 20:
             raise CliError(f"--cache-size must be at least 1MiB (got {size} bytes)")

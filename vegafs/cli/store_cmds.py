@@ -91,7 +91,7 @@ def _common(p: argparse.ArgumentParser, json_flag: bool = False) -> None:
 
 def _store_dir(args: argparse.Namespace) -> Path | str:
     """The store's location: a directory, or an ``s3://`` URI kept as text."""
-    apply_s3_options(args)
+    apply_s3_options(args, [args.store or ""])
     if args.store and args.store.startswith("s3://"):
         return str(args.store)
     return Path(args.store).absolute() if args.store else default_store_path()

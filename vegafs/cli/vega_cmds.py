@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vegafs.cli.errors import CliError
+from vegafs.cli.options import add_s3_options, apply_s3_options
 
 EXIT_COMPILE = 2
 EXIT_TRAP = 3
@@ -62,6 +63,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    "compiled envelope cache")
     p.add_argument("--tier", default=None, choices=("interp", "fast"),
                    help="execution tier (default: the library's DEFAULT_TIER)")
+    add_s3_options(p)  # for --mount PATH=s3://BUCKET/PREFIX
 
 
 def _split_run_args(args: argparse.Namespace) -> None:
@@ -86,6 +88,8 @@ def _split_run_args(args: argparse.Namespace) -> None:
     args.mount = args.mount + parsed.mount
     args.no_cache = args.no_cache or parsed.no_cache
     args.tier = parsed.tier or args.tier
+    args.s3_endpoint = parsed.s3_endpoint or args.s3_endpoint
+    args.cache_size = parsed.cache_size if parsed.cache_size is not None else args.cache_size
     args.args = parsed.script_args + tail
 
 
@@ -225,6 +229,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(f"{path}: this file declares hooks; it is not a script "
                        "(use `vegafs hooks test`)", 1)
     mounts = _mounts(args.mount)
+    apply_s3_options(args, [uri for _, uri in mounts])
     rt = Runtime(_budget(args), _capabilities(args.allow, mounts), opener=open_driver,
                  args=list(args.args),
                  stdout=lambda s: sys.stdout.write(s), stderr=lambda s: sys.stderr.write(s))

@@ -28,6 +28,7 @@ SCHEMES: dict[str, str] = {
     "mem": "vegafs.drivers.mem:MemDriver",
     "posix": "vegafs.drivers.posix:PosixDriver",
     "store": "vegafs.drivers.store:StoreDriver",
+    "s3": "vegafs.drivers.store:StoreDriver",
 }
 _OPENERS: dict[str, Callable[[str], Any]] = {}
 

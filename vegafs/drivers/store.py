@@ -1,4 +1,4 @@
-"""`store://PATH` — a vegafs store opened directly, without a mount.
+"""`store://PATH` and `s3://BUCKET/PREFIX` — a vegafs store opened directly, without a mount.
 
 The script gets the store's live tree through :class:`~vegafs.fs.FileSystem`
 (the same POSIX model the mount uses, so permissions, versions and xattrs
@@ -33,13 +33,18 @@ class StoreDriver(FsDriver):
 
     @classmethod
     def from_uri(cls, uri: str) -> StoreDriver:
-        """``store:///abs/store/dir`` -> the store there (created if missing)."""
-        path = uri_directory(uri, "store", "store directory")
+        """``store:///abs/store/dir`` or ``s3://BUCKET/PREFIX`` -> the store there
+        (created if missing; an s3:// one through the S3 backend, docs/s3.md)."""
+        path = uri if uri.startswith("s3://") else uri_directory(uri, "store", "store directory")
         try:
             return cls(Store.open(path, create=True))
         except StoreError as exc:
             code = "busy" if exc.code == "STORE_CONCURRENT_MODIFICATION" else "io"
             raise VfsError(code, str(exc)) from None
+        except ValueError as exc:  # a malformed s3:// location
+            raise VfsError("invalid", str(exc)) from None
+        except OSError as exc:  # an unreachable endpoint, after the backend's bounded retries
+            raise VfsError("io", f"cannot open the store at {path}: {exc}") from None
 
     def capabilities(self) -> DriverCaps:
         return _CAPS
