@@ -15,8 +15,8 @@ from typing import Any
 from vegafs.hooks.errnos import ERRNOS
 from vegafs.hooks.events import builtin_allow, builtin_deny
 from vegafs.vm import Hook, Program, VegaCompileError, compile_source
-from vegafs.vm.fast import compile_fast, run_fast
-from vegafs.vm.interp import RunOutcome
+from vegafs.vm.fast import FastProgram, compile_fast, run_compiled
+from vegafs.vm.interp import RunOutcome, run_function
 from vegafs.vm.runtime import Runtime
 from vegafs.vm.stdlib.registry import Builtin
 from vegafs.vm.values import Result, Slice, Trap, type_name, unwrap
@@ -97,6 +97,9 @@ class HookDecl:
 
     program: Program
     hook: Hook
+    #: The program lowered for the fast tier at load time (None: the tier
+    #: declined it, runs use the interpreter).
+    fast: FastProgram | None = None
 
     @property
     def name(self) -> str:
@@ -135,11 +138,15 @@ class HookDecl:
         return f"{self.program.filename}:{self.hook.line}"
 
     def invoke(self, ev: Any, rt: Runtime) -> RunOutcome:
-        """Run ``run(ev)`` on ``rt`` (the caller finishes the runtime). Straight
-        on the fast tier (``run_hook``'s default tier, which falls back to the
-        interpreter by itself): a hook run is on every hooked request's path,
-        and the tier lookup is a per-call import."""
-        return run_fast(
+        """Run ``run(ev)`` on ``rt`` (the caller finishes the runtime): on the
+        fast tier, lowered once at load (a hook run is on every hooked
+        request's path, so it skips even the tier's per-run cache check), or
+        on the interpreter when the tier declined the program."""
+        if self.fast is not None:
+            return run_compiled(
+                self.fast, rt, self.hook.run, [ev], constants=HOOK_CONSTANTS, finish=False
+            )
+        return run_function(
             self.program,
             rt,
             self.hook.run,
@@ -165,5 +172,5 @@ def compile_hooks(text: str, filename: str) -> list[HookDecl]:
         )
     # Lower the program for the fast tier now, at load time: otherwise the first
     # run would pay for it inside its own time budget (tens of ms on a busy machine).
-    compile_fast(program, HOOK_BUILTINS)
-    return [HookDecl(program, hook) for hook in program.hooks]
+    fast = compile_fast(program, HOOK_BUILTINS)
+    return [HookDecl(program, hook, fast) for hook in program.hooks]

@@ -1248,6 +1248,16 @@ def run_fast(program: Program, rt: Runtime, fn_index: int, args: list[Any], *,
     if fast is None:
         return run_function(program, rt, fn_index, args, builtins=builtins,
                             constants=constants, finish=finish)
+    return run_compiled(fast, rt, fn_index, args, constants=constants, finish=finish)
+
+
+def run_compiled(fast: FastProgram, rt: Runtime, fn_index: int, args: list[Any], *,
+                 constants: Mapping[str, Any] | None = None,
+                 finish: bool = True) -> RunOutcome:
+    """:func:`run_fast` of a program its host already lowered (``compile_fast``
+    with the same builtins): a host that runs one program very often (a hook on
+    every write) skips the per-run cache check."""
+    program = fast.program
     consts = constants or {}
 
     def load_name(name: str) -> Any:
