@@ -39,7 +39,7 @@ from typing import Any
 import blake3
 import zstandard
 
-from vegafs.store import faultpoints
+from vegafs.store import faultpoints, headindex
 from vegafs.store.backend import FORMAT_KEY, Backend, LockHolder, open_backend
 from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.errors import (
@@ -48,6 +48,7 @@ from vegafs.store.errors import (
     STORE_NOT_FOUND,
     StoreError,
 )
+from vegafs.store.headindex import INDEX_NAME, HeadIndex
 from vegafs.store.records import (
     CHUNK,
     FLAG_MUST_UNDERSTAND,
@@ -99,6 +100,7 @@ from vegafs.store.state import (
 )
 
 MANIFEST_KEY = "MANIFEST"
+#: Where checkpoints were kept before the head index (layouts 1-2): deleted when seen.
 CHECKPOINT_KEY = "index/checkpoint"
 QUARANTINE_PREFIX = "quarantine/"
 
@@ -107,7 +109,8 @@ SEGMENT_TARGET = 64 << 20
 #: A checkpoint is written at a publish once this many records were replayable since the last.
 CHECKPOINT_INTERVAL = 50_000
 #: How a checkpoint lays out memory (docs/store-format.md); another layout is ignored (rebuilt).
-CHECKPOINT_LAYOUT = 2
+#: 3: the state's tables are rows of the head index (vegafs/store/headindex.py).
+CHECKPOINT_LAYOUT = 3
 
 _LOC_SHIFT = 40
 _LOC_MASK = (1 << _LOC_SHIFT) - 1
@@ -407,6 +410,9 @@ class Store(_StateReads):
         self.damaged_regions: list[tuple[str, int, int | None]] = []
         self.quarantined: dict[str, str] = {}  # quarantine key -> what was copied
         self._pinned: str | None = None  # read-only at a snapshot (pin)
+        # The head index a writer flushes to and its state's tables read
+        # cold values from (opened at the first load or flush).
+        self._index: HeadIndex | None = None
         self._reset_memory()
 
     def _reset_memory(self) -> None:
@@ -807,14 +813,26 @@ class Store(_StateReads):
     # ------------------------------------------------------------ checkpoints
 
     def _load_checkpoint(self, gen: int, segments: list[str]) -> tuple[int, int, bytes] | None:
-        """Restore memory from ``index/checkpoint`` if it matches the log; else None."""
+        """Restore memory from the head index if it matches the log; else None.
+
+        A writer keeps the index open: its state's tables read cold values
+        from it. A read-only store (a follower: the writer may commit to the
+        index at any time) copies the rows into memory in one read transaction.
+        """
         try:
-            raw = self.backend.get_object(CHECKPOINT_KEY)
-        except OSError:
-            return None
-        if raw is None:
-            return None
-        try:
+            if self.read_only:
+                index = HeadIndex.open(self.backend.index_dir(), read_only=True)
+                if index is None:
+                    return None
+                try:
+                    raw, tables = index.snapshot()
+                finally:
+                    index.close()
+            else:
+                index = self._writable_index()
+                raw, tables = (None, {}) if index is None else (index.body(), {})
+            if raw is None:
+                return None
             if len(raw) < HASH_SIZE or blake3.blake3(raw[HASH_SIZE:]).digest() != raw[:HASH_SIZE]:
                 return None
             cp = unpack(raw[HASH_SIZE:])
@@ -833,14 +851,40 @@ class Store(_StateReads):
             if self.backend.read(name, offset - HASH_SIZE, HASH_SIZE) != chain:
                 return None
             self._restore_checkpoint(cp)
+            if self.read_only:
+                self._state = State.from_tables(tables["inodes"], tables["dirs"])
+            else:
+                assert index is not None
+                self._state.attach(index)
         except (StoreError, OSError, ValueError, KeyError, TypeError, IndexError):
             self._reset_memory()
             self._generation, self._segments = gen, segments
             return None
         return seg_idx, offset, chain
 
+    def _writable_index(self) -> HeadIndex | None:
+        """The writer's head index, opened (or created) once; None without a local index dir."""
+        if self._index is None:
+            self._index = HeadIndex.open(self.backend.index_dir(), read_only=False)
+        return self._index
+
+    def _has_index(self) -> bool:
+        """Whether a head index exists (fsck compares it with a replay of the log)."""
+        directory = self.backend.index_dir()
+        return directory is not None and (directory / INDEX_NAME).exists()
+
+    def _drop_index(self) -> None:
+        """Delete the head index (repair rebuilds it); memory stops reading from it first."""
+        self._state.inodes.detach()
+        self._state.dirs.detach()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        directory = self.backend.index_dir()
+        if directory is not None:
+            headindex.remove(directory)
+
     def _restore_checkpoint(self, cp: dict[str, Any]) -> None:
-        self._state = State.from_checkpoint(cp["state"])
         self._next_ino = cp["next_ino"]
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
         self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}
@@ -856,13 +900,20 @@ class Store(_StateReads):
         self._since_checkpoint = 0
 
     def _write_checkpoint(self) -> None:
-        """Save memory at the current (published) position to ``index/checkpoint``.
+        """Flush the head index at the current (published) position.
 
-        Derived data: a failure here is not an error of the store, only a
-        slower next open, so I/O errors are swallowed after the fault point.
+        One SQLite transaction writes the state's rows changed since the last
+        flush (all of them after a rollback or a fresh replay) and the rest of
+        the checkpoint map with the log position, so the index never holds an
+        unpublished state. Derived data: a failure here is not an error of
+        the store, only a slower next open (memory keeps the changes and the
+        next flush retries), so I/O errors are swallowed after the fault point.
         """
         with self._publish_lock, self._lock:
-            if self.dirty or self._failed:
+            if self.dirty or self._failed or self.read_only:
+                return
+            index = self._writable_index()
+            if index is None:
                 return
             faultpoints.hit("checkpoint.before_write")
             tail = self._tail
@@ -876,7 +927,6 @@ class Store(_StateReads):
                 "hash": tail.last_hash,
                 "logseq": self._head_logseq,
                 "records": self._records,
-                "state": self._state.to_checkpoint(),
                 "next_ino": self._next_ino,
                 "snapshots": [[s.name, s.logseq, s.created_ns] for s in self._snapshots.values()],
                 "annotations": self._annotations,
@@ -889,11 +939,23 @@ class Store(_StateReads):
                 "snapshot_states": self._snapshot_states,
                 "head_base": list(self._head_base) if self._head_base else None,
             }
-            with contextlib.suppress(OSError):
-                body = pack(cp)
-                self.backend.put_object(CHECKPOINT_KEY, blake3.blake3(body).digest() + body)
+            body = pack(cp)
+            del cp
+            changes = self._state.changes()
+            try:
+                if changes["inodes"][0]:  # a whole new state: into a new file
+                    self._index = None
+                    self._index = index = index.recreate()
+                index.write(changes, blake3.blake3(body).digest() + body)
+            except OSError:
+                pass
+            else:
+                self._state.attach(index)
                 self._since_checkpoint = 0
-            del cp, body
+                if changes["inodes"][0]:  # a whole new table: a leftover of layout 1-2 goes
+                    with contextlib.suppress(OSError):
+                        self.backend.delete_object(CHECKPOINT_KEY)
+            del body, changes
             release_free_memory()
             faultpoints.hit("checkpoint.after_write")
 
@@ -1622,6 +1684,8 @@ class Store(_StateReads):
                     self._write_checkpoint()
         finally:
             self._closed = True
+            # The head index stays open as long as this object: the state's
+            # tables read cold values from it, and a closed store may still be read.
             self.backend.close()
 
     def __enter__(self) -> Store:
