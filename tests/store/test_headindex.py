@@ -134,7 +134,7 @@ def test_a_missing_stale_or_damaged_index_is_rebuilt(tmp_path: Path) -> None:
         expected = _names(s)
         s.gc()  # a new generation: the copy above no longer matches the log
     del s
-    gc.collect()  # its index connection goes (and SQLite's write-ahead log with it)
+    gc.collect()  # its index connection goes with it
     (path / "index" / INDEX_NAME).write_bytes(stale)
     with Store.open(path) as s:
         assert _names(s) == expected and s.fsck().ok

@@ -11,8 +11,10 @@ It is derived data, like the checkpoint it replaces (docs/store-format.md §6):
 * one file, ``head.sqlite``, in the backend's local index directory
   (``index/`` of a local store, the cache directory of an S3 store);
 * tables ``inodes`` and ``dirs`` (key -> the packed value, as in a STATE
-  record) and ``head`` (one row: the rest of the checkpoint map, with the
-  log position it was written at, checksummed);
+  record), ``chunks`` and ``meta`` (the chunk index's shards and the view
+  locators, in pieces, so a flush rewrites what changed) and ``head`` (one
+  row: the rest of the checkpoint map, with the log position it was written
+  at, checksummed);
 * written only at a publish, rows and position in one SQLite transaction, so
   it only ever holds a *published* state and never runs ahead of the log:
   recovery's truncation of an unpublished tail cannot leave it ahead;
@@ -40,7 +42,7 @@ import blake3
 from vegafs.store.errors import STORE_IO_ERROR, StoreError
 
 INDEX_NAME = "head.sqlite"
-TABLES = ("inodes", "dirs")
+TABLES = ("inodes", "dirs", "chunks", "meta")
 #: SQLite's page cache per connection, in KiB (negative cache_size = KiB).
 CACHE_KIB = 8 * 1024
 _BATCH = 4096  # rows per query when walking a table
@@ -74,7 +76,7 @@ def _open_sealed(path: Path, key: int, row: bytes) -> bytes:
 
 def remove(directory: Path) -> None:
     """Delete the index in ``directory`` (with SQLite's side files), if any."""
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-journal", "-wal", "-shm"):
         with contextlib.suppress(FileNotFoundError):
             (directory / (INDEX_NAME + suffix)).unlink()
 
@@ -94,8 +96,12 @@ class HeadIndex:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._db = sqlite3.connect(path, check_same_thread=False, timeout=5)
-                self._db.execute("PRAGMA journal_mode=WAL")  # followers read while we write
-                self._db.execute("PRAGMA synchronous=NORMAL")  # derived: atomic is enough
+                # A rollback journal, deleted at each commit: the index takes its
+                # own size on disk and no more (a write-ahead log would keep up to
+                # 4 MiB beside it, too much for a small disk). FULL: a commit is
+                # atomic across a power loss too.
+                self._db.execute("PRAGMA journal_mode=DELETE")
+                self._db.execute("PRAGMA synchronous=FULL")
                 for table in TABLES:
                     self._db.execute(
                         f"CREATE TABLE IF NOT EXISTS {table} (k INTEGER PRIMARY KEY, v BLOB NOT NULL)"

@@ -354,6 +354,10 @@ class PackedTable(Generic[V]):
 
     # -- the on-disk base --------------------------------------------------------
 
+    def unsaved(self) -> int:
+        """Values changed or deleted since the last flush (all of them without a base)."""
+        return len(self._dirty) + len(self._deleted) if self._base is not None else len(self._d)
+
     def changes(self) -> tuple[bool, list[tuple[int, bytes]], list[int]]:
         """What a flush writes: (replace the base's whole table?, rows to put, keys to delete)."""
         if self._base is None:
@@ -493,6 +497,10 @@ class State:
             self.inodes.detach()
             self.dirs.detach()
         return {"inodes": self.inodes.changes(), "dirs": self.dirs.changes()}
+
+    def unsaved(self) -> int:
+        """Inodes and directories memory holds for want of a flush."""
+        return self.inodes.unsaved() + self.dirs.unsaved()
 
     def attach(self, base: HeadIndex) -> None:
         """The head index holds this state now (flushed or loaded): keep only hot values."""

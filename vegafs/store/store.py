@@ -108,6 +108,9 @@ QUARANTINE_PREFIX = "quarantine/"
 SEGMENT_TARGET = 64 << 20
 #: A checkpoint is written at a publish once this many records were replayable since the last.
 CHECKPOINT_INTERVAL = 50_000
+#: ... or once this many inodes and directories changed since (what memory holds
+#: beyond the hot sets until the head index has them: ~200 bytes each).
+FLUSH_CHANGED = 32_768
 #: How a checkpoint lays out memory (docs/store-format.md); another layout is ignored (rebuilt).
 #: 3: the state's tables are rows of the head index (vegafs/store/headindex.py).
 CHECKPOINT_LAYOUT = 3
@@ -322,10 +325,43 @@ class _Meta:
 
     logseqs: array = field(default_factory=lambda: array("Q"))
     locs: array = field(default_factory=lambda: array("Q"))
+    #: Entries the head index holds (-1: none, these arrays were never saved).
+    saved_len: int = -1
+
+    #: Entries per row of the head index's ``meta`` table.
+    PIECE = 1 << 16
 
     def add(self, logseq: int, loc: int) -> None:
         self.logseqs.append(logseq)
         self.locs.append(loc)
+
+    def changes(self, full: bool) -> tuple[bool, list[tuple[int, bytes]], list[int]]:
+        """Rows for the head index: piece k holds entries ``[k * PIECE, (k + 1) * PIECE)``,
+        their logseqs then their locators (native u64); only the pieces that grew
+        since :meth:`saved`, unless ``full`` or never saved (gc starts new arrays)."""
+        whole = full or self.saved_len < 0
+        first = 0 if whole else self.saved_len // self.PIECE
+        rows = []
+        for k in range(first, -(-len(self.logseqs) // self.PIECE)):
+            a, b = k * self.PIECE, (k + 1) * self.PIECE
+            rows.append((k, self.logseqs[a:b].tobytes() + self.locs[a:b].tobytes()))
+        return whole, rows, []
+
+    def saved(self) -> None:
+        self.saved_len = len(self.logseqs)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[int, bytes]]) -> _Meta:
+        """The arrays the head index saved (ValueError if the pieces do not fit together)."""
+        meta = cls()
+        for expect, (k, raw) in enumerate(rows):
+            half = len(raw) // 2
+            if k != expect or len(raw) % 16 or len(meta.logseqs) != k * cls.PIECE:
+                raise ValueError("head index: the view locators are not contiguous")
+            meta.logseqs.frombytes(raw[:half])
+            meta.locs.frombytes(raw[half:])
+        meta.saved_len = len(meta.logseqs)
+        return meta
 
 
 class _WindowReader:
@@ -535,7 +571,7 @@ class Store(_StateReads):
             self._io(self._finish_interrupted_create)
         manifest = self._read_manifest()
         self._io(self._load, manifest)
-        if not self.read_only and self._since_checkpoint >= CHECKPOINT_INTERVAL:
+        if not self.read_only and self._flush_due():
             self._write_checkpoint()
 
     def _read_manifest(self) -> dict[str, Any]:
@@ -850,7 +886,12 @@ class Store(_StateReads):
                 return None
             if self.backend.read(name, offset - HASH_SIZE, HASH_SIZE) != chain:
                 return None
-            self._restore_checkpoint(cp)
+            if self.read_only:
+                chunks, meta = sorted(tables["chunks"].items()), sorted(tables["meta"].items())
+            else:
+                assert index is not None
+                chunks, meta = list(index.items("chunks")), list(index.items("meta"))
+            self._restore_checkpoint(cp, ChunkIndex.from_rows(chunks), _Meta.from_rows(meta))
             if self.read_only:
                 self._state = State.from_tables(tables["inodes"], tables["dirs"])
             else:
@@ -861,6 +902,13 @@ class Store(_StateReads):
             self._generation, self._segments = gen, segments
             return None
         return seg_idx, offset, chain
+
+    def _flush_due(self) -> bool:
+        """Whether a publish flushes the head index (a checkpoint) now."""
+        return (
+            self._since_checkpoint >= CHECKPOINT_INTERVAL
+            or self._state.unsaved() >= FLUSH_CHANGED
+        )
 
     def _writable_index(self) -> HeadIndex | None:
         """The writer's head index, opened (or created) once; None without a local index dir."""
@@ -884,15 +932,15 @@ class Store(_StateReads):
         if directory is not None:
             headindex.remove(directory)
 
-    def _restore_checkpoint(self, cp: dict[str, Any]) -> None:
+    def _restore_checkpoint(self, cp: dict[str, Any], chunks: ChunkIndex, meta: _Meta) -> None:
         self._next_ino = cp["next_ino"]
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
         self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}
         self._rollbacks = [RollbackInfo(*r) for r in cp["rollbacks"]]
-        self._chunks = ChunkIndex.from_bytes(*cp["chunk_index"])
+        self._chunks = chunks
         self._chunk_bytes = cp["chunk_bytes"]
         self._gen_first_logseq = cp["gen_first_logseq"]
-        self._meta = _Meta(array("Q", cp["meta_logseqs"]), array("Q", cp["meta_locs"]))
+        self._meta = meta
         self._snapshot_states = cp["snapshot_states"]
         self._head_base = tuple(cp["head_base"]) if cp["head_base"] else None
         self._head_logseq = self._published_logseq = cp["logseq"]
@@ -931,19 +979,19 @@ class Store(_StateReads):
                 "snapshots": [[s.name, s.logseq, s.created_ns] for s in self._snapshots.values()],
                 "annotations": self._annotations,
                 "rollbacks": [[r.logseq, r.target, r.name, r.pre_head] for r in self._rollbacks],
-                "chunk_index": list(self._chunks.to_bytes()),
                 "chunk_bytes": self._chunk_bytes,
                 "gen_first_logseq": self._gen_first_logseq,
-                "meta_logseqs": self._meta.logseqs.tobytes(),
-                "meta_locs": self._meta.locs.tobytes(),
                 "snapshot_states": self._snapshot_states,
                 "head_base": list(self._head_base) if self._head_base else None,
             }
             body = pack(cp)
             del cp
             changes = self._state.changes()
+            whole = changes["inodes"][0]  # a whole new state: into a new file
+            changes["chunks"] = self._chunks.changes(whole)
+            changes["meta"] = self._meta.changes(whole)
             try:
-                if changes["inodes"][0]:  # a whole new state: into a new file
+                if whole:
                     self._index = None
                     self._index = index = index.recreate()
                 index.write(changes, blake3.blake3(body).digest() + body)
@@ -951,8 +999,10 @@ class Store(_StateReads):
                 pass
             else:
                 self._state.attach(index)
+                self._chunks.saved()
+                self._meta.saved()
                 self._since_checkpoint = 0
-                if changes["inodes"][0]:  # a whole new table: a leftover of layout 1-2 goes
+                if whole:  # a leftover of checkpoint layouts 1-2 goes
                     with contextlib.suppress(OSError):
                         self.backend.delete_object(CHECKPOINT_KEY)
             del body, changes
@@ -1280,7 +1330,7 @@ class Store(_StateReads):
                 self._published_logseq = max(self._published_logseq, logseq)
                 if self._tail.end == pub_end and pub_end >= SEGMENT_TARGET:
                     self._roll()
-            if self._since_checkpoint >= CHECKPOINT_INTERVAL:
+            if self._flush_due():
                 self._write_checkpoint()
             return logseq
 
