@@ -44,7 +44,7 @@ from vegafs.store.errors import STORE_IO_ERROR, StoreError
 INDEX_NAME = "head.sqlite"
 TABLES = ("inodes", "dirs", "chunks", "meta")
 #: SQLite's page cache per connection, in KiB (negative cache_size = KiB).
-CACHE_KIB = 8 * 1024
+CACHE_KIB = 2 * 1024
 _BATCH = 4096  # rows per query when walking a table
 
 

@@ -110,7 +110,7 @@ SEGMENT_TARGET = 64 << 20
 CHECKPOINT_INTERVAL = 50_000
 #: ... or once this many inodes and directories changed since (what memory holds
 #: beyond the hot sets until the head index has them: ~200 bytes each).
-FLUSH_CHANGED = 32_768
+FLUSH_CHANGED = 8192
 #: How a checkpoint lays out memory (docs/store-format.md); another layout is ignored (rebuilt).
 #: 3: the state's tables are rows of the head index (vegafs/store/headindex.py).
 CHECKPOINT_LAYOUT = 3
