@@ -191,3 +191,18 @@ def test_a_reader_copies_a_consistent_index_while_the_writer_flushes(tmp_path: P
     assert _names(reader) == _names(writer)
     reader.close()
     writer.close()
+
+
+def test_an_index_sqlite_cannot_open_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    with Store.open(path, create=True) as s:
+        _make_files(s, 100)
+        expected = _names(s)
+    del s
+    gc.collect()
+    (path / "index" / INDEX_NAME).write_bytes(b"not a database" * 100)
+    with Store.open(path) as s:
+        assert _names(s) == expected and s.fsck().ok
+        assert s._index is not None  # a new index: the writer's memory stays bounded
+    with Store.open(path) as s:
+        assert s._state.inodes._base is not None and _names(s) == expected

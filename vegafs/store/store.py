@@ -911,9 +911,18 @@ class Store(_StateReads):
         )
 
     def _writable_index(self) -> HeadIndex | None:
-        """The writer's head index, opened (or created) once; None without a local index dir."""
+        """The writer's head index, opened (or created) once; None without a local index dir.
+
+        A file SQLite cannot even open is deleted and a new one created: it is
+        derived, and without an index the writer's memory would hold every value.
+        """
         if self._index is None:
-            self._index = HeadIndex.open(self.backend.index_dir(), read_only=False)
+            directory = self.backend.index_dir()
+            self._index = HeadIndex.open(directory, read_only=False)
+            if self._index is None and directory is not None:
+                with contextlib.suppress(OSError):
+                    headindex.remove(directory)
+                self._index = HeadIndex.open(directory, read_only=False)
         return self._index
 
     def _has_index(self) -> bool:
