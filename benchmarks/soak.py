@@ -8,8 +8,15 @@ What it does, on a fresh store in a temp dir (``--dir`` to choose the disk):
    a sampler that reads the daemon's ``VmRSS`` from ``/proc/PID/status`` every
    ``--sample`` seconds;
 2. writes ``--files`` small files (``--file-size`` bytes each, all distinct)
-   through the mount, 1,000 per directory, and notes the RSS after half and
-   after all of them (memory must not grow with the number of files written);
+   through the mount, 1,000 per directory, and notes the RSS after each
+   quarter of them (memory must not grow with the number of files written:
+   the summary gives the slope in bytes per file from the first quarter on).
+   Before each of these samples it asks the kernel to drop its dentry and
+   inode caches (``echo 2 > /proc/sys/vm/drop_caches``, root only; off with
+   ``--no-drop-caches``): the daemon holds per-inode state for what the kernel
+   holds, which otherwise is every file written (the kernel keeps inodes
+   until memory pressure), so without it the sample measures the kernel's
+   cache, not the daemon's own growth;
 3. deletes and rewrites the second half of the small files ``--churn`` times
    (the live tree keeps its size, so RSS must not climb: no leak per file);
 4. writes ``--bytes`` of large files (``--big-file-size``, 1 GiB each, every 128 KiB block
@@ -103,8 +110,9 @@ class Sampler:
     def take(self) -> Sample:
         """Record one sample now (also called at the checkpoints)."""
         p = self.progress
-        s = Sample(round(time.monotonic() - self._start, 1), p.phase, p.files, p.bytes,
-                   rss_bytes(self.pid))
+        s = Sample(
+            round(time.monotonic() - self._start, 1), p.phase, p.files, p.bytes, rss_bytes(self.pid)
+        )
         self.samples.append(s)
         return s
 
@@ -128,8 +136,9 @@ def small_content(i: int, size: int) -> bytes:
     return (head * (size // len(head) + 1))[:size]
 
 
-def write_small_files(root: Path, start: int, stop: int, size: int, progress: Progress,
-                      deadline: float) -> int:
+def write_small_files(
+    root: Path, start: int, stop: int, size: int, progress: Progress, deadline: float
+) -> int:
     """Write files ``start..stop-1`` (1,000 per directory); returns how many were written."""
     for i in range(start, stop):
         if time.monotonic() > deadline:
@@ -147,8 +156,9 @@ def write_small_files(root: Path, start: int, stop: int, size: int, progress: Pr
     return stop - start
 
 
-def write_big_files(root: Path, total: int, file_size: int, progress: Progress,
-                    deadline: float) -> int:
+def write_big_files(
+    root: Path, total: int, file_size: int, progress: Progress, deadline: float
+) -> int:
     """Write ``total`` bytes as ``file_size`` files of distinct blocks; returns the bytes written."""
     block = bytearray(os.urandom(BLOCK))
     written = 0
@@ -171,8 +181,49 @@ def write_big_files(root: Path, total: int, file_size: int, progress: Progress,
     return written
 
 
-def churn(root: Path, half: int, args: argparse.Namespace, progress: Progress, sampler: Sampler,
-          deadline: float) -> list[int]:
+def drop_kernel_caches(enabled: bool) -> bool:
+    """Make the kernel evict its (clean) dentries and inodes, so it FORGETs them.
+
+    Dentries and inodes only (``2``), not the page cache: other processes on
+    the machine lose nothing but cached lookups. False if not allowed (not root).
+    """
+    if not enabled:
+        return False
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+    except OSError:
+        return False
+    return True
+
+
+def settled_rss(sampler: Sampler, drop_caches: bool) -> int:
+    """The daemon's RSS once it has handled the FORGETs a cache drop sends.
+
+    The kernel sends them asynchronously, so poll (with a deadline) until two
+    samples half a second apart agree within 1 MiB.
+    """
+    if not drop_kernel_caches(drop_caches):
+        return sampler.take().rss
+    last = sampler.take().rss
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sampler.take().rss
+        if abs(now - last) < MiB:
+            return now
+        last = now
+    return last
+
+
+def churn(
+    root: Path,
+    half: int,
+    args: argparse.Namespace,
+    progress: Progress,
+    sampler: Sampler,
+    deadline: float,
+) -> list[int]:
     """Delete the second half of the small files and write it again, ``--churn`` times.
 
     The live tree is the same size after each round, so the daemon's RSS must
@@ -188,7 +239,7 @@ def churn(root: Path, half: int, args: argparse.Namespace, progress: Progress, s
             if int(d.name[1:]) * PER_DIR >= half:
                 shutil.rmtree(d)
         write_small_files(root, half, args.files, args.file_size, progress, deadline)
-        out.append(sampler.take().rss)
+        out.append(settled_rss(sampler, args.drop_caches))
     return out
 
 
@@ -207,20 +258,34 @@ def soak(base: Path, args: argparse.Namespace) -> dict[str, object]:
     free = shutil.disk_usage(base).free
     big_total = max(0, min(args.bytes, free - args.reserve - 2 * args.files * 4096))
     progress = Progress()
-    summary: dict[str, object] = {"files_wanted": args.files, "bytes_wanted": args.bytes,
-                                  "bytes_allowed_by_df": big_total}
+    summary: dict[str, object] = {
+        "files_wanted": args.files,
+        "bytes_wanted": args.bytes,
+        "bytes_allowed_by_df": big_total,
+    }
     with mounted(store, mnt) as proc, Sampler(proc.pid, progress, args.sample) as sampler:
         summary["rss_at_mount"] = sampler.take().rss
         root = mnt / "small"
         root.mkdir()
         half = args.files // 2
         progress.phase = "small files"
+        summary["kernel_caches_dropped"] = drop_kernel_caches(args.drop_caches)
         started = time.monotonic()
-        done = write_small_files(root, 0, half, args.file_size, progress, deadline)
-        summary["rss_after_half_files"] = sampler.take().rss
-        done += write_small_files(root, half, args.files, args.file_size, progress, deadline)
+        done, quarters, written = 0, [], []
+        for q in range(1, 5):
+            done += write_small_files(
+                root, done, args.files * q // 4, args.file_size, progress, deadline
+            )
+            quarters.append(settled_rss(sampler, args.drop_caches))
+            written.append(done)
         small_seconds = time.monotonic() - started
-        summary["rss_after_all_files"] = sampler.take().rss
+        summary["files_at_quarters"] = written
+        summary["rss_at_quarters"] = quarters
+        summary["rss_slope_bytes_per_file"] = round(
+            (quarters[-1] - quarters[0]) / max(written[-1] - written[0], 1), 1
+        )
+        summary["rss_after_half_files"] = quarters[1]
+        summary["rss_after_all_files"] = quarters[-1]
         summary["files_written"] = done
         summary["files_per_second"] = round(done / small_seconds, 1)
         summary["rss_churn"] = churn(root, half, args, progress, sampler, deadline)
@@ -257,23 +322,42 @@ def soak(base: Path, args: argparse.Namespace) -> dict[str, object]:
 
 def print_report(summary: dict[str, object]) -> None:
     """The RSS table and the summary lines, in MiB."""
+
     def mib(key: str) -> str:
         return f"{int(summary[key]) / MiB:,.1f} MiB"  # type: ignore[call-overload]
 
     print(f"{'seconds':>8}  {'phase':<12} {'files':>9} {'written':>12} {'daemon RSS':>12}")
     for s in summary["samples"]:  # type: ignore[attr-defined]
-        print(f"{s['seconds']:>8.1f}  {s['phase']:<12} {s['files']:>9,} "
-              f"{s['bytes'] / MiB:>8,.0f} MiB {s['rss'] / MiB:>8,.1f} MiB")
-    print(f"files written: {summary['files_written']:,} ({summary['files_per_second']} files/s); "
-          f"large data: {int(summary['big_bytes_written']) / GiB:.2f} GiB "  # type: ignore[call-overload]
-          f"({summary['big_mib_per_second']} MiB/s; df allowed {mib('bytes_allowed_by_df')})")
-    print(f"daemon RSS: at mount {mib('rss_at_mount')}, after half the files "
-          f"{mib('rss_after_half_files')}, after all {mib('rss_after_all_files')}, after the large "
-          f"data {mib('rss_after_big')}, after gc {mib('rss_after_gc')}; peak {mib('rss_peak')}")
+        print(
+            f"{s['seconds']:>8.1f}  {s['phase']:<12} {s['files']:>9,} "
+            f"{s['bytes'] / MiB:>8,.0f} MiB {s['rss'] / MiB:>8,.1f} MiB"
+        )
+    print(
+        f"files written: {summary['files_written']:,} ({summary['files_per_second']} files/s); "
+        f"large data: {int(summary['big_bytes_written']) / GiB:.2f} GiB "  # type: ignore[call-overload]
+        f"({summary['big_mib_per_second']} MiB/s; df allowed {mib('bytes_allowed_by_df')})"
+    )
+    quarters = ", ".join(
+        f"{f:,}: {r / MiB:,.1f} MiB"
+        for f, r in zip(summary["files_at_quarters"], summary["rss_at_quarters"], strict=True)
+    )  # type: ignore[call-overload]
+    print(
+        f"daemon RSS by files written: {quarters}; slope {summary['rss_slope_bytes_per_file']} "
+        f"bytes/file (kernel dentry/inode caches dropped first: {summary['kernel_caches_dropped']})"
+    )
+    print(
+        f"daemon RSS: at mount {mib('rss_at_mount')}, after half the files "
+        f"{mib('rss_after_half_files')}, after all {mib('rss_after_all_files')}, after the large "
+        f"data {mib('rss_after_big')}, after gc {mib('rss_after_gc')}; peak {mib('rss_peak')}"
+    )
     churn = ", ".join(f"{r / MiB:,.1f}" for r in summary["rss_churn"])  # type: ignore[attr-defined]
-    print(f"daemon RSS after each churn round (delete and rewrite half the small files): {churn} MiB")
-    print(f"store on disk: {mib('store_bytes_full')} full, {mib('store_bytes_after_delete')} after "
-          f"deleting, {mib('store_bytes_after_gc')} after gc ({summary['gc_seconds']} s)")
+    print(
+        f"daemon RSS after each churn round (delete and rewrite half the small files): {churn} MiB"
+    )
+    print(
+        f"store on disk: {mib('store_bytes_full')} full, {mib('store_bytes_after_delete')} after "
+        f"deleting, {mib('store_bytes_after_gc')} after gc ({summary['gc_seconds']} s)"
+    )
 
 
 def main() -> int:
@@ -281,13 +365,26 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=1_000_000, help="small files to write")
     parser.add_argument("--file-size", type=parse_size, default=1024, help="bytes per small file")
     parser.add_argument("--bytes", type=parse_size, default=10 * GiB, help="large data to write")
-    parser.add_argument("--big-file-size", type=parse_size, default=GiB, help="size of each large file")
-    parser.add_argument("--churn", type=int, default=2,
-                        help="rounds of deleting and rewriting half the small files")
+    parser.add_argument(
+        "--big-file-size", type=parse_size, default=GiB, help="size of each large file"
+    )
+    parser.add_argument(
+        "--churn", type=int, default=2, help="rounds of deleting and rewriting half the small files"
+    )
     parser.add_argument("--reserve", type=parse_size, default=4 * GiB, help="disk left free")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between RSS samples")
-    parser.add_argument("--time-limit", type=float, default=6 * 3600.0,
-                        help="stop the ingest phases after this many seconds")
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=6 * 3600.0,
+        help="stop the ingest phases after this many seconds",
+    )
+    parser.add_argument(
+        "--no-drop-caches",
+        dest="drop_caches",
+        action="store_false",
+        help="do not drop the kernel's dentry/inode caches before RSS checkpoints",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where the temp store goes")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from vegafs.hooks.engine import (
 )
 from vegafs.hooks.fs import HookedFileSystem
 from vegafs.hooks.trace import Tracer, read_spans, sqlite_db, trace_path
+from vegafs.store import ROOT_INO, Store
 
 from .conftest import CTX, Rig
 
@@ -606,3 +608,51 @@ def test_stat_runs_only_transforming_read_hooks(rig: Rig) -> None:
     assert _stats(rig, "r")["runs"] == 0  # a non-transforming hook cannot change the size
     assert rig.read_file("/f") == b"abc"
     assert _stats(rig, "r")["runs"] == 1
+
+
+def test_names_are_dropped_when_the_kernel_forgets_and_paths_stay_right(tmp_path: Path) -> None:
+    """Under FUSE (lookup counts tracked) the inode -> name map holds only what the
+    kernel holds: forgetting every file leaves it at its size before, and hooks
+    still get right paths afterwards — also after a rename of a directory above
+    a forgotten file, and for a hard link."""
+    hooks_dir = tmp_path / "hooks"
+    hooks_dir.mkdir()
+    store = Store.open(tmp_path / "store", create=True)
+    engine = HookEngine(hooks_dir, store=store, tracer=Tracer(None))
+    fs = HookedFileSystem(store, engine, track_lookups=True)
+    try:
+        (hooks_dir / "w.vega").write_text(
+            'hook w on write "/b/**" { fn run(ev) { return deny(EACCES, ev.path); } }\n'
+        )
+        engine.reload()
+        top = fs.mkdir(ROOT_INO, b"a", 0o755, CTX).ino
+        sub = fs.mkdir(top, b"x", 0o755, CTX).ino
+        before = len(fs._names)
+        files = []
+        for i in range(200):
+            fh, attr = fs.create(sub, f"f{i}".encode(), 0o644, os.O_RDWR, CTX)
+            fs.release(fh)
+            files.append(attr.ino)
+        fs.link(files[0], top, b"hard", CTX)
+        assert len(fs._names) == before + 200
+        for ino in files:
+            fs.forget(ino, fs.lookup_count(ino))
+        assert len(fs._names) == before
+        for ino in (sub, top):  # the kernel forgets the directories last
+            fs.forget(ino, fs.lookup_count(ino))
+        assert fs.path_of(files[5]) == "/a/x/f5"  # searched again from the root
+        fs.rename(ROOT_INO, b"a", ROOT_INO, b"b", 0, CTX)
+        for ino, path in ((files[5], "/b/x/f5"), (files[7], "/b/x/f7")):
+            fh = fs.open(ino, os.O_RDWR, CTX)
+            try:
+                with pytest.raises(FsError) as err:
+                    fs.write(fh, 0, b"x", CTX)
+                assert err.value.errno == errno.EACCES and str(err.value) == path
+            finally:
+                fs.release(fh)
+        assert fs.path_of(files[0]) in ("/b/x/f0", "/b/hard")
+        fs.unlink(sub, b"f0", CTX)
+        assert fs.path_of(files[0]) == "/b/hard"
+    finally:
+        engine.close()
+        store.close()

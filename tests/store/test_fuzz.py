@@ -42,7 +42,7 @@ def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _files(path: Path) -> list[Path]:
     return sorted(
-        [*(path / "segments").iterdir(), path / "MANIFEST", path / "index" / "checkpoint"]
+        [*(path / "segments").iterdir(), path / "MANIFEST", *(path / "index").iterdir()]
     )
 
 

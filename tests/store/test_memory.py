@@ -59,11 +59,18 @@ def test_chunk_index_is_a_map(tmp_path: Path) -> None:
         index[next(iter(model))] = 1
     with pytest.raises(ValueError, match="32 bytes"):
         index[b"x"] = 1
-    again = ChunkIndex.from_bytes(*index.to_bytes())
+    full, rows, _ = index.changes(full=False)  # never saved: every shard
+    assert full and sum(len(r) for _, r in rows) == 40 * len(model)
+    again = ChunkIndex.from_rows(rows)
     assert again == index and len(again) == len(index)
-    records, counts = index.to_bytes()
-    with pytest.raises(ValueError, match="does not match"):
-        ChunkIndex.from_bytes(records[:-40], counts)
+    index.saved()
+    h = rng.randbytes(32)
+    index[h] = 1
+    n = h[0] << 8 | h[1]
+    expected = bytes(again._shards[n] or b"") + h + (1).to_bytes(8, "little")
+    assert index.changes(full=False) == (False, [(n, expected)], [])  # the one changed shard
+    with pytest.raises(ValueError, match="malformed"):
+        ChunkIndex.from_rows([(rows[0][0], rows[0][1][:-1])])
 
 
 def test_decoded_inodes_and_directories_stay_bounded(tmp_path: Path) -> None:

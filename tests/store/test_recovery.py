@@ -124,24 +124,24 @@ def test_deleted_index_rebuilds_identical_state(store_path: Path) -> None:
         s.rollback("s")
         before = snapshot_state(s)
         chunks = dict(s._chunks)
-    assert (store_path / "index" / "checkpoint").exists()
+    assert (store_path / "index" / "head.sqlite").exists()
     shutil.rmtree(store_path / "index")
     with Store.open(store_path) as s:
         assert snapshot_state(s) == before
         assert s._chunks == chunks
         assert_clean(s)
-    assert (store_path / "index" / "checkpoint").exists()
+    assert (store_path / "index" / "head.sqlite").exists()
 
 
 def test_stale_checkpoint_is_ignored(store_path: Path) -> None:
     with Store.open(store_path, create=True) as s:
         make_file(s, b"a", b"1")
-    old_cp = (store_path / "index" / "checkpoint").read_bytes()
+    old_cp = (store_path / "index" / "head.sqlite").read_bytes()
     with Store.open(store_path) as s:
         make_file(s, b"b", b"2")
         s.gc()  # new generation: the old checkpoint no longer matches
         before = snapshot_state(s)
-    (store_path / "index" / "checkpoint").write_bytes(old_cp)
+    (store_path / "index" / "head.sqlite").write_bytes(old_cp)
     with Store.open(store_path) as s:
         assert snapshot_state(s) == before
         assert_clean(s)

@@ -33,6 +33,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from vegafs.store.backend import Backend, LockHolder
@@ -120,6 +121,9 @@ class FaultyBackend(Backend):
         if self.plan.mode in ("after", "crash_after"):
             forward(*args)
         raise self._error(f"{call} {args[0]}")
+
+    def index_dir(self) -> Path | None:
+        return self.inner.index_dir()  # derived, local: not faulted (it is never trusted)
 
     def abandon(self) -> None:
         """Die like a killed process: close the real backend's fds and lock, write nothing."""

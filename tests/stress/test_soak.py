@@ -7,15 +7,16 @@ parameters and checks what its summary reports:
 * writing files does not leak a file's worth of memory: deleting and
   rewriting half the files (the live tree keeps its size) grows the RSS by
   less than 1 KiB per rewritten file;
-* what a *live* file costs stays under the documented 1 KiB (the store keeps
-  the head state in memory, packed: docs/architecture.md; 1.3 KiB a file
-  before issue 5's work, 0.64-0.72 KiB after);
+* what a *live* file costs stays under the documented 1 KiB (1.3 KiB a file
+  before issue 5's work, 0.64-0.72 KiB with the head state packed in memory;
+  the head index now keeps it on disk, docs/architecture.md);
 * ``vegafs gc`` through the daemon gives back the deleted data.
 
-The issue's stronger wish — RSS flat however many files exist — is not what
-vegafs does yet (the head state is in memory, and the filesystem, hooks and
-FUSE layers keep per-inode maps too); ``test_rss_flat_in_live_files`` states
-it and is a strict xfail, so it turns into a failure the day it holds.
+The issue's stronger wish — RSS flat however many files exist — is
+``test_rss_flat_in_live_files``, a slow test (200,000 files, a few minutes;
+20,000 files cannot resolve it: the bounded caches still fill). It is a
+strict xfail: +23% from 100,000 to 200,000 files, 10% allowed. The full soak
+(docs/campaigns.md) gives 98 bytes a file from 250,000 to 1,000,000.
 """
 
 from __future__ import annotations
@@ -43,21 +44,27 @@ LIVE_FILE_BOUND = 1024  # bytes of daemon RSS per live small file, docs/campaign
 LEAK_PER_FILE_WRITTEN = 1024
 
 
-@pytest.fixture(scope="module")
-def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One bounded soak run, shared by the checks below."""
-    base = tmp_path_factory.mktemp("soak")
+def run_soak(base: Path, files: int, *args: str, timeout: float) -> dict:
+    """``benchmarks/soak.py`` with ``files`` small files and ``args``; its JSON summary."""
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--files", str(FILES),
-         "--bytes", "256MiB", "--big-file-size", "32MiB", "--churn", "4", "--sample", "1", "--reserve", "64MiB",
-         "--dir", str(base), "--json"],
-        capture_output=True, text=True, timeout=280,
+        [sys.executable, str(REPO / "benchmarks" / "soak.py"), "--files", str(files), *args,
+         "--sample", "1", "--dir", str(base), "--json"],
+        capture_output=True, text=True, timeout=timeout,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.splitlines()[-1])
+    result: dict = json.loads(proc.stdout.splitlines()[-1])
     printable = {k: v for k, v in result.items() if k != "samples"}
     print("soak summary: " + json.dumps(printable))
     return result
+
+
+@pytest.fixture(scope="module")
+def summary(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One bounded soak run, shared by the checks below."""
+    return run_soak(
+        tmp_path_factory.mktemp("soak"), FILES, "--bytes", "256MiB", "--big-file-size", "32MiB",
+        "--churn", "4", "--reserve", "64MiB", timeout=280,
+    )
 
 
 @pytest.mark.timeout(300)
@@ -96,11 +103,24 @@ def test_gc_reclaims_deleted_data(summary: dict) -> None:
     assert summary["gc_report"]["bytes_after"] < summary["gc_report"]["bytes_before"]
 
 
-@pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=True, reason="the head state is in memory, packed (docs/architecture.md), "
-                   "and the fs, hooks and FUSE layers keep per-inode maps: RSS still grows ~0.65-0.7 "
-                   "KiB per live file here (+12-13% from 10,000 to 20,000 files, 10% allowed); "
-                   "docs/campaigns.md")
-def test_rss_flat_in_live_files(summary: dict) -> None:
-    """The issue's wording: RSS after 2N files within 10% of RSS after N files."""
-    assert summary["rss_after_all_files"] <= summary["rss_after_half_files"] * 1.10
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.xfail(strict=True, reason="from 100,000 to 200,000 files RSS still grows +23% (308 bytes a "
+                   "file; the store keeps ~60 of them, docs/campaigns.md): the rest is not found yet "
+                   "(allocator high water of the per-inode maps of the inodes the kernel held between "
+                   "two cache drops is the suspect)")
+def test_rss_flat_in_live_files(tmp_path: Path) -> None:
+    """The issue's wording: RSS after 2N files within 10% of RSS after N files.
+
+    Checked at N = 100,000, not on the bounded run above: at 10,000 -> 20,000
+    files the bounded caches (SQLite's 2 MiB page cache, the chunk index's
+    shards while most are empty) still fill, and the RSS moves by allocator
+    steps of a few MiB, so that run saw +4% to +15% whatever the code did.
+    (Before the head index: +12-13% there, and 0.56 KiB a file at 1,000,000.)
+    """
+    result = run_soak(tmp_path, 200_000, "--bytes", "0", "--churn", "0", "--reserve", "64MiB",
+                      timeout=1100)
+    growth = result["rss_after_all_files"] / result["rss_after_half_files"] - 1
+    print(f"RSS from 100,000 to 200,000 files: {growth:+.1%}; slope "
+          f"{result['rss_slope_bytes_per_file']} bytes/file")
+    assert result["rss_after_all_files"] <= result["rss_after_half_files"] * 1.10

@@ -155,12 +155,27 @@ class HookedFileSystem(FileSystem):
                     self._paths.clear()  # a rename: cached paths below it may be stale
                 self._names[ino] = entry
 
-    def _forget_path(self, ino: int) -> None:
-        """``ino`` lost the name its cached path was built from."""
-        if self._paths.pop(ino, None) is not None and self._paths:
-            inode = self.store.get_inode(ino)
-            if inode is None or stat.S_ISDIR(inode.mode):
-                self._paths.clear()  # paths below a directory were built from its name
+    def _forget_path(self, ino: int, is_dir: bool) -> None:
+        """``ino`` lost the name its cached path was built from. For a directory,
+        every cached path below it is stale too, whether or not its own was cached
+        (paths are cached per inode, not per directory on the way)."""
+        self._paths.pop(ino, None)
+        if is_dir:
+            self._paths.clear()
+
+    def _is_dir(self, ino: int) -> bool:
+        inode = self.store.get_inode(ino)
+        return inode is not None and stat.S_ISDIR(inode.mode)
+
+    def forget(self, ino: int, count: int) -> None:
+        """The kernel dropped references to ``ino``: once it holds none, its name
+        is dropped too, so ``_names`` is bounded by what the kernel caches, not by
+        the files ever written. Ancestors of anything the kernel holds are held
+        too (a dentry pins its parent), so chains stay whole; a name needed later
+        (an after-hook) is searched again (``_search``)."""
+        super().forget(ino, count)
+        if not self.lookup_count(ino) and self._names.pop(ino, None) is not None:
+            self._paths.pop(ino, None)
 
     def path_of(self, ino: int) -> str | None:
         """The path of ``ino`` relative to the mount root, or None if unreachable.
@@ -173,36 +188,45 @@ class HookedFileSystem(FileSystem):
         for _ in range(_MAX_DEPTH):
             if current == ROOT_INO:
                 path = "/" + "/".join(os.fsdecode(p) for p in reversed(parts))
-                if len(self._paths) >= _PATHS_MAX:
-                    self._paths.clear()
-                self._paths[ino] = path
-                return path
+                break
             entry = self._names.get(current)
             if entry is None:
-                if not self._search(current):
+                base = self._search(current)
+                if base is None:
                     return None
-                entry = self._names[current]
+                path = base + "".join("/" + os.fsdecode(p) for p in reversed(parts))
+                break
             parts.append(entry[1])
             current = entry[0]
-        return None
+        else:
+            return None
+        if len(self._paths) >= _PATHS_MAX:
+            self._paths.clear()
+        self._paths[ino] = path
+        return path
 
-    def _search(self, target: int) -> bool:
-        """Find ``target`` by walking the tree from the root (recording every name
-        seen); only needed for an inode the kernel never looked up in this
-        mount, e.g. an after-hook journaled by the previous one."""
+    def _search(self, target: int) -> str | None:
+        """The path of ``target``, found by walking the tree from the root; only
+        needed for an inode whose name the kernel never looked up in this mount
+        (or has forgotten), e.g. an after-hook journaled by the previous one.
+        The names seen are not kept: ``_names`` holds only what the kernel holds."""
         queue: deque[int] = deque([ROOT_INO])
-        seen = 0
-        while queue and seen < _SEARCH_LIMIT:
+        seen: dict[int, tuple[int, bytes]] = {}
+        while queue and len(seen) < _SEARCH_LIMIT:
             parent = queue.popleft()
             for name, child in self.store.listdir(parent):
-                seen += 1
-                self._names.setdefault(child, (parent, name))
+                seen.setdefault(child, (parent, name))
                 if child == target:
-                    return True
+                    parts: list[bytes] = []
+                    while child != ROOT_INO:
+                        parent, name = seen[child]
+                        parts.append(name)
+                        child = parent
+                    return "/" + "/".join(os.fsdecode(p) for p in reversed(parts))
                 inode = self.store.get_inode(child)
                 if inode is not None and stat.S_ISDIR(inode.mode):
                     queue.append(child)
-        return False
+        return None
 
     def _child_path(self, parent: int, name: bytes, event: str | None = None) -> str | None:
         """The path of ``name`` in directory ``parent``. With ``event``: only
@@ -339,9 +363,10 @@ class HookedFileSystem(FileSystem):
     ) -> None:
         ino = self.store.lookup(parent, name)
         self._guarded(event, self._watched_child(event, parent, name), ctx, lambda _: remove())
-        if ino is not None and self._names.get(ino) == (parent, name):
-            del self._names[ino]
-            self._forget_path(ino)
+        if ino is not None:
+            if self._names.get(ino) == (parent, name):
+                del self._names[ino]
+            self._forget_path(ino, event == "rmdir")
         if ino is not None and self.store.get_inode(ino) is None:
             self._accepted.pop(ino, None)
 
@@ -379,9 +404,14 @@ class HookedFileSystem(FileSystem):
             new_path = self._child_path(new_parent, new)
             self._guarded("rename", old_path, ctx, move, old_path=old_path, new_path=new_path)
         if src is not None:
+            self._forget_path(src, self._is_dir(src))
             self._note(new_parent, new, src)
-        if dst is not None and dst != src and flags & 2:  # RENAME_EXCHANGE
-            self._note(old_parent, old, dst)
+        if dst is not None and dst != src:
+            self._forget_path(dst, self._is_dir(dst))
+            if flags & 2:  # RENAME_EXCHANGE
+                self._note(old_parent, old, dst)
+            elif self._names.get(dst) == (new_parent, new):
+                del self._names[dst]  # replaced: it lost that name
 
     # ------------------------------------------------------------------ data
 

@@ -156,6 +156,11 @@ class Backend(ABC):
     def put_object(self, key: str, data: bytes) -> None:
         """Replace the object ``key`` atomically and durably."""
 
+    def index_dir(self) -> Path | None:
+        """A local directory for derived indexes of this store (the head index,
+        vegafs/store/headindex.py), or None: the store then replays its log at open."""
+        return None
+
     @abstractmethod
     def get_object(self, key: str) -> bytes | None:
         """The content of ``key``, or None if it does not exist."""
@@ -451,6 +456,9 @@ class LocalBackend(Backend):
         os.close(fd)
         os.replace(tmp, path)
         self._fsync_dir(path.parent)
+
+    def index_dir(self) -> Path | None:
+        return self.root / "index"
 
     def get_object(self, key: str) -> bytes | None:
         try:

@@ -25,7 +25,6 @@ all.
 from __future__ import annotations
 
 import struct
-from array import array
 from collections.abc import Iterable, Iterator
 
 HASH = 32
@@ -45,11 +44,14 @@ class ChunkIndex:
     entry is added once and never changed or removed.
     """
 
-    __slots__ = ("_shards", "_len")
+    __slots__ = ("_shards", "_len", "_dirty")
 
     def __init__(self, items: Iterable[tuple[bytes, int]] = ()) -> None:
         self._shards: list[bytearray | None] = [None] * SHARDS
         self._len = 0
+        # Shards changed since the head index last saved them (None: all of
+        # them, this index was never saved; see changes()).
+        self._dirty: set[int] | None = None
         for h, loc in items:
             self[h] = loc
 
@@ -97,6 +99,8 @@ class ChunkIndex:
         shard += h
         shard += _LOC.pack(loc)
         self._len += 1
+        if self._dirty is not None:
+            self._dirty.add(n)
 
     # -- walks and serialization ---------------------------------------------
 
@@ -114,28 +118,35 @@ class ChunkIndex:
 
     __iter__ = keys
 
-    def to_bytes(self) -> tuple[bytes, bytes]:
-        """(every record, shard by shard; the record count of each shard), for a checkpoint."""
-        counts = array("I", (len(s) // ENTRY if s else 0 for s in self._shards))
-        return b"".join(s for s in self._shards if s), counts.tobytes()
+    def changes(self, full: bool) -> tuple[bool, list[tuple[int, bytes]], list[int]]:
+        """What the head index must write: (replace the whole table?, (shard, records)
+        rows to put, keys to delete); only the shards changed since :meth:`saved`,
+        unless ``full`` or this index was never saved (gc builds a new one)."""
+        shards = self._shards
+        if full or self._dirty is None:
+            return True, [(n, bytes(s)) for n, s in enumerate(shards) if s], []
+        return False, [(n, bytes(shards[n] or b"")) for n in sorted(self._dirty)], []
+
+    def saved(self) -> None:
+        """The head index holds every shard as it is now."""
+        self._dirty = set()
 
     @classmethod
-    def from_bytes(cls, records: bytes, counts: bytes) -> ChunkIndex:
-        """The index :meth:`to_bytes` saved (ValueError if the two parts do not fit).
+    def from_rows(cls, rows: Iterable[tuple[int, bytes]]) -> ChunkIndex:
+        """The index the head index saved, as (shard, records) rows (ValueError if malformed).
 
-        The checkpoint holding them is checksummed, so records are not checked one by one.
+        The rows are checksummed, so records are not checked one by one.
         """
-        table = array("I")
-        table.frombytes(counts)
-        if len(table) != SHARDS or sum(table) * ENTRY != len(records):
-            raise ValueError("chunk index: the shard table does not match the records")
         index = cls()
-        shards, pos = index._shards, 0
-        for n, count in enumerate(table):
-            if count:
-                shards[n] = bytearray(records[pos : pos + count * ENTRY])
-                pos += count * ENTRY
-        index._len = len(records) // ENTRY
+        shards, total = index._shards, 0
+        for n, records in rows:
+            if not 0 <= n < SHARDS or len(records) % ENTRY:
+                raise ValueError(f"chunk index: shard {n} is malformed")
+            if records:
+                shards[n] = bytearray(records)
+                total += len(records) // ENTRY
+        index._len = total
+        index._dirty = set()
         return index
 
     def __eq__(self, other: object) -> bool:

@@ -253,7 +253,7 @@ class Fsck:
 
     def check_derived_state(self) -> None:
         """A replay from the first record, and the checkpoint, both equal memory."""
-        from vegafs.store.store import CHECKPOINT_KEY, Store
+        from vegafs.store.store import Store
 
         store = self.store
         replayed = self._replica
@@ -267,11 +267,7 @@ class Fsck:
             return
         manifest: dict[str, Any] = {"generation": store._generation, "segments": self._segments}
         self._compare("a replay of the log", replayed, rebuild=True)
-        try:
-            has_checkpoint = store.backend.get_object(CHECKPOINT_KEY) is not None
-        except OSError:
-            has_checkpoint = False
-        if has_checkpoint:
+        if store._has_index():
             from_cp = Store(store.backend, read_only=True)
             if from_cp._load_checkpoint(manifest["generation"], manifest["segments"]) is None:
                 self.report.notes.append("the checkpoint does not match the log and is ignored")
@@ -426,9 +422,7 @@ class Fsck:
             )
             store.damage = None
         if any(fix[0] == "rebuild" for _t, fix in self._fixes):
-            from vegafs.store.store import CHECKPOINT_KEY
-
-            store.backend.delete_object(CHECKPOINT_KEY)
+            store._drop_index()
             store._load(store._read_manifest())
             rep.repaired.append("in-memory state and checkpoint rebuilt from the log")
         store._since_checkpoint = max(store._since_checkpoint, 1)

@@ -1211,6 +1211,10 @@ class S3Backend(Backend):
         _check_key(key)
         self._enqueue({"op": "put", "key": key}, data)
 
+    def index_dir(self) -> Path | None:
+        """The cache directory's: the head index is derived, rebuilt where it is missing."""
+        return self.cache / "index"
+
     def get_object(self, key: str) -> bytes | None:
         _check_key(key)
         if self._writer:

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import stat
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, KeysView
+from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast, overload
 
 import msgpack
+
+if TYPE_CHECKING:
+    from vegafs.store.headindex import HeadIndex
 
 BLOCK_SIZE = 128 * 1024
 ROOT_INO = 1
@@ -118,9 +122,16 @@ class PackedTable(Generic[V]):
     * whole-table walks (:meth:`values`, :meth:`items`, :meth:`peek`) decode
       packed values into throwaway objects and keep nothing, so a gc, an fsck
       or ``stats()`` over a million inodes does not leave them all decoded.
+
+    With a *base* (:meth:`attach`: a table of the on-disk head index,
+    vegafs/store/headindex.py) the table holds only the hot values and what
+    changed since the last flush; a value neither hot nor changed is read
+    from the base when asked for, and a hot one that did not change is just
+    dropped when it cools. :meth:`changes` says what a flush must write, and
+    :meth:`attach` after the flush's commit drops what the base now holds.
     """
 
-    __slots__ = ("_d", "_hot", "_cost", "hot_limit")
+    __slots__ = ("_d", "_hot", "_cost", "hot_limit", "_base", "_table", "_dirty", "_deleted", "_n")
 
     #: Decoded values that stay decoded whatever they cost.
     MIN_HOT = 0
@@ -139,6 +150,14 @@ class PackedTable(Generic[V]):
         # What the decoded values cost, in weight() units (see trim()).
         self._cost = sum(self.weight(cast(V, v)) for v in self._d.values() if type(v) is not bytes)
         self.hot_limit = hot_limit
+        # The on-disk base (None: every value is in _d), which of its tables,
+        # keys changed since the last flush, keys deleted since (maybe in the
+        # base), and the number of keys (with a base; len(_d) otherwise).
+        self._base: HeadIndex | None = None
+        self._table = ""
+        self._dirty: set[int] = set()
+        self._deleted: set[int] = set()
+        self._n = 0
 
     @staticmethod
     def decode(raw: bytes) -> V:
@@ -155,6 +174,12 @@ class PackedTable(Generic[V]):
 
     # -- point access ---------------------------------------------------------
 
+    def _cold(self, key: int) -> bytes | None:
+        """The packed value of a key not in memory: from the base, unless deleted since."""
+        if self._base is None or key in self._deleted:
+            return None
+        return self._base.get(self._table, key)
+
     @overload
     def get(self, key: int) -> V | None: ...
     @overload
@@ -162,7 +187,9 @@ class PackedTable(Generic[V]):
     def get(self, key: int, default: V | None = None) -> V | None:
         value = self._d.get(key)
         if value is None:
-            return default
+            value = self._cold(key)
+            if value is None:
+                return default
         if type(value) is bytes:
             obj = self.decode(value)
             self._d[key] = obj
@@ -183,6 +210,7 @@ class PackedTable(Generic[V]):
         value = self.get(key)
         if value is not None:
             self._hot[key] = None
+            self._dirty.add(key)
         return value
 
     @overload
@@ -193,25 +221,38 @@ class PackedTable(Generic[V]):
         """The value, decoded without keeping it (read it, never change it)."""
         value = self._d.get(key)
         if value is None:
-            return default
+            value = self._cold(key)
+            if value is None:
+                return default
         return self.decode(value) if type(value) is bytes else value  # type: ignore[return-value]
 
     def __setitem__(self, key: int, value: V) -> None:
         old = self._d.get(key)
         if old is not None and key in self._hot:
             self._cost -= self.weight(old)  # type: ignore[arg-type]
+        if self._base is not None and old is None and key not in self:
+            self._n += 1
         self._d[key] = value
         self._hot[key] = None
         self._hot.move_to_end(key)
         self._cost += self.weight(value)
+        self._dirty.add(key)
+        self._deleted.discard(key)
 
     def __delitem__(self, key: int) -> None:
-        value = self._d.pop(key)
-        if self._hot.pop(key, _GONE) is not _GONE:
+        value = self._d.pop(key, _GONE)
+        if value is _GONE:
+            if self._cold(key) is None:
+                raise KeyError(key)
+        elif self._hot.pop(key, _GONE) is not _GONE:
             self._cost -= self.weight(value)  # type: ignore[arg-type]
+        if self._base is not None:
+            self._n -= 1
+            self._deleted.add(key)
+        self._dirty.discard(key)
 
     def pop(self, key: int, *default: V | None) -> V | None:
-        if key not in self._d:
+        if key not in self:
             if default:
                 return default[0]
             raise KeyError(key)
@@ -220,25 +261,41 @@ class PackedTable(Generic[V]):
         return value
 
     def __contains__(self, key: object) -> bool:
-        return key in self._d
+        if key in self._d:
+            return True
+        if self._base is None or key in self._deleted or type(key) is not int:
+            return False
+        return self._base.has(self._table, key)
 
     def __len__(self) -> int:
-        return len(self._d)
+        return len(self._d) if self._base is None else self._n
 
     def __iter__(self) -> Iterator[int]:
-        return iter(list(self._d))
+        return iter(list(self.keys()))
 
-    def keys(self) -> KeysView[int]:
-        return self._d.keys()
+    def keys(self) -> AbstractSet[int]:
+        """Every key (a set built for the call when the table has a base)."""
+        if self._base is None:
+            return self._d.keys()
+        found = {k for k, _raw in self._base.items(self._table) if k not in self._deleted}
+        found.update(self._d)
+        return found
 
     # -- walks ------------------------------------------------------------------
 
+    def raw_items(self) -> Iterator[tuple[int, bytes | V]]:
+        """Every (key, packed bytes or live object): the base's rows not shadowed, then memory."""
+        if self._base is not None:
+            d, deleted = self._d, self._deleted
+            for key, raw in self._base.items(self._table):
+                if key not in d and key not in deleted:
+                    yield key, raw
+        yield from list(self._d.items())
+
     def items(self) -> Iterator[tuple[int, V]]:
         """Every (key, value); packed ones are decoded for the walk only (do not change them)."""
-        for key in list(self._d):
-            value = self.peek(key)
-            if value is not None:
-                yield key, value
+        for key, value in self.raw_items():
+            yield key, self.decode(value) if type(value) is bytes else value  # type: ignore[misc]
 
     def values(self) -> Iterator[V]:
         for _key, value in self.items():
@@ -247,9 +304,8 @@ class PackedTable(Generic[V]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PackedTable):
             return NotImplemented
-        return self._d.keys() == other._d.keys() and all(
-            self.peek(k) == other.peek(k) for k in self._d
-        )
+        keys = self.keys()
+        return keys == other.keys() and all(self.peek(k) == other.peek(k) for k in keys)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -264,30 +320,70 @@ class PackedTable(Generic[V]):
         Nothing happens until the cost exceeds ``slack * hot_limit`` (reads
         call it with 2: one trim per ``hot_limit`` reads, however many there
         are). Call only between records: an object held by a running
-        transaction's undo steps must not be detached from the table.
+        transaction's undo steps must not be detached from the table. With a
+        base, a value that did not change since the last flush is dropped
+        (the base has it), not packed.
         """
         if self._cost <= slack * self.hot_limit or len(self._hot) <= self.MIN_HOT:
             return  # (with MIN_HOT or fewer decoded, there is nothing to drop: no recount)
         self._recount()
         hot, d = self._hot, self._d
+        based, dirty = self._base is not None, self._dirty
         while self._cost > self.hot_limit and len(hot) > self.MIN_HOT:
             key, raw = hot.popitem(last=False)
             value = d.get(key)
             if value is not None and type(value) is not bytes:
-                d[key] = raw if raw is not None else self.encode(value)  # type: ignore[arg-type]
+                if based and key not in dirty:
+                    del d[key]
+                else:
+                    d[key] = raw if raw is not None else self.encode(value)  # type: ignore[arg-type]
                 self._cost -= self.weight(value)  # type: ignore[arg-type]
+
+    def _packed_value(self, key: int, value: bytes | V) -> bytes:
+        if type(value) is bytes:
+            return value
+        return self._hot.get(key) or self.encode(value)  # type: ignore[arg-type]
 
     def packed(self) -> dict[int, bytes]:
         """key -> packed value, re-using the bytes of values not changed since they were packed."""
-        hot = self._hot
-        return {
-            k: v if type(v) is bytes else (hot.get(k) or self.encode(v))  # type: ignore[arg-type]
-            for k, v in self._d.items()
-        }
+        return {k: self._packed_value(k, v) for k, v in self.raw_items()}
 
     def copy(self: T) -> T:
         """An independent table (every value packed: nothing is shared with this one)."""
         return type(self)(self.packed(), self.hot_limit)
+
+    # -- the on-disk base --------------------------------------------------------
+
+    def unsaved(self) -> int:
+        """Values changed or deleted since the last flush (all of them without a base)."""
+        return len(self._dirty) + len(self._deleted) if self._base is not None else len(self._d)
+
+    def changes(self) -> tuple[bool, list[tuple[int, bytes]], list[int]]:
+        """What a flush writes: (replace the base's whole table?, rows to put, keys to delete)."""
+        if self._base is None:
+            return True, list(self.packed().items()), []
+        d = self._d
+        puts = [(k, self._packed_value(k, d[k])) for k in self._dirty if k in d]
+        return False, puts, list(self._deleted)
+
+    def attach(self, base: HeadIndex, table: str) -> None:
+        """The base now holds this table's every value (a flush committed, or the
+        index was loaded): keep only the hot values in memory."""
+        self._base, self._table = base, table
+        self._n = base.count(table)
+        self._dirty.clear()
+        self._deleted.clear()
+        d = self._d
+        for key in [k for k, v in d.items() if type(v) is bytes]:
+            del d[key]
+
+    def detach(self) -> None:
+        """Read every value back from the base into memory (the base goes away)."""
+        if self._base is not None:
+            self._d = dict(self.raw_items())
+            self._base = None
+            self._dirty.clear()
+            self._deleted.clear()
 
 
 class InodeTable(PackedTable[Inode]):
@@ -386,21 +482,30 @@ class State:
         s.dirs = DirTable((ino, pack(dict(items))) for ino, items in obj[1])
         return s
 
-    def to_checkpoint(self) -> list[object]:
-        """``[{ino: packed inode}, {dir_ino: packed entries}]``: the packed bytes as they are.
-
-        A checkpoint (derived, not the log) re-uses the bytes the tables hold
-        instead of decoding every directory into a list, so writing one at a
-        million files allocates no small objects (which would fragment the heap).
-        """
-        return [self.inodes.packed(), self.dirs.packed()]
-
     @classmethod
-    def from_checkpoint(cls, obj: list[Any]) -> State:
+    def from_tables(cls, inodes: dict[int, bytes], dirs: dict[int, bytes]) -> State:
+        """A state from the packed rows of the head index (a read-only store's copy)."""
         s = cls()
-        s.inodes = InodeTable(obj[0])
-        s.dirs = DirTable(obj[1])
+        s.inodes = InodeTable(inodes)
+        s.dirs = DirTable(dirs)
         return s
+
+    def changes(self) -> dict[str, tuple[bool, list[tuple[int, bytes]], list[int]]]:
+        """What a flush of the head index writes, per table (see PackedTable.changes):
+        both tables incremental, or both whole (a new index file)."""
+        if (self.inodes._base is None) != (self.dirs._base is None):
+            self.inodes.detach()
+            self.dirs.detach()
+        return {"inodes": self.inodes.changes(), "dirs": self.dirs.changes()}
+
+    def unsaved(self) -> int:
+        """Inodes and directories memory holds for want of a flush."""
+        return self.inodes.unsaved() + self.dirs.unsaved()
+
+    def attach(self, base: HeadIndex) -> None:
+        """The head index holds this state now (flushed or loaded): keep only hot values."""
+        self.inodes.attach(base, "inodes")
+        self.dirs.attach(base, "dirs")
 
     def trim(self, slack: int = 1) -> None:
         """Re-pack what the tables hold decoded beyond their limits (between records only)."""

@@ -39,7 +39,7 @@ from typing import Any
 import blake3
 import zstandard
 
-from vegafs.store import faultpoints
+from vegafs.store import faultpoints, headindex
 from vegafs.store.backend import FORMAT_KEY, Backend, LockHolder, open_backend
 from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.errors import (
@@ -48,6 +48,7 @@ from vegafs.store.errors import (
     STORE_NOT_FOUND,
     StoreError,
 )
+from vegafs.store.headindex import INDEX_NAME, HeadIndex
 from vegafs.store.records import (
     CHUNK,
     FLAG_MUST_UNDERSTAND,
@@ -99,6 +100,7 @@ from vegafs.store.state import (
 )
 
 MANIFEST_KEY = "MANIFEST"
+#: Where checkpoints were kept before the head index (layouts 1-2): deleted when seen.
 CHECKPOINT_KEY = "index/checkpoint"
 QUARANTINE_PREFIX = "quarantine/"
 
@@ -106,8 +108,12 @@ QUARANTINE_PREFIX = "quarantine/"
 SEGMENT_TARGET = 64 << 20
 #: A checkpoint is written at a publish once this many records were replayable since the last.
 CHECKPOINT_INTERVAL = 50_000
+#: ... or once this many inodes and directories changed since (what memory holds
+#: beyond the hot sets until the head index has them: ~200 bytes each).
+FLUSH_CHANGED = 8192
 #: How a checkpoint lays out memory (docs/store-format.md); another layout is ignored (rebuilt).
-CHECKPOINT_LAYOUT = 2
+#: 3: the state's tables are rows of the head index (vegafs/store/headindex.py).
+CHECKPOINT_LAYOUT = 3
 
 _LOC_SHIFT = 40
 _LOC_MASK = (1 << _LOC_SHIFT) - 1
@@ -319,10 +325,43 @@ class _Meta:
 
     logseqs: array = field(default_factory=lambda: array("Q"))
     locs: array = field(default_factory=lambda: array("Q"))
+    #: Entries the head index holds (-1: none, these arrays were never saved).
+    saved_len: int = -1
+
+    #: Entries per row of the head index's ``meta`` table.
+    PIECE = 1 << 16
 
     def add(self, logseq: int, loc: int) -> None:
         self.logseqs.append(logseq)
         self.locs.append(loc)
+
+    def changes(self, full: bool) -> tuple[bool, list[tuple[int, bytes]], list[int]]:
+        """Rows for the head index: piece k holds entries ``[k * PIECE, (k + 1) * PIECE)``,
+        their logseqs then their locators (native u64); only the pieces that grew
+        since :meth:`saved`, unless ``full`` or never saved (gc starts new arrays)."""
+        whole = full or self.saved_len < 0
+        first = 0 if whole else self.saved_len // self.PIECE
+        rows = []
+        for k in range(first, -(-len(self.logseqs) // self.PIECE)):
+            a, b = k * self.PIECE, (k + 1) * self.PIECE
+            rows.append((k, self.logseqs[a:b].tobytes() + self.locs[a:b].tobytes()))
+        return whole, rows, []
+
+    def saved(self) -> None:
+        self.saved_len = len(self.logseqs)
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[int, bytes]]) -> _Meta:
+        """The arrays the head index saved (ValueError if the pieces do not fit together)."""
+        meta = cls()
+        for expect, (k, raw) in enumerate(rows):
+            half = len(raw) // 2
+            if k != expect or len(raw) % 16 or len(meta.logseqs) != k * cls.PIECE:
+                raise ValueError("head index: the view locators are not contiguous")
+            meta.logseqs.frombytes(raw[:half])
+            meta.locs.frombytes(raw[half:])
+        meta.saved_len = len(meta.logseqs)
+        return meta
 
 
 class _WindowReader:
@@ -407,6 +446,9 @@ class Store(_StateReads):
         self.damaged_regions: list[tuple[str, int, int | None]] = []
         self.quarantined: dict[str, str] = {}  # quarantine key -> what was copied
         self._pinned: str | None = None  # read-only at a snapshot (pin)
+        # The head index a writer flushes to and its state's tables read
+        # cold values from (opened at the first load or flush).
+        self._index: HeadIndex | None = None
         self._reset_memory()
 
     def _reset_memory(self) -> None:
@@ -529,7 +571,7 @@ class Store(_StateReads):
             self._io(self._finish_interrupted_create)
         manifest = self._read_manifest()
         self._io(self._load, manifest)
-        if not self.read_only and self._since_checkpoint >= CHECKPOINT_INTERVAL:
+        if not self.read_only and self._flush_due():
             self._write_checkpoint()
 
     def _read_manifest(self) -> dict[str, Any]:
@@ -807,14 +849,26 @@ class Store(_StateReads):
     # ------------------------------------------------------------ checkpoints
 
     def _load_checkpoint(self, gen: int, segments: list[str]) -> tuple[int, int, bytes] | None:
-        """Restore memory from ``index/checkpoint`` if it matches the log; else None."""
+        """Restore memory from the head index if it matches the log; else None.
+
+        A writer keeps the index open: its state's tables read cold values
+        from it. A read-only store (a follower: the writer may commit to the
+        index at any time) copies the rows into memory in one read transaction.
+        """
         try:
-            raw = self.backend.get_object(CHECKPOINT_KEY)
-        except OSError:
-            return None
-        if raw is None:
-            return None
-        try:
+            if self.read_only:
+                index = HeadIndex.open(self.backend.index_dir(), read_only=True)
+                if index is None:
+                    return None
+                try:
+                    raw, tables = index.snapshot()
+                finally:
+                    index.close()
+            else:
+                index = self._writable_index()
+                raw, tables = (None, {}) if index is None else (index.body(), {})
+            if raw is None:
+                return None
             if len(raw) < HASH_SIZE or blake3.blake3(raw[HASH_SIZE:]).digest() != raw[:HASH_SIZE]:
                 return None
             cp = unpack(raw[HASH_SIZE:])
@@ -832,23 +886,70 @@ class Store(_StateReads):
                 return None
             if self.backend.read(name, offset - HASH_SIZE, HASH_SIZE) != chain:
                 return None
-            self._restore_checkpoint(cp)
+            if self.read_only:
+                chunks, meta = sorted(tables["chunks"].items()), sorted(tables["meta"].items())
+            else:
+                assert index is not None
+                chunks, meta = list(index.items("chunks")), list(index.items("meta"))
+            self._restore_checkpoint(cp, ChunkIndex.from_rows(chunks), _Meta.from_rows(meta))
+            if self.read_only:
+                self._state = State.from_tables(tables["inodes"], tables["dirs"])
+            else:
+                assert index is not None
+                self._state.attach(index)
         except (StoreError, OSError, ValueError, KeyError, TypeError, IndexError):
             self._reset_memory()
             self._generation, self._segments = gen, segments
             return None
         return seg_idx, offset, chain
 
-    def _restore_checkpoint(self, cp: dict[str, Any]) -> None:
-        self._state = State.from_checkpoint(cp["state"])
+    def _flush_due(self) -> bool:
+        """Whether a publish flushes the head index (a checkpoint) now."""
+        return (
+            self._since_checkpoint >= CHECKPOINT_INTERVAL
+            or self._state.unsaved() >= FLUSH_CHANGED
+        )
+
+    def _writable_index(self) -> HeadIndex | None:
+        """The writer's head index, opened (or created) once; None without a local index dir.
+
+        A file SQLite cannot even open is deleted and a new one created: it is
+        derived, and without an index the writer's memory would hold every value.
+        """
+        if self._index is None:
+            directory = self.backend.index_dir()
+            self._index = HeadIndex.open(directory, read_only=False)
+            if self._index is None and directory is not None:
+                with contextlib.suppress(OSError):
+                    headindex.remove(directory)
+                self._index = HeadIndex.open(directory, read_only=False)
+        return self._index
+
+    def _has_index(self) -> bool:
+        """Whether a head index exists (fsck compares it with a replay of the log)."""
+        directory = self.backend.index_dir()
+        return directory is not None and (directory / INDEX_NAME).exists()
+
+    def _drop_index(self) -> None:
+        """Delete the head index (repair rebuilds it); memory stops reading from it first."""
+        self._state.inodes.detach()
+        self._state.dirs.detach()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+        directory = self.backend.index_dir()
+        if directory is not None:
+            headindex.remove(directory)
+
+    def _restore_checkpoint(self, cp: dict[str, Any], chunks: ChunkIndex, meta: _Meta) -> None:
         self._next_ino = cp["next_ino"]
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
         self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}
         self._rollbacks = [RollbackInfo(*r) for r in cp["rollbacks"]]
-        self._chunks = ChunkIndex.from_bytes(*cp["chunk_index"])
+        self._chunks = chunks
         self._chunk_bytes = cp["chunk_bytes"]
         self._gen_first_logseq = cp["gen_first_logseq"]
-        self._meta = _Meta(array("Q", cp["meta_logseqs"]), array("Q", cp["meta_locs"]))
+        self._meta = meta
         self._snapshot_states = cp["snapshot_states"]
         self._head_base = tuple(cp["head_base"]) if cp["head_base"] else None
         self._head_logseq = self._published_logseq = cp["logseq"]
@@ -856,13 +957,20 @@ class Store(_StateReads):
         self._since_checkpoint = 0
 
     def _write_checkpoint(self) -> None:
-        """Save memory at the current (published) position to ``index/checkpoint``.
+        """Flush the head index at the current (published) position.
 
-        Derived data: a failure here is not an error of the store, only a
-        slower next open, so I/O errors are swallowed after the fault point.
+        One SQLite transaction writes the state's rows changed since the last
+        flush (all of them after a rollback or a fresh replay) and the rest of
+        the checkpoint map with the log position, so the index never holds an
+        unpublished state. Derived data: a failure here is not an error of
+        the store, only a slower next open (memory keeps the changes and the
+        next flush retries), so I/O errors are swallowed after the fault point.
         """
         with self._publish_lock, self._lock:
-            if self.dirty or self._failed:
+            if self.dirty or self._failed or self.read_only:
+                return
+            index = self._writable_index()
+            if index is None:
                 return
             faultpoints.hit("checkpoint.before_write")
             tail = self._tail
@@ -876,24 +984,37 @@ class Store(_StateReads):
                 "hash": tail.last_hash,
                 "logseq": self._head_logseq,
                 "records": self._records,
-                "state": self._state.to_checkpoint(),
                 "next_ino": self._next_ino,
                 "snapshots": [[s.name, s.logseq, s.created_ns] for s in self._snapshots.values()],
                 "annotations": self._annotations,
                 "rollbacks": [[r.logseq, r.target, r.name, r.pre_head] for r in self._rollbacks],
-                "chunk_index": list(self._chunks.to_bytes()),
                 "chunk_bytes": self._chunk_bytes,
                 "gen_first_logseq": self._gen_first_logseq,
-                "meta_logseqs": self._meta.logseqs.tobytes(),
-                "meta_locs": self._meta.locs.tobytes(),
                 "snapshot_states": self._snapshot_states,
                 "head_base": list(self._head_base) if self._head_base else None,
             }
-            with contextlib.suppress(OSError):
-                body = pack(cp)
-                self.backend.put_object(CHECKPOINT_KEY, blake3.blake3(body).digest() + body)
+            body = pack(cp)
+            del cp
+            changes = self._state.changes()
+            whole = changes["inodes"][0]  # a whole new state: into a new file
+            changes["chunks"] = self._chunks.changes(whole)
+            changes["meta"] = self._meta.changes(whole)
+            try:
+                if whole:
+                    self._index = None
+                    self._index = index = index.recreate()
+                index.write(changes, blake3.blake3(body).digest() + body)
+            except OSError:
+                pass
+            else:
+                self._state.attach(index)
+                self._chunks.saved()
+                self._meta.saved()
                 self._since_checkpoint = 0
-            del cp, body
+                if whole:  # a leftover of checkpoint layouts 1-2 goes
+                    with contextlib.suppress(OSError):
+                        self.backend.delete_object(CHECKPOINT_KEY)
+            del body, changes
             release_free_memory()
             faultpoints.hit("checkpoint.after_write")
 
@@ -1218,7 +1339,7 @@ class Store(_StateReads):
                 self._published_logseq = max(self._published_logseq, logseq)
                 if self._tail.end == pub_end and pub_end >= SEGMENT_TARGET:
                     self._roll()
-            if self._since_checkpoint >= CHECKPOINT_INTERVAL:
+            if self._flush_due():
                 self._write_checkpoint()
             return logseq
 
@@ -1623,6 +1744,8 @@ class Store(_StateReads):
                     self._write_checkpoint()
         finally:
             self._closed = True
+            # The head index stays open as long as this object: the state's
+            # tables read cold values from it, and a closed store may still be read.
             self.backend.close()
 
     def __enter__(self) -> Store:
