@@ -19,13 +19,18 @@ whose ``lowlevel.wait_readable`` polls first. Everything else is trio's own.
 
 When nothing is queued yet (a single synchronous client: ``tar``, a create
 loop — the next request comes a few µs after the reply), the session task
-sleeps for it in its own ``poll`` of the FUSE fd and trio's wakeup socket,
-for at most ``BLOCK_MS``, if no other trio task is ready to run: a request
-is then served without a pass through trio's scheduler, and any other trio
-work (a worker thread finishing, a signal, ``run_sync_soon``) wakes the
-poll through the wakeup socket and gets trio's wait at once. The read lock
-pyfuse3 takes around each wait is a plain flag (``_ReadLock``): trio's Lock
-passes through the scheduler on every acquire.
+waits for it in its own ``poll`` of the FUSE fd and trio's wakeup socket —
+spinning ``SPIN_S``, then sleeping at most ``BLOCK_MS`` — if no other trio
+task is ready to run: a request is then served without a pass through
+trio's scheduler, and any other trio work (a worker thread finishing, a
+signal, ``run_sync_soon``) wakes the poll through the wakeup socket and gets
+trio's wait at once. The read lock pyfuse3 takes around each wait is a plain
+flag (``_ReadLock``): trio's Lock passes through the scheduler on every
+acquire. Measured (daemon CPU of all its threads from ``/proc/PID/task/*/
+schedstat``, 6 interleaved A/B rounds on the loaded 2-core VM, medians):
+create 127 -> 79 µs per file, cold stat 20 -> 12 µs, tar -x of /usr/include
+532 -> 456 µs per file; the spin alone changed CPU little (84 -> 79 µs per
+create) but cut wall time (134 -> 99 µs per create).
 
 Fairness: returning without yielding lets the session loop run request
 after request without giving other trio tasks (group commit, worker-thread
@@ -38,6 +43,7 @@ that many requests. An idle daemon sleeps in ``epoll_wait`` as before.
 from __future__ import annotations
 
 import select
+import time
 from typing import Any
 
 import pyfuse3
@@ -47,6 +53,10 @@ YIELD_EVERY = 16
 # How long the session task may sleep in its own poll for the next request
 # before it hands the wait to trio (milliseconds: poll's resolution).
 BLOCK_MS = 1
+# How long it polls without sleeping first: a synchronous client's next
+# request usually comes within this, and is then taken without a sleep and
+# a wakeup of the daemon (a context switch each, costly on a VM).
+SPIN_S = 40e-6
 
 
 def _trio_internals() -> tuple[Any, Any, int] | None:
@@ -103,7 +113,11 @@ class _Lowlevel:
         trio work does or ``BLOCK_MS`` passed (False: trio's wait takes over)."""
         if both is None or runq:
             return False  # trio's internals unknown, or another task is ready to run
-        ready = both.poll(BLOCK_MS)
+        spin_until = time.perf_counter() + SPIN_S
+        while not (ready := both.poll(0)):
+            if time.perf_counter() >= spin_until:
+                ready = both.poll(BLOCK_MS)
+                break
         return bool(ready) and all(ready_fd == fd for ready_fd, _ in ready)
 
     async def wait_readable(self, fd: int) -> None:
