@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
 
-from common import MiB, Row, parse_size, timed
+from common import MiB, Row, Timer, parse_size, timed
 
 MOUNT_TIMEOUT = 60.0
 
@@ -76,6 +76,7 @@ class Target:
     umount_argv: list[str] | None = None  # a clean unmount command to try first
     log: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    last_cpu: float | None = field(default=None, repr=False)  # daemon CPU s of the last timed()
 
     @property
     def is_fuse(self) -> bool:
@@ -126,6 +127,32 @@ class Target:
         if self.is_fuse and (self.proc is None or self.proc.poll() is not None):
             self.stop()
             self.start()
+
+    def cpu_seconds(self) -> float:
+        """CPU time the daemon's threads used so far (0 for the local dir or a dead daemon).
+
+        From ``/proc/PID/task/*/schedstat`` (nanoseconds, every thread: worker
+        threads hash and store too), not the 10 ms ticks of ``/proc/PID/stat``.
+        """
+        if self.proc is None or self.proc.poll() is not None:
+            return 0.0
+        total = 0
+        for task in Path(f"/proc/{self.proc.pid}/task").iterdir():
+            with contextlib.suppress(OSError):
+                total += int((task / "schedstat").read_text().split()[0])
+        return total / 1e9
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[Timer]:
+        """``common.timed`` that also records the daemon's CPU time in ``last_cpu``.
+
+        Why: on a shared machine wall-clock ratios are noisy; the daemon's CPU
+        per workload is the steadier figure for comparing two versions.
+        """
+        before = self.cpu_seconds()
+        with timed() as tm:
+            yield tm
+        self.last_cpu = self.cpu_seconds() - before if self.is_fuse else None
 
     def memory_kib(self) -> tuple[int, int] | None:
         """The daemon's (VmRSS, VmHWM) in KiB."""
@@ -207,6 +234,7 @@ class Result:
     lower_is_better: bool = False
     compare: bool = True  # False: a figure to report, where a ratio means nothing (RSS)
     values: dict[str, float | None] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # daemon CPU seconds, FUSE targets
     errors: list[str] = field(default_factory=list)
 
     def row(self, baseline: str = "passthroughfs.py") -> Row | None:
@@ -235,25 +263,29 @@ class Bench:
                 continue
             try:
                 t.ensure_alive()
+                t.last_cpu = None
                 result.values[t.name] = measure(t)
+                if t.last_cpu is not None:
+                    result.cpu[t.name] = t.last_cpu
             except Exception as exc:  # a failed workload is reported, the run goes on
                 result.values[t.name] = None
                 result.errors.append(f"{t.name}: {type(exc).__name__}: {exc}")
             shown = result.values[t.name]
+            cpu = f"  (daemon CPU {result.cpu[t.name]:.2f} s)" if t.name in result.cpu else ""
             print(f"  {result.name:<34} {t.name:<18} {'FAIL' if shown is None else f'{shown:,.2f}'} "
-                  f"{result.unit}", flush=True)
+                  f"{result.unit}{cpu}", flush=True)
 
     def run(self) -> None:
         size = self.seq_size
 
         def seq_write(t: Target) -> float:
-            with timed() as tm:
+            with t.timed() as tm:
                 write_file(t.root / "seq.bin", size, seed=1)
             return size / MiB / tm.seconds
 
         def seq_read(t: Target) -> float:
             t.cold()
-            with timed() as tm:
+            with t.timed() as tm:
                 n = read_file(t.root / "seq.bin")
             assert n == size, f"read {n} of {size} bytes"
             return size / MiB / tm.seconds
@@ -278,20 +310,20 @@ class Bench:
             d = t.root / "many"
             shutil.rmtree(d, ignore_errors=True)  # left by an earlier round that failed
             d.mkdir()
-            with dir_fd(d) as fd, timed() as tm:
+            with dir_fd(d) as fd, t.timed() as tm:
                 for name in names:
                     os.close(os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fd))
             return len(names) / tm.seconds
 
         def stat_cold(t: Target) -> float:
             t.cold()
-            with dir_fd(t.root / "many") as fd, timed() as tm:
+            with dir_fd(t.root / "many") as fd, t.timed() as tm:
                 for name in names:
                     os.stat(name, dir_fd=fd)
             return len(names) / tm.seconds
 
         def unlink(t: Target) -> float:
-            with dir_fd(t.root / "many") as fd, timed() as tm:
+            with dir_fd(t.root / "many") as fd, t.timed() as tm:
                 for name in names:
                     os.unlink(name, dir_fd=fd)
             os.rmdir(t.root / "many")
@@ -311,20 +343,20 @@ class Bench:
         def extract(t: Target) -> float:
             shutil.rmtree(t.root / "tarx", ignore_errors=True)  # left by an earlier round that failed
             (t.root / "tarx").mkdir()
-            with timed() as tm:
+            with t.timed() as tm:
                 subprocess.run(["tar", "-C", str(t.root / "tarx"), "-xf", str(archive)], check=True)
             return tm.seconds
 
         def find(t: Target) -> float:
             t.cold()
-            with timed() as tm:
+            with t.timed() as tm:
                 out = subprocess.run(["find", str(t.root / "tarx")], check=True, capture_output=True)
             found = out.stdout.count(b"\n") - 1
             assert found == entries, f"find saw {found} of {entries} entries"
             return tm.seconds
 
         def rm_rf(t: Target) -> float:
-            with timed() as tm:
+            with t.timed() as tm:
                 subprocess.run(["rm", "-rf", str(t.root / "tarx")], check=True)
             return tm.seconds
 
@@ -339,7 +371,7 @@ class Bench:
         def stat_cached(t: Target) -> float:
             path = str(t.root / "seq.bin")
             os.stat(path)
-            with timed() as tm:
+            with t.timed() as tm:
                 for _ in range(calls):
                     os.stat(path)
             return tm.seconds / calls * 1e6
@@ -365,6 +397,9 @@ def median_results(rounds: list[list[Result]]) -> list[Result]:
         for name in first.values:
             ok: list[float] = [v for r in same if (v := r.values.get(name)) is not None]
             out.values[name] = statistics.median(ok) if ok else None
+            cpus = [r.cpu[name] for r in same if name in r.cpu]
+            if cpus:
+                out.cpu[name] = statistics.median(cpus)
         out.errors = [e for r in same for e in r.errors]
         merged.append(out)
     return merged
@@ -406,6 +441,11 @@ def print_results(results: list[Result], rounds: int) -> None:
                          for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip())
         if n == 0:
             print("-+-".join("-" * w for w in widths))
+    print("\ndaemon CPU per workload, all threads (s; the steadier figure on a shared machine):")
+    for r in results:
+        if r.cpu:
+            cells = "   ".join(f"{name} {r.cpu[name]:.2f}" for name in ("passthroughfs.py", "vegafs") if name in r.cpu)
+            print(f"  {r.name:<36} {cells}")
     for r in results:
         for err in r.errors:
             print(f"error in '{r.name}': {err}")
