@@ -46,13 +46,15 @@ def test_adjacent_chunks_come_in_one_read(store: Store, monkeypatch: pytest.Monk
     assert calls == [3 * len(hashes) - 1]  # one read: framing, data, chain hash per record
 
 
-def test_any_order_repeats_and_empty_chunks(store: Store) -> None:
+def test_any_order_repeats_and_empty_chunks(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     blocks = [os.urandom(BLOCK_SIZE), os.urandom(BLOCK_SIZE), b"", os.urandom(7)]
     hashes = [store.put_chunk(b) for b in blocks]
-    order = [3, 1, 0, 1, 2, 0]  # backwards, twice the same chunk, the empty chunk
+    order = [3, 1, 0, 1, 2, 0, 0, 0]  # backwards, the same chunk again, the empty chunk
     out, parts = views(len(order))
+    calls = count_reads(store, monkeypatch)
     store.read_chunks_into([(hashes[i], v) for i, v in zip(order, parts, strict=True)])
     assert [bytes(v) for v in parts] == [padded(blocks[i]) for i in order]
+    assert len(calls) == 4  # each distinct chunk once (none adjacent in this order)
 
 
 def test_compressed_chunks(store_path: Path) -> None:

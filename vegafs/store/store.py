@@ -1169,7 +1169,13 @@ class Store(_StateReads):
         """
         chunks, segments = self._chunks, self._segments
         run: list[tuple[bytes, memoryview, int]] = []
+        first: dict[bytes, memoryview] = {}
+        repeats: list[tuple[memoryview, memoryview]] = []  # a file of equal blocks: read once
         for h, view in wanted:
+            if h in first:
+                repeats.append((view, first[h]))
+                continue
+            first[h] = view
             loc = chunks.get(h)
             if loc is None:
                 self._read_run(segments, run)
@@ -1188,6 +1194,10 @@ class Store(_StateReads):
                     run = []
             run.append((h, view, loc))
         self._read_run(segments, run)
+        for view, done in repeats:
+            n = min(len(view), len(done))  # the rest of ``done`` is zeros
+            view[:n] = done[:n]
+            _zero_after(view, n)
 
     def _read_run(self, segments: list[str], run: list[tuple[bytes, memoryview, int]]) -> None:
         """One backend read for chunk records laid out back to back (see read_chunks_into)."""
