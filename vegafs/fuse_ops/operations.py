@@ -81,7 +81,6 @@ class VegaOperations(pyfuse3.Operations):
         # Data version each inode had when the kernel last cached its pages:
         # an open keeps the page cache only if nothing else changed the file.
         self._cached_version: dict[int, int] = {}
-        # Where each handle's next sequential read would start.
         # Chunks being fetched by a worker thread, and the event set when done.
         self._fetching: dict[bytes, trio.Event] = {}
 
