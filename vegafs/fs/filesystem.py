@@ -1018,11 +1018,11 @@ class FileSystem:
         while pos < end:
             index, inner = divmod(pos, BLOCK_SIZE)
             n = min(BLOCK_SIZE - inner, end - pos)
-            data = buf.dirty.get(index) if buf is not None else None
-            if data is not None:
-                plan.copies.append((pos - off, bytes(memoryview(data)[inner : inner + n])))
-            elif buf is not None and (data := buf.storing.get(index)) is not None:
-                plan.copies.append((pos - off, memoryview(data)[inner : inner + n]))
+            dirty = buf.dirty.get(index) if buf is not None else None
+            if dirty is not None:
+                plan.copies.append((pos - off, bytes(memoryview(dirty)[inner : inner + n])))
+            elif buf is not None and (storing := buf.storing.get(index)) is not None:
+                plan.copies.append((pos - off, memoryview(storing)[inner : inner + n]))
             elif (chunk_hash := self._block_hash(buf, inode, index)) is not None:
                 cached = self._cached_chunk(chunk_hash)
                 if cached is not None:

@@ -295,7 +295,7 @@ class VegaOperations(pyfuse3.Operations):
         return self._file_info(fh, attr.ino, flags), self.entry(attr)
 
     @errno_guard
-    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray:
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray:  # type: ignore[override]
         """One worker-thread trip per request that needs the store, none otherwise.
 
         The reply is assembled in the worker (chunks read straight into it), so
@@ -303,6 +303,8 @@ class VegaOperations(pyfuse3.Operations):
         readahead window the kernel keeps a few 1 MiB requests in flight, and
         their store reads overlap in workers. A read hook serves its reads
         itself (``plan_read`` gives None): its chunks are fetched first.
+        pyfuse3 replies with any contiguous buffer (its stub says bytes), so the
+        bytearray ``fill`` built goes to the kernel without another copy.
         """
         plan = self.fs.plan_read(fh, off, size)
         if plan is None:

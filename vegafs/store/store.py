@@ -34,7 +34,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import blake3
 import zstandard
@@ -1236,7 +1236,8 @@ class Store(_StateReads):
                     or pos + stored > got
                 ):
                     raise StoreError(STORE_IO_ERROR, "not where its neighbours put it")
-                data = self._chunk_data(h, flags, view[:stored], name)
+                # any buffer does for blake3 and zstd; plain data stays a view of ``view``
+                data = self._chunk_data(h, flags, cast(bytes, view[:stored]), name)
             except StoreError:
                 self._read_chunk_into(h, view)
             else:
