@@ -103,6 +103,36 @@ def test_readers_see_buffered_writes_before_commit(fs: FileSystem) -> None:
     fs.release(fh)
 
 
+def test_read_plan_is_filled_off_thread_as_of_planning(
+    fs: FileSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """plan_read on the fs thread, fill anywhere: stored blocks are read straight
+    from the store, buffered data is taken at planning time, partial blocks go
+    through the chunk cache, holes are zeros."""
+    monkeypatch.setattr(fsmod, "MAX_CACHED_CHUNKS", 1)  # the writes leave one chunk cached
+    data = bytearray(os.urandom(4 * BLOCK_SIZE + 100))
+    ino = make_file(fs, b"f", bytes(data))
+    fh = fs.open(ino, os.O_RDWR, ROOT_CTX)
+    fs.write(fh, BLOCK_SIZE + 10, b"x" * 50)  # block 1 is now a dirty buffer
+    data[BLOCK_SIZE + 10 : BLOCK_SIZE + 60] = b"x" * 50
+    fs.setattr(ino, ROOT_CTX, size=6 * BLOCK_SIZE)  # a hole up to the new end
+    data += bytes(6 * BLOCK_SIZE - len(data))
+    plan = fs.plan_read(fh, 0, 8 * BLOCK_SIZE)
+    assert plan is not None and plan.io
+    # block 4's chunk holds 100 bytes: read whole, zeros after it
+    assert [pos for pos, _ in plan.blocks] == [0, 2 * BLOCK_SIZE, 3 * BLOCK_SIZE, 4 * BLOCK_SIZE]
+    fs.write(fh, BLOCK_SIZE + 10, b"y")  # after planning: not in this reply
+    assert fs.fill(plan) == data
+    data[BLOCK_SIZE + 10] = ord("y")
+    partial = fs.plan_read(fh, 3 * BLOCK_SIZE + 5, BLOCK_SIZE)  # ends in block 4
+    assert partial is not None and partial.chunks
+    assert fs.fill(partial) == data[3 * BLOCK_SIZE + 5 : 4 * BLOCK_SIZE + 5]
+    again = fs.plan_read(fh, 4 * BLOCK_SIZE + 1, 50)
+    assert again is not None and not again.io  # the last chunk fill read is cached
+    assert fs.read(fh, 0, 8 * BLOCK_SIZE) == data
+    fs.release(fh)
+
+
 def test_write_past_eof_zero_fills_the_gap(fs: FileSystem) -> None:
     fh, attr = fs.create(ROOT, b"gap", 0o644, os.O_RDWR, ROOT_CTX)
     fs.write(fh, 0, b"a")

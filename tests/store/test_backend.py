@@ -99,6 +99,10 @@ def test_segments_are_append_only_streams(make: Callable[[], Backend]) -> None:
     assert b.segment_size("000000-00000000.seg") == 10
     assert b.read("000000-00000000.seg", 2, 5) == b"ad123"
     assert b.read("000000-00000000.seg", 8, 100) == b"56"  # short only at the end
+    for readinto in (b.readinto, lambda *a: Backend.readinto(b, *a)):  # its own, the default
+        bufs = [memoryview(bytearray(n)) for n in (3, 2, 9)]
+        assert readinto("000000-00000000.seg", 1, bufs) == 9  # short only at the end
+        assert [bytes(v) for v in bufs] == [b"ead", b"12", b"3456\0\0\0\0\0"]
     b.truncate("000000-00000000.seg", 7)
     assert b.read("000000-00000000.seg", 0, 100) == b"head123"
     b.seal("000000-00000000.seg")

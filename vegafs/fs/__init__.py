@@ -9,7 +9,7 @@ set-user-ID on chown and write), parent times and link counts, xattrs
 and the read-only ``/.snapshots`` tree over ``store.view(name)``.
 
 What it must never do: know about FUSE, trio or threads beyond the documented
-split (``fetch_chunks`` and ``put_chunk`` may run in a worker thread;
+split (``fetch_chunks``, ``fill`` and ``put_chunk`` may run in a worker thread;
 everything else runs on the owner's thread); mutate objects the store
 returned; hold the store's state in a second copy (the head state is the
 store's — the fs adds only handles, buffers and caches).
@@ -36,6 +36,7 @@ from vegafs.fs.filesystem import (
     XATTR_CREATE,
     XATTR_REPLACE,
     FileSystem,
+    ReadPlan,
 )
 from vegafs.fs.types import ROOT_CTX, Attr, Ctx, DirEntry, FsError, StatFs
 
@@ -54,5 +55,6 @@ __all__ = [
     "DirEntry",
     "FileSystem",
     "FsError",
+    "ReadPlan",
     "StatFs",
 ]

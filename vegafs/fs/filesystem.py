@@ -2,10 +2,13 @@
 
 Every method is synchronous, runs on the caller's (one) thread, and raises
 :class:`FsError`. The only methods safe to call from another thread are
-:meth:`FileSystem.fetch_chunks` and :meth:`FileSystem.put_chunk`; that is how an async
-caller keeps blocking I/O off its event loop:
+:meth:`FileSystem.fetch_chunks`, :meth:`FileSystem.fill` and
+:meth:`FileSystem.put_chunk`; that is how an async caller keeps blocking I/O
+off its event loop:
 
-* before ``read``/``write``: ``missing_chunks(fh, off, size)`` lists chunks not
+* a read: ``plan_read(fh, off, size)`` resolves it here, ``fill(plan)``
+  builds the reply in a thread when ``plan.io``;
+* before ``write``: ``missing_chunks(fh, off, size)`` lists chunks not
   in the cache, ``fetch_chunks`` loads them in a thread;
 * ``write_buffered`` returns :class:`ChunkJob`s for completed blocks; the
   caller stores them with ``put_chunk`` in a thread and reports back
@@ -22,7 +25,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import blake3
@@ -52,6 +55,27 @@ ORPHAN_ANNOTATION = "fs.orphan"
 ALLOWED_XATTR_PREFIXES = (b"user.", b"trusted.", b"security.")
 
 log = logging.getLogger("vegafs.fs")
+
+
+@dataclass(slots=True)
+class ReadPlan:
+    """A read resolved on the fs thread; :meth:`FileSystem.fill` carries it out anywhere.
+
+    Offsets are into the reply. ``copies``: data already in memory (buffered
+    writes, cached chunks); ``chunks``: part of a chunk not cached,
+    ``(pos, hash, offset in the chunk, length)``; ``blocks``: whole blocks read
+    straight from the store.
+    """
+
+    size: int
+    copies: list[tuple[int, bytes | memoryview]] = field(default_factory=list)
+    chunks: list[tuple[int, bytes, int, int]] = field(default_factory=list)
+    blocks: list[tuple[int, bytes]] = field(default_factory=list)
+
+    @property
+    def io(self) -> bool:
+        """Whether :meth:`FileSystem.fill` reads the store (worth a worker thread)."""
+        return bool(self.chunks or self.blocks)
 
 
 def now_ns() -> int:
@@ -966,6 +990,21 @@ class FileSystem:
         return head
 
     def read(self, fh: int, off: int, size: int) -> bytes:
+        """Up to ``size`` bytes at ``off`` (short at the end of the file)."""
+        return bytes(self.fill(self._plan_read(fh, off, size)))
+
+    def plan_read(self, fh: int, off: int, size: int) -> ReadPlan | None:
+        """A read as a :class:`ReadPlan` for :meth:`fill`, or None when only
+        :meth:`read` may serve it (a subclass that transforms reads says so)."""
+        return self._plan_read(fh, off, size)
+
+    def _plan_read(self, fh: int, off: int, size: int) -> ReadPlan:
+        """Resolve a read on this thread into a :class:`ReadPlan` that :meth:`fill`
+        carries out on any thread (the split keeps store I/O off an event loop).
+
+        Buffered (not yet stored) data is copied now, since writes change it;
+        chunks are immutable, so only their hashes are taken.
+        """
         handle = self._handle(fh)
         source, sino, base = self._split(handle.ino)
         inode = source.get_inode(sino)
@@ -974,20 +1013,50 @@ class FileSystem:
         buf = self._buffers.get(inode.ino) if not base else None
         file_size = buf.size if buf is not None else inode.size
         end = min(off + size, file_size)
-        if off >= end:
-            return b""
-        parts = []
+        plan = ReadPlan(max(0, end - off))
         pos = off
         while pos < end:
             index, inner = divmod(pos, BLOCK_SIZE)
             n = min(BLOCK_SIZE - inner, end - pos)
-            data = self._block_data(buf, inode, index)
-            piece = data[inner : inner + n]
-            if len(piece) < n:
-                piece = bytes(piece) + bytes(n - len(piece))
-            parts.append(piece)
+            dirty = buf.dirty.get(index) if buf is not None else None
+            if dirty is not None:
+                plan.copies.append((pos - off, bytes(memoryview(dirty)[inner : inner + n])))
+            elif buf is not None and (storing := buf.storing.get(index)) is not None:
+                plan.copies.append((pos - off, memoryview(storing)[inner : inner + n]))
+            elif (chunk_hash := self._block_hash(buf, inode, index)) is not None:
+                cached = self._cached_chunk(chunk_hash)
+                if cached is not None:
+                    plan.copies.append((pos - off, memoryview(cached)[inner : inner + n]))
+                elif n == BLOCK_SIZE:
+                    plan.blocks.append((pos - off, chunk_hash))
+                else:
+                    plan.chunks.append((pos - off, chunk_hash, inner, n))
             pos += n
-        return parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
+        return plan
+
+    def fill(self, plan: ReadPlan) -> bytearray:
+        """The bytes a :meth:`plan_read` plan describes. Thread-safe: call it from a worker.
+
+        Whole blocks are read straight into the result (one store call for a
+        run of them, no copy through the chunk cache: the kernel's page cache
+        keeps what a reader may want again); partial blocks go through the
+        cache, since a chunk is verified whole. Holes stay zero.
+        """
+        out = bytearray(plan.size)
+        view = memoryview(out)
+        for pos, data in plan.copies:
+            view[pos : pos + len(data)] = data
+        for pos, chunk_hash, inner, n in plan.chunks:
+            data = self._chunk(chunk_hash)[inner : inner + n]
+            view[pos : pos + len(data)] = data
+        if plan.blocks:
+            try:
+                self.store.read_chunks_into(
+                    [(h, view[pos : pos + BLOCK_SIZE]) for pos, h in plan.blocks]
+                )
+            except StoreError as exc:
+                raise FsError(exc.errno or errno.EIO, str(exc)) from exc
+        return out
 
     def _block_data(self, buf: FileBuffer | None, inode: Any, index: int) -> bytes | bytearray:
         """Current content of block ``index`` (may be shorter than a block: zeros follow)."""

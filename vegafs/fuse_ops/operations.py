@@ -29,7 +29,6 @@ log = logging.getLogger("vegafs.fuse")
 # kernel's caches explicitly, so long timeouts are safe (docs/consistency.md).
 ENTRY_TIMEOUT = 300.0
 ATTR_TIMEOUT = 300.0
-READ_AHEAD = 8 * BLOCK_SIZE
 # Buffered data up to this size is hashed and stored on the trio thread at
 # close: cheaper than a worker-thread trip (~100 µs) for small files.
 INLINE_STORE_MAX = 64 * 1024
@@ -82,8 +81,6 @@ class VegaOperations(pyfuse3.Operations):
         # Data version each inode had when the kernel last cached its pages:
         # an open keeps the page cache only if nothing else changed the file.
         self._cached_version: dict[int, int] = {}
-        # Where each handle's next sequential read would start.
-        self._read_pos: dict[int, int] = {}
         # Chunks being fetched by a worker thread, and the event set when done.
         self._fetching: dict[bytes, trio.Event] = {}
 
@@ -298,17 +295,26 @@ class VegaOperations(pyfuse3.Operations):
         return self._file_info(fh, attr.ino, flags), self.entry(attr)
 
     @errno_guard
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        needed = self.fs.missing_chunks(fh, off, size)
-        if needed:
-            # A sequential reader gets the next READ_AHEAD bytes fetched in
-            # the same worker-thread trip: one hop per MiB, not per 128 KiB
-            # request (the kernel's readahead requests are 128 KiB).
-            if self._read_pos.get(fh) == off:
-                needed = self.fs.missing_chunks(fh, off, size + READ_AHEAD)
-            await self.fetch(needed)
-        self._read_pos[fh] = off + size
-        return self.fs.read(fh, off, size)
+    async def read(self, fh: int, off: int, size: int) -> bytes | bytearray:  # type: ignore[override]
+        """One worker-thread trip per request that needs the store, none otherwise.
+
+        The reply is assembled in the worker (chunks read straight into it), so
+        the trio thread only hands it to the kernel: with the mount's wide
+        readahead window the kernel keeps a few 1 MiB requests in flight, and
+        their store reads overlap in workers. A read hook serves its reads
+        itself (``plan_read`` gives None): its chunks are fetched first.
+        pyfuse3 replies with any contiguous buffer (its stub says bytes), so the
+        bytearray ``fill`` built goes to the kernel without another copy.
+        """
+        plan = self.fs.plan_read(fh, off, size)
+        if plan is None:
+            needed = self.fs.missing_chunks(fh, off, size)
+            if needed:
+                await self.fetch(needed)
+            return self.fs.read(fh, off, size)
+        if plan.io:
+            return await trio.to_thread.run_sync(self.fs.fill, plan)
+        return self.fs.fill(plan)
 
     async def fetch(self, hashes: list[bytes]) -> None:
         """Load chunks into the fs cache in a worker thread, each at most once.
@@ -350,7 +356,6 @@ class VegaOperations(pyfuse3.Operations):
 
     @errno_guard
     async def release(self, fh: int) -> None:
-        self._read_pos.pop(fh, None)
         try:
             await self.commit(self.fs.handle_ino(fh))
         finally:

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 
 import blake3
 
-from vegafs.fs import ROOT_CTX, SNAP_BASE, Attr, Ctx, FileSystem, FsError
+from vegafs.fs import ROOT_CTX, SNAP_BASE, Attr, Ctx, FileSystem, FsError, ReadPlan
 from vegafs.hooks.driver import Effect, HookDriver, StagingDriver, land
 from vegafs.hooks.engine import HookEngine, LoadedHook, OpSpan, Verdict
 from vegafs.hooks.events import HookEvent, PendingMeta
@@ -685,18 +685,31 @@ class HookedFileSystem(FileSystem):
             self._store_xform(ino, path, hooks, output)
         return output
 
-    def read(self, fh: int, off: int, size: int) -> bytes:
+    def _read_hooks(
+        self, fh: int
+    ) -> tuple[int, str, tuple[Sequence[LoadedHook], Sequence[LoadedHook]]] | None:
+        """(inode, path, matched hooks) when read hooks see a read of ``fh``; else None."""
         handle = self._handles.get(fh)
         if handle is None or handle.ino >= SNAP_BASE or not self.hooks.wants("read"):
-            return super().read(fh, off, size)
-        ino = handle.ino
-        path = self.path_of(ino)
+            return None
+        path = self.path_of(handle.ino)
         if path is None:
-            return super().read(fh, off, size)
+            return None
         matched = self.hooks.match_all("read", path)
-        on = matched[0]
-        if not on and not matched[1]:
+        if not matched[0] and not matched[1]:
+            return None
+        return handle.ino, path, matched
+
+    def plan_read(self, fh: int, off: int, size: int) -> ReadPlan | None:
+        """None when read hooks see this read: :meth:`read` serves it."""
+        return None if self._read_hooks(fh) is not None else super().plan_read(fh, off, size)
+
+    def read(self, fh: int, off: int, size: int) -> bytes:
+        hooked = self._read_hooks(fh)
+        if hooked is None:
             return super().read(fh, off, size)
+        ino, path, matched = hooked
+        on = matched[0]
         key = None
         if self.hooks.transforms(on):
             key = self._xform_key(ino, on)
