@@ -32,14 +32,6 @@ from bench_mount import Target, fetch_passthroughfs, read_file, write_file
 from common import MiB, parse_size
 
 
-def daemon_cpu(t: Target) -> float:
-    """User + system CPU seconds of a target's daemon so far (0 for the local dir)."""
-    if t.proc is None:
-        return 0.0
-    fields = Path(f"/proc/{t.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def vegafs_target(base: Path, name: str, spec: str) -> Target:
     """A vegafs mount of source tree ``spec`` ("DIR [mount options...]")."""
     tree, *options = spec.split()
@@ -90,13 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(args.rounds):
             for t in targets:
                 t.cold()
-                before = daemon_cpu(t)
+                before = t.cpu_seconds()
                 start = time.perf_counter()
                 got = read_file(t.root / "seq.bin")
                 seconds = time.perf_counter() - start
                 assert got == args.size, f"{t.name}: read {got} of {args.size} bytes"
                 rates[t.name].append(args.size / MiB / seconds)
-                cpu[t.name].append(daemon_cpu(t) - before)
+                cpu[t.name].append(t.cpu_seconds() - before)
                 print(f"round {n + 1}  {t.name:<18} {rates[t.name][-1]:>8,.0f} MiB/s  "
                       f"daemon CPU {cpu[t.name][-1]:.2f} s  load {os.getloadavg()[0]:.1f}", flush=True)
         print(f"\n== cold sequential read of {args.size // MiB} MiB, medians of {args.rounds} interleaved rounds")
