@@ -100,9 +100,16 @@ def _load(tmp_path: Path, counts: dict[str, int]) -> None:
 
     def read() -> None:
         with handed_lock:
-            if not handed:
-                return
-            h, data = handed[random.randrange(len(handed))]
+            empty = not handed
+            if not empty:
+                h, data = handed[random.randrange(len(handed))]
+        if empty:
+            # Nothing to read yet: wait instead of spinning. Two threads spinning
+            # on the GIL slow every call that releases it (SQLite in the head
+            # index: ~100 ms a statement) and starve the writer: a test
+            # artifact, not load a daemon sees.
+            w.stop.wait(0.001)
+            return
         got = store.read_chunk(h)
         assert got == data, f"read_chunk({h.hex()[:12]}) returned other bytes"
         counts["reads"] += 1
