@@ -13,13 +13,12 @@ from __future__ import annotations
 import gc
 import shutil
 import sqlite3
-import tracemalloc
 from pathlib import Path
 
 from vegafs.store import ROOT_INO, Store
 from vegafs.store.headindex import INDEX_NAME
 
-from .test_memory import DIR, FILE, _make_files
+from .test_memory import DIR, FILE, _make_files, traced_bytes_per_file
 
 
 def _flush(store: Store) -> None:
@@ -88,20 +87,9 @@ def test_store_memory_does_not_grow_with_files_once_flushed(tmp_path: Path) -> N
     file written is its chunk's index entry (~45 bytes) and its record's locator for
     views (16), both until a gc. The first round fills what is bounded by the files
     changed between two flushes (the tables' dicts keep their size)."""
-    tracemalloc.start()
-    try:
-        store = Store.open(tmp_path / "s", create=True)
-        _make_files(store, 20_000)
-        _flush(store)
-        before = tracemalloc.get_traced_memory()[0]
-        _make_files(store, 20_000)
-        _flush(store)
-        per_file = (tracemalloc.get_traced_memory()[0] - before) / 20_000
-    finally:
-        tracemalloc.stop()
+    per_file = traced_bytes_per_file(tmp_path / "s", 20_000, 20_000, _flush)
     print(f"store memory per small file after a flush: {per_file:.0f} bytes")
     assert per_file < 100
-    store.close()
 
 
 def test_the_index_never_holds_an_unpublished_state(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import stat
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -129,20 +130,31 @@ def test_store_bytes_per_file(tmp_path: Path) -> None:
     """What a small file costs the head (traced Python memory, store only): 807 bytes
     before issue 5's work (decoded Inode objects, dict block maps and directories, a
     dict chunk index), 289 after; the bound leaves room for noise, not for a relapse."""
-    tracemalloc.start()
-    try:
-        store = Store.open(tmp_path / "s", create=True)
-        _make_files(store, 10_000)  # fills the decoded sets: they are bounded, not per file
-        store.publish()
-        before = tracemalloc.get_traced_memory()[0]
-        _make_files(store, 20_000)
-        store.publish()
-        per_file = (tracemalloc.get_traced_memory()[0] - before) / 20_000
-    finally:
-        tracemalloc.stop()
+    per_file = traced_bytes_per_file(tmp_path / "s", 10_000, 20_000, Store.publish)
     print(f"store memory per small file: {per_file:.0f} bytes")
     assert per_file < 400
-    store.close()
+
+
+def traced_bytes_per_file(
+    path: Path, warm: int, count: int, settle: Callable[[Store], object]
+) -> float:
+    """Traced Python memory a new store at ``path`` keeps per small file: ``warm``
+    files first (they fill what is bounded: decoded sets, dicts at their size),
+    then what ``count`` more files add, each round followed by ``settle``."""
+    tracemalloc.start()
+    try:
+        store = Store.open(path, create=True)
+        try:
+            _make_files(store, warm)
+            settle(store)
+            before = tracemalloc.get_traced_memory()[0]
+            _make_files(store, count)
+            settle(store)
+            return (tracemalloc.get_traced_memory()[0] - before) / count
+        finally:
+            store.close()
+    finally:
+        tracemalloc.stop()
 
 
 def test_a_failed_batch_over_many_inodes_restores_packed_state(tmp_path: Path) -> None:
