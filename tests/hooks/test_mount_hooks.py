@@ -161,6 +161,43 @@ def test_line_count_after_hook_on_a_mount(tmp_path: Path) -> None:
         assert _until(lambda: os.getxattr(note, "user.lines"), "user.lines") == b"3"
 
 
+def test_after_hook_reads_the_recorded_version_not_a_write_in_progress(tmp_path: Path) -> None:
+    """An after-hook's input is the file as its last close left it: writes another
+    handle holds in the daemon (direct I/O: they reach it at once) are not seen
+    until that handle records them, so a stamp always counts a version in the log."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "peek.vega").write_text(
+        'hook peek after create "/trigger/**" {\n'
+        "    capabilities [fs::read, meta::write]\n"
+        "    fn run(ev) {\n"
+        '        let n = bytes::count(read("/notes/n.md"), "\\n");\n'
+        '        let m = lookup(ev.path); m.set("user.lines", str(n)); m.commit();\n'
+        "        return allow();\n"
+        "    }\n"
+        "}\n"
+    )
+    with mounted(tmp_path / "store", tmp_path / "mnt", "--hooks", str(hooks)):
+        mnt = tmp_path / "mnt"
+        (mnt / "notes").mkdir()
+        (mnt / "trigger").mkdir()
+        note = mnt / "notes" / "n.md"
+        note.write_bytes(b"one\ntwo\n")
+        fd = os.open(note, os.O_WRONLY | os.O_DIRECT)
+        try:
+            block = bytearray(os.urandom(4096).replace(b"\n", b"x"))
+            block[::2] = b"\n" * 2048
+            os.write(fd, block)  # in the daemon's buffer, not recorded until close
+            (mnt / "trigger" / "t1").write_bytes(b"")
+            stamp = _until(lambda: os.getxattr(mnt / "trigger" / "t1", "user.lines"), "stamp")
+            assert stamp == b"2", "the hook saw a write another handle had in progress"
+        finally:
+            os.close(fd)
+        (mnt / "trigger" / "t2").write_bytes(b"")
+        stamp = _until(lambda: os.getxattr(mnt / "trigger" / "t2", "user.lines"), "stamp")
+        assert stamp == b"2048", "the close recorded the version: the next run sees it"
+
+
 def test_hot_reload_refusal_and_removal(tmp_path: Path) -> None:
     hooks = tmp_path / "hooks"
     hooks.mkdir()

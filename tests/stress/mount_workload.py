@@ -328,7 +328,7 @@ class Replay:
     states: list[State]  # micro-states in order; states[0] is the round's empty roots
     durable: int  # index in states of the last state a durable op covered before the kill
     contents: set[str]  # every content hash the workload ever wrote
-    line_counts: set[int]  # newlines in those versions and in creates' partial writes
+    line_counts: set[int]  # newlines in those versions (after-hooks read recorded versions)
     snapshots: dict[str, tuple[int, bool]]  # name -> (state index, returned before the kill)
     ops_done: int  # ops that returned before the kill
     denials: int
@@ -375,11 +375,6 @@ def replay(log_path: Path, round_no: int, seed: int, cut: int) -> Replay:
             if f.sha not in contents:
                 contents.add(f.sha)
                 line_counts.add(f.content.count(b"\n"))
-        if op["op"] == "create" and result == "ok":
-            # The after-hook reads through the live tree, which shows a create's
-            # buffered writes at once: it may count any 50 KB-piece prefix.
-            data = model.files[op["path"]].content
-            line_counts.update(data[:end].count(b"\n") for end in range(CHUNK, len(data), CHUNK))
         if op["op"] == "snapshot":
             snapshots[op["name"]] = (len(states) - 1, before_kill)
         if before_kill:

@@ -61,9 +61,19 @@ class FsDriver:
 
     scheme = "vegafs"
 
-    def __init__(self, fs: FileSystem, run: Callable[[Callable[[], Any]], Any] | None = None) -> None:
+    def __init__(
+        self,
+        fs: FileSystem,
+        run: Callable[[Callable[[], Any]], Any] | None = None,
+        *,
+        recorded: bool = False,
+    ) -> None:
         self._fs = fs
         self._run = run or _direct
+        # Reads (atomic ones, read-only handles, sizes) see each file's last
+        # recorded version instead of what open handles have buffered since:
+        # an after-hook's input is then a version in the log (docs/hooks.md).
+        self._recorded = recorded
 
     def _do(self, fn: Callable[[], Any]) -> Any:
         try:
@@ -82,7 +92,10 @@ class FsDriver:
         return ino
 
     def read_all(self, ino: int) -> bytes:
-        """The current content of file ``ino`` (committed or buffered)."""
+        """The current content of file ``ino`` (buffered writes included unless
+        this driver reads recorded versions)."""
+        if self._recorded:
+            return self._fs.read_recorded(ino)
         fh = self._fs.open(ino, os.O_RDONLY, ROOT_CTX)
         try:
             return self._fs.read(fh, 0, self._fs.getattr(ino).size)
@@ -124,8 +137,8 @@ class FsDriver:
             ino = attr.ino
         else:
             fh = fs.open(ino, access | (os.O_TRUNC if flags.truncate else 0), ROOT_CTX)
-        pos = fs.getattr(ino).size if flags.append else 0
-        return _Handle(self, fh, ino, pos)
+        pos = self._size(ino) if flags.append else 0
+        return _Handle(self, fh, ino, pos, recorded=self._recorded and not flags.write)
 
     # ------------------------------------------------------------------ atomic
 
@@ -154,8 +167,11 @@ class FsDriver:
 
         return self._do(run)
 
+    def _size(self, ino: int) -> int:
+        return self._fs.recorded_size(ino) if self._recorded else self._fs.getattr(ino).size
+
     def size(self, path: str) -> int:
-        return self._do(lambda: self._fs.getattr(self._ino(path)).size)
+        return self._do(lambda: self._size(self._ino(path)))
 
     def list(self, path: str) -> list[str]:
         def run() -> list[str]:
@@ -168,7 +184,8 @@ class FsDriver:
 
     def stat(self, path: str) -> StatInfo:
         def run() -> StatInfo:
-            attr = self._fs.getattr(self._ino(path))
+            ino = self._ino(path)
+            attr = self._fs.getattr(ino)
             kind = (
                 "dir"
                 if stat.S_ISDIR(attr.mode)
@@ -178,7 +195,8 @@ class FsDriver:
                 if stat.S_ISLNK(attr.mode)
                 else "other"
             )
-            return StatInfo(kind, attr.size, attr.mtime_ns, attr.mode & 0o7777)
+            size = self._size(ino) if kind == "file" else attr.size
+            return StatInfo(kind, size, attr.mtime_ns, attr.mode & 0o7777)
 
         return self._do(run)
 
@@ -242,17 +260,26 @@ class FsDriver:
 
 
 class _Handle:
-    """A stateful handler: an open file descriptor of the filesystem and a position."""
+    """A stateful handler: an open file descriptor of the filesystem and a position.
 
-    def __init__(self, driver: FsDriver, fh: int, ino: int, pos: int) -> None:
+    A read-only handler of a driver that reads recorded versions reads those;
+    one that writes reads its own writes (seed 000 §8.1).
+    """
+
+    def __init__(self, driver: FsDriver, fh: int, ino: int, pos: int, *, recorded: bool) -> None:
         self._driver = driver
         self.fh = fh
         self.ino = ino
         self.pos = pos
+        self._recorded = recorded
 
     def read(self, size: int) -> bytes:
         def run() -> bytes:
-            data = self._driver._fs.read(self.fh, self.pos, size)
+            fs = self._driver._fs
+            if self._recorded:
+                data = fs.read_recorded(self.ino, self.pos, size)
+            else:
+                data = fs.read(self.fh, self.pos, size)
             self.pos += len(data)
             return bytes(data)
 

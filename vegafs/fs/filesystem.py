@@ -1005,12 +1005,33 @@ class FileSystem:
         Buffered (not yet stored) data is copied now, since writes change it;
         chunks are immutable, so only their hashes are taken.
         """
-        handle = self._handle(fh)
-        source, sino, base = self._split(handle.ino)
+        inode, base = self._recorded(self._handle(fh).ino)
+        return self._plan(inode, self._buffers.get(inode.ino) if not base else None, off, size)
+
+    def _recorded(self, ino: int) -> tuple[Any, int]:
+        """The inode as last recorded in the store (or a snapshot), and its view base."""
+        source, sino, base = self._split(ino)
         inode = source.get_inode(sino)
         if inode is None:
             raise FsError(errno.ENOENT)
-        buf = self._buffers.get(inode.ino) if not base else None
+        return inode, base
+
+    def read_recorded(self, ino: int, off: int = 0, size: int | None = None) -> bytes:
+        """``size`` bytes at ``off`` (default: to the end) of ``ino``'s last
+        recorded version: what its last close (or fsync) made visible, without
+        the writes open handles still buffer. After-hooks read this way
+        (docs/hooks.md): their input is a version in the log, never a write in
+        progress."""
+        inode, _ = self._recorded(ino)
+        want = inode.size - off if size is None else size
+        return bytes(self.fill(self._plan(inode, None, off, want)))
+
+    def recorded_size(self, ino: int) -> int:
+        """The size of ``ino``'s last recorded version (see :meth:`read_recorded`)."""
+        return int(self._recorded(ino)[0].size)
+
+    def _plan(self, inode: Any, buf: FileBuffer | None, off: int, size: int) -> ReadPlan:
+        """The plan of a read of ``inode`` overlaid with ``buf`` (None: as recorded)."""
         file_size = buf.size if buf is not None else inode.size
         end = min(off + size, file_size)
         plan = ReadPlan(max(0, end - off))

@@ -40,13 +40,21 @@ class HookDriver(FsDriver):
     filesystem's thread with hooks suppressed, plus ``revert``)."""
 
     def __init__(self, fs: HookedFileSystem, *, via_call: bool) -> None:
-        super().__init__(fs, fs.call if via_call else functools.partial(_suppressed, fs))
+        # From a worker it is an after-hook's: it reads recorded versions, so
+        # what it computes from a file is of a version in the log (a stamp
+        # it commits is ordered after that version), never of a write another
+        # handle has in progress (docs/hooks.md).
+        super().__init__(
+            fs, fs.call if via_call else functools.partial(_suppressed, fs), recorded=via_call
+        )
         self._hfs = fs
 
     def lookup_path(self, path: str) -> int | None:
         return self._hfs.lookup_path(path)  # the mount's name cache
 
     def read_all(self, ino: int) -> bytes:
+        if self._recorded:
+            return super().read_all(ino)  # the recorded version: fires no hooks either
         return self._hfs.read_all(ino)  # below the hooks: reading does not fire them
 
     def revert(self, path: str) -> int:
