@@ -361,6 +361,39 @@ def test_utimens_while_writing_survives_the_close(fs: FileSystem) -> None:
     assert fs.getattr(attr.ino).mtime_ns == 10**18
 
 
+def test_attributes_set_while_writing_ride_on_the_close(fs: FileSystem, store_dir: Path) -> None:
+    """tar's fchown/fchmod/futimens of a file it just wrote: seen at once, recorded
+    by the close's transaction with the content, never before it (no torn state)."""
+    fs.setattr(ROOT, ROOT_CTX, mode=0o777)
+    fh, attr = fs.create(ROOT, b"f", 0o600, os.O_RDWR, ROOT_CTX)
+    fs.write(fh, 0, b"data")
+    before = fs.store.head_logseq
+    fs.setattr(attr.ino, ROOT_CTX, uid=1000, gid=1000)
+    fs.setattr(attr.ino, USER, mode=0o640)  # allowed only as the pending owner
+    fs.setattr(attr.ino, USER, atime_ns=5, mtime_ns=10**18)
+    assert fs.store.head_logseq == before  # nothing recorded yet
+    seen = fs.getattr(attr.ino)
+    assert (seen.uid, seen.gid, stat.S_IMODE(seen.mode)) == (1000, 1000, 0o640)
+    assert (seen.atime_ns, seen.mtime_ns) == (5, 10**18)
+    assert errno_of(fs.setattr, attr.ino, OTHER, mode=0o777) == errno.EPERM
+    fs.store.publish()
+    crashed = Store.open(store_dir, read_only=True)  # a crash now: the file as created
+    try:
+        old = crashed.get_inode(attr.ino)
+        assert (old.uid, stat.S_IMODE(old.mode), old.size) == (0, 0o600, 0)
+    finally:
+        crashed.close()
+    fs.release(fh)
+    # The version's record is the last one: it carries content and attributes.
+    assert fs.store.file_versions(attr.ino)[0].logseq == fs.store.head_logseq
+    inode = fs.store.get_inode(attr.ino)
+    assert (inode.uid, inode.gid, stat.S_IMODE(inode.mode), inode.size) == (1000, 1000, 0o640, 4)
+    assert (inode.atime_ns, inode.mtime_ns) == (5, 10**18)
+    before = fs.store.head_logseq
+    fs.setattr(attr.ino, USER, mode=0o600)  # no buffer now: its own transaction
+    assert fs.store.head_logseq == before + 1
+
+
 # ------------------------------------------------------------ permissions
 
 

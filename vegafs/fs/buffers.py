@@ -7,9 +7,9 @@ states on its way into the store::
     hashed and stored, maybe in a worker thread) -> stored (a chunk hash, or
     None for a hole, waiting for the next commit)
 
-A commit records every stored block and the size as one new version of the
-file (one ``set_blocks`` transaction), so a version in the log is always a
-whole write history up to a flush — never torn. Readers look a block up in
+A commit records every stored block, the size and the attribute changes made
+meanwhile as one new version of the file (one transaction), so a version in
+the log is always a whole write history up to a flush — never torn. Readers look a block up in
 the same order (dirty, storing, stored, then the committed inode), so what
 a writer wrote is what any reader reads, before and after the commit.
 """
@@ -48,6 +48,11 @@ class FileBuffer:
     stored: dict[int, bytes | None] = field(default_factory=dict)
     # True once anything changed since the last commit (a write, a truncate).
     changed: bool = False
+    # chmod/chown/atime changes made while the file has changes to commit:
+    # carried by the commit's record, so ``tar``'s fchown/fchmod/futimens of
+    # a file it just wrote cost no transaction of their own (mtime and ctime
+    # live in the fields above).
+    attrs: dict[str, int] = field(default_factory=dict)
 
     def take(self, index: int, epoch: int) -> ChunkJob:
         """Turn dirty block ``index`` into a job: it is frozen as bytes."""
