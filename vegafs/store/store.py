@@ -895,11 +895,12 @@ class Store(_StateReads):
             if self.backend.read(name, offset - HASH_SIZE, HASH_SIZE) != chain:
                 return None
             if self.read_only:
-                chunks, meta = sorted(tables["chunks"].items()), sorted(tables["meta"].items())
+                chunks = ChunkIndex.from_rows(sorted(tables["chunks"].items()))
+                meta = sorted(tables["meta"].items())
             else:
                 assert index is not None
-                chunks, meta = list(index.items("chunks")), list(index.items("meta"))
-            self._restore_checkpoint(cp, ChunkIndex.from_rows(chunks), _Meta.from_rows(meta))
+                chunks, meta = ChunkIndex.from_base(index), list(index.items("meta"))
+            self._restore_checkpoint(cp, chunks, _Meta.from_rows(meta))
             if self.read_only:
                 self._state = State.from_tables(tables["inodes"], tables["dirs"])
             else:
@@ -949,6 +950,7 @@ class Store(_StateReads):
         """Delete the head index (repair rebuilds it); memory stops reading from it first."""
         self._state.inodes.detach()
         self._state.dirs.detach()
+        self._chunks.detach()
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -1012,6 +1014,8 @@ class Store(_StateReads):
             del cp
             changes = self._state.changes()
             whole = changes["inodes"][0]  # a whole new state: into a new file
+            if whole:  # the old file goes: the chunk index must stop reading it first
+                self._chunks.detach()
             changes["chunks"] = self._chunks.changes(whole)
             changes["meta"] = self._meta.changes(whole)
             try:
@@ -1023,7 +1027,7 @@ class Store(_StateReads):
                 pass
             else:
                 self._state.attach(index)
-                self._chunks.saved()
+                self._chunks.saved(index)
                 self._meta.saved()
                 self._since_checkpoint = 0
                 if whole:  # a leftover of checkpoint layouts 1-2 goes
@@ -1263,16 +1267,22 @@ class Store(_StateReads):
                 raise StoreError(
                     STORE_NOT_FOUND, f"chunk {h.hex()} is not in store {self.location}"
                 )
-            name = segments[loc >> _LOC_SHIFT]
             try:
+                # IndexError: gc switched generations between our two reads
+                # (the index, on disk, already names the new segments).
+                name = segments[loc >> _LOC_SHIFT]
                 flags, data = self._read_chunk_record(name, loc & _LOC_MASK, h)
                 return self._chunk_data(h, flags, data, name)
-            except (OSError, StoreError) as e:
+            except (OSError, StoreError, IndexError) as e:
                 # gc moved the chunk while we looked (it may even have closed
                 # the segment between our two reads): read its new place. The
                 # same failure with no gc in between is real damage.
                 if attempt == 0 and segments is not self._segments:
                     continue
+                if isinstance(e, IndexError):
+                    raise StoreError(
+                        STORE_IO_ERROR, f"chunk {h.hex()}: locator {loc:#x} names no segment"
+                    ) from e
                 if isinstance(e, StoreError):
                     raise
                 raise StoreError(
@@ -1342,10 +1352,10 @@ class Store(_StateReads):
             sizes.append(size)
             if i + 1 < len(run):
                 buffers.append(chain)
-        name = segments[run[0][2] >> _LOC_SHIFT]
         try:
+            name = segments[run[0][2] >> _LOC_SHIFT]  # IndexError: see read_chunk
             got = self.backend.readinto(name, run[0][2] & _LOC_MASK, buffers)
-        except (OSError, StoreError):
+        except (OSError, StoreError, IndexError):
             got = 0  # each chunk is read alone below, which tells gc from damage
         pos = 0
         for i, (h, view, _loc) in enumerate(run):
