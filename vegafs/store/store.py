@@ -673,18 +673,23 @@ class Store(_StateReads):
                 if header is None:
                     self._damage(f"segment {name} has no valid segment header", (name, 0, None))
                     continue
-                problem = None
-                if header.generation != gen or parse_segment_name(name) != (gen, header.seq):
-                    problem = "does not belong to this generation"
-                elif chain is not None and header.prev_hash != chain:
+                problem = header.problem(name, gen)
+                if problem is None and chain is not None and header.prev_hash != chain:
                     problem = "does not continue the hash chain of the segment before it"
-                elif idx != 0 and header.first_logseq != expect:
+                elif problem is None and idx != 0 and header.first_logseq != expect:
                     problem = f"starts at logseq {header.first_logseq}, expected {expect}"
                 if problem:
                     self._damage(f"segment {name} {problem}")
                 chain = header.prev_hash
                 if idx == 0 or problem:
                     expect = header.first_logseq
+            else:
+                # The index starts inside this segment: the chain comes from the
+                # index, but the header's own fields are still checked.
+                header = SegmentHeader.decode(self._io(self.backend.read, name, 0, SEGMENT_HEADER.size))
+                problem = "has no valid segment header" if header is None else header.problem(name, gen)
+                if problem:
+                    self._damage(f"segment {name} {problem}")
             end = ScanEnd()
             assert chain is not None
             seg_base = idx << _LOC_SHIFT
