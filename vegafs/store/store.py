@@ -19,7 +19,6 @@ checkpoint as one byte string.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import ctypes
 import ctypes.util
@@ -30,7 +29,6 @@ import os
 import stat
 import threading
 import time
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -49,6 +47,7 @@ from vegafs.store.errors import (
     StoreError,
 )
 from vegafs.store.headindex import INDEX_NAME, HeadIndex
+from vegafs.store.locators import ViewLocators
 from vegafs.store.records import (
     CHUNK,
     FLAG_MUST_UNDERSTAND,
@@ -327,51 +326,6 @@ class _Tail:
     last_hash: bytes
 
 
-@dataclass
-class _Meta:
-    """Locators of the records state replay needs (TXN, ROLLBACK), in logseq order."""
-
-    logseqs: array = field(default_factory=lambda: array("Q"))
-    locs: array = field(default_factory=lambda: array("Q"))
-    #: Entries the head index holds (-1: none, these arrays were never saved).
-    saved_len: int = -1
-
-    #: Entries per row of the head index's ``meta`` table.
-    PIECE = 1 << 16
-
-    def add(self, logseq: int, loc: int) -> None:
-        self.logseqs.append(logseq)
-        self.locs.append(loc)
-
-    def changes(self, full: bool) -> tuple[bool, list[tuple[int, bytes]], list[int]]:
-        """Rows for the head index: piece k holds entries ``[k * PIECE, (k + 1) * PIECE)``,
-        their logseqs then their locators (native u64); only the pieces that grew
-        since :meth:`saved`, unless ``full`` or never saved (gc starts new arrays)."""
-        whole = full or self.saved_len < 0
-        first = 0 if whole else self.saved_len // self.PIECE
-        rows = []
-        for k in range(first, -(-len(self.logseqs) // self.PIECE)):
-            a, b = k * self.PIECE, (k + 1) * self.PIECE
-            rows.append((k, self.logseqs[a:b].tobytes() + self.locs[a:b].tobytes()))
-        return whole, rows, []
-
-    def saved(self) -> None:
-        self.saved_len = len(self.logseqs)
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[tuple[int, bytes]]) -> _Meta:
-        """The arrays the head index saved (ValueError if the pieces do not fit together)."""
-        meta = cls()
-        for expect, (k, raw) in enumerate(rows):
-            half = len(raw) // 2
-            if k != expect or len(raw) % 16 or len(meta.logseqs) != k * cls.PIECE:
-                raise ValueError("head index: the view locators are not contiguous")
-            meta.logseqs.frombytes(raw[:half])
-            meta.locs.frombytes(raw[half:])
-        meta.saved_len = len(meta.logseqs)
-        return meta
-
-
 class _WindowReader:
     """Reads records by locator through a 1 MiB window, for replays that walk the log forward.
 
@@ -470,7 +424,7 @@ class Store(_StateReads):
         self._segments: list[str] = []
         self._generation = 0
         self._gen_first_logseq = 1
-        self._meta = _Meta()
+        self._meta = ViewLocators()
         self._snapshot_states: dict[int, int] = {}
         self._head_base: tuple[int, int] | None = None
         self._head_logseq = 0
@@ -901,11 +855,12 @@ class Store(_StateReads):
                 return None
             if self.read_only:
                 chunks = ChunkIndex.from_rows(sorted(tables["chunks"].items()))
-                meta = sorted(tables["meta"].items())
+                meta = ViewLocators.from_rows(sorted(tables["meta"].items()))
             else:
                 assert index is not None
-                chunks, meta = ChunkIndex.from_base(index), list(index.items("meta"))
-            self._restore_checkpoint(cp, chunks, _Meta.from_rows(meta))
+                chunks = ChunkIndex.from_base(index)
+                meta = ViewLocators.from_rows(index.items("meta"), index)
+            self._restore_checkpoint(cp, chunks, meta)
             if self.read_only:
                 self._state = State.from_tables(tables["inodes"], tables["dirs"])
             else:
@@ -956,6 +911,7 @@ class Store(_StateReads):
         self._state.inodes.detach()
         self._state.dirs.detach()
         self._chunks.detach()
+        self._meta.detach()
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -963,7 +919,9 @@ class Store(_StateReads):
         if directory is not None:
             headindex.remove(directory)
 
-    def _restore_checkpoint(self, cp: dict[str, Any], chunks: ChunkIndex, meta: _Meta) -> None:
+    def _restore_checkpoint(
+        self, cp: dict[str, Any], chunks: ChunkIndex, meta: ViewLocators
+    ) -> None:
         self._next_ino = cp["next_ino"]
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
         self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}
@@ -1019,8 +977,9 @@ class Store(_StateReads):
             del cp
             changes = self._state.changes()
             whole = changes["inodes"][0]  # a whole new state: into a new file
-            if whole:  # the old file goes: the chunk index must stop reading it first
+            if whole:  # the old file goes: memory must stop reading it first
                 self._chunks.detach()
+                self._meta.detach()
             changes["chunks"] = self._chunks.changes(whole)
             changes["meta"] = self._meta.changes(whole)
             try:
@@ -1033,7 +992,7 @@ class Store(_StateReads):
             else:
                 self._state.attach(index)
                 self._chunks.saved(index)
-                self._meta.saved()
+                self._meta.saved(index)
                 self._since_checkpoint = 0
                 if whole:  # a leftover of checkpoint layouts 1-2 goes
                     with contextlib.suppress(OSError):
@@ -1618,13 +1577,11 @@ class Store(_StateReads):
             else:
                 state = State()
             meta = self._meta
-            lo = bisect.bisect_right(meta.logseqs, base_logseq)
-            hi = bisect.bisect_right(meta.logseqs, logseq)
             reader = _WindowReader(self)
-            for i in range(lo, hi):
-                rtype, obj = reader.read(meta.locs[i])
+            for seq, loc in meta.entries(meta.bisect(base_logseq), meta.bisect(logseq)):
+                rtype, obj = reader.read(loc)
                 if rtype == TXN:
-                    self._replay_ops_into(state, obj, meta.logseqs[i])
+                    self._replay_ops_into(state, obj, seq)
                 else:
                     state = self._state_at(obj[0]).copy()
         if len(self._views) >= _VIEW_CACHE:
@@ -1662,7 +1619,7 @@ class Store(_StateReads):
     def iter_meta(self) -> Iterator[tuple[int, int, Any]]:
         """(logseq, type, decoded payload) of every TXN/ROLLBACK record of this generation."""
         reader = _WindowReader(self)
-        for logseq, loc in zip(self._meta.logseqs, self._meta.locs, strict=True):
+        for logseq, loc in self._meta.entries():
             rtype, obj = reader.read(loc)
             yield logseq, rtype, obj
 
