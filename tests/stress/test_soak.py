@@ -14,7 +14,7 @@ parameters and checks what its summary reports:
 
 The issue's stronger wish — RSS flat however many files exist — is
 ``test_rss_flat_in_live_files``, a slow test (200,000 files, a few minutes;
-20,000 files cannot resolve it: the bounded caches still fill). It is a
+20,000 files cannot resolve it: the bounded caches still fill):
 10% allowed from 100,000 to 200,000 files. It was a strict xfail at +23% (and
 +21.6% with only the chunk index on disk); with the view locators on disk and
 due flushes no longer skipped under a steady write stream, three runs gave
