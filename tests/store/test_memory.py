@@ -19,16 +19,18 @@ import pytest
 
 from vegafs.store import Store
 from vegafs.store.chunkindex import ChunkIndex
+from vegafs.store.headindex import HeadIndex
 
 FILE = stat.S_IFREG | 0o644
 DIR = stat.S_IFDIR | 0o755
 
 
-def _make_files(store: Store, count: int, per_dir: int = 1000) -> list[int]:
-    """``count`` one-block files, ``per_dir`` to a directory, one transaction per file."""
+def _make_files(store: Store, count: int, per_dir: int = 1000, first: int = 0) -> list[int]:
+    """``count`` one-block files, ``per_dir`` to a directory, one transaction per file;
+    file ``i`` (from ``first``) holds ``file i`` (a chunk of its own)."""
     inos: list[int] = []
     parent = 0
-    for i in range(count):
+    for i in range(first, first + count):
         if i % per_dir == 0:
             parent = store.alloc_ino()
             with store.transaction() as t:
@@ -64,12 +66,25 @@ def test_chunk_index_is_a_map(tmp_path: Path) -> None:
     assert full and sum(len(r) for _, r in rows) == 40 * len(model)
     again = ChunkIndex.from_rows(rows)
     assert again == index and len(again) == len(index)
-    index.saved()
+    # Saved into a head index: memory drops the records, lookups read the base.
+    base = HeadIndex(tmp_path / "head.sqlite", read_only=False)
+    base.write({"chunks": (full, rows, [])}, b"")
+    index.saved(base)
+    assert not any(index._shards) and index == model
+    assert len(index._cache) <= 1 + len(model)  # only shards that were found
     h = rng.randbytes(32)
-    index[h] = 1
+    index[h] = model[h] = 1
     n = h[0] << 8 | h[1]
     expected = bytes(again._shards[n] or b"") + h + (1).to_bytes(8, "little")
     assert index.changes(full=False) == (False, [(n, expected)], [])  # the one changed shard
+    base.write({"chunks": index.changes(full=False)}, b"")
+    index.saved(base)
+    assert index[h] == 1 and not any(index._shards)
+    reopened = ChunkIndex.from_base(base)
+    assert reopened == model and len(reopened) == len(model)
+    reopened.detach()  # the base is going away: every record back in memory
+    base.close()
+    assert reopened == model
     with pytest.raises(ValueError, match="malformed"):
         ChunkIndex.from_rows([(rows[0][0], rows[0][1][:-1])])
 
@@ -139,16 +154,18 @@ def traced_bytes_per_file(
     path: Path, warm: int, count: int, settle: Callable[[Store], object]
 ) -> float:
     """Traced Python memory a new store at ``path`` keeps per small file: ``warm``
-    files first (they fill what is bounded: decoded sets, dicts at their size),
-    then what ``count`` more files add, each round followed by ``settle``."""
+    files first, twice (they fill what is bounded: decoded sets, dicts at their
+    size, caches of what a first ``settle`` saved), then what ``count`` more
+    files add, each round followed by ``settle``; every file has its own chunk."""
     tracemalloc.start()
     try:
         store = Store.open(path, create=True)
         try:
-            _make_files(store, warm)
-            settle(store)
+            for first in (0, warm):
+                _make_files(store, warm, first=first)
+                settle(store)
             before = tracemalloc.get_traced_memory()[0]
-            _make_files(store, count)
+            _make_files(store, count, first=2 * warm)
             settle(store)
             return (tracemalloc.get_traced_memory()[0] - before) / count
         finally:

@@ -150,6 +150,9 @@ class Fsck:
             if header is None:
                 self.log_problem(f"segment {name} has no valid header")
                 continue
+            problem = header.problem(name, store._generation)
+            if problem is not None:
+                self.log_problem(f"segment {name} {problem}")
             if chain is not None and header.prev_hash != chain:
                 self.log_problem(f"segment {name} does not continue the hash chain")
             if expect is not None and header.first_logseq != expect:

@@ -29,6 +29,7 @@ from vegafs.store import faultpoints
 from vegafs.store.backend import Backend
 from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.errors import STORE_IO_ERROR, StoreError
+from vegafs.store.locators import ViewLocators
 from vegafs.store.records import (
     CHUNK,
     GENERATION,
@@ -152,7 +153,7 @@ def reachable_states(store: Store) -> dict[int, State]:
 def _gc_locked(
     store: Store, progress: Progress | None, started: float, salvage: list[str] | None
 ) -> GcReport:
-    from vegafs.store.store import SEGMENT_TARGET, _Meta, _Tail
+    from vegafs.store.store import SEGMENT_TARGET, _Tail
 
     backend = store.backend
     old_segments = list(store._segments)
@@ -242,7 +243,7 @@ def _gc_locked(
     store._segments = list(writer.segments)
     store._chunk_bytes = chunk_bytes
     store._gen_first_logseq = gen_first
-    store._meta = _Meta()
+    store._meta = ViewLocators()
     store._snapshot_states = snapshot_states
     store._head_base = (head_state_logseq, head_loc)
     store._head_logseq = store._published_logseq = writer.logseq

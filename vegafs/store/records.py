@@ -91,12 +91,14 @@ class SegmentHeader:
     seq: int
     first_logseq: int
     prev_hash: bytes
+    #: Always 0 when written; read back so a flipped bit there is seen.
+    reserved: int = 0
 
     def encode(self) -> bytes:
         return SEGMENT_HEADER.pack(
             SEGMENT_MAGIC,
             FORMAT_VERSION,
-            0,
+            self.reserved,
             self.generation,
             self.seq,
             self.first_logseq,
@@ -108,10 +110,26 @@ class SegmentHeader:
         """The header, or None if ``raw`` is not a valid segment header."""
         if len(raw) < SEGMENT_HEADER.size:
             return None
-        magic, version, _res, gen, seq, first, prev = SEGMENT_HEADER.unpack_from(raw)
+        magic, version, reserved, gen, seq, first, prev = SEGMENT_HEADER.unpack_from(raw)
         if magic != SEGMENT_MAGIC or version != FORMAT_VERSION:
             return None
-        return cls(gen, seq, first, prev)
+        return cls(gen, seq, first, prev, reserved)
+
+    def problem(self, name: str, generation: int) -> str | None:
+        """What is wrong with this header of segment ``name`` in ``generation``, or None.
+
+        The header is not covered by the hash chain (``prev_hash`` is checked
+        against the segment before), so its other fields are checked against
+        what the segment's name and MANIFEST say: a flipped bit there is damage.
+        """
+        if self.reserved:
+            return f"has reserved header bytes {self.reserved:#06x} (0 when written)"
+        if self.generation != generation or parse_segment_name(name) != (generation, self.seq):
+            return (
+                f"does not belong to this generation (its header says generation "
+                f"{self.generation}, sequence {self.seq})"
+            )
+        return None
 
 
 def _chain_hash(

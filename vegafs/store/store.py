@@ -19,7 +19,6 @@ checkpoint as one byte string.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import ctypes
 import ctypes.util
@@ -30,7 +29,6 @@ import os
 import stat
 import threading
 import time
-from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -49,6 +47,7 @@ from vegafs.store.errors import (
     StoreError,
 )
 from vegafs.store.headindex import INDEX_NAME, HeadIndex
+from vegafs.store.locators import ViewLocators
 from vegafs.store.records import (
     CHUNK,
     FLAG_MUST_UNDERSTAND,
@@ -327,51 +326,6 @@ class _Tail:
     last_hash: bytes
 
 
-@dataclass
-class _Meta:
-    """Locators of the records state replay needs (TXN, ROLLBACK), in logseq order."""
-
-    logseqs: array = field(default_factory=lambda: array("Q"))
-    locs: array = field(default_factory=lambda: array("Q"))
-    #: Entries the head index holds (-1: none, these arrays were never saved).
-    saved_len: int = -1
-
-    #: Entries per row of the head index's ``meta`` table.
-    PIECE = 1 << 16
-
-    def add(self, logseq: int, loc: int) -> None:
-        self.logseqs.append(logseq)
-        self.locs.append(loc)
-
-    def changes(self, full: bool) -> tuple[bool, list[tuple[int, bytes]], list[int]]:
-        """Rows for the head index: piece k holds entries ``[k * PIECE, (k + 1) * PIECE)``,
-        their logseqs then their locators (native u64); only the pieces that grew
-        since :meth:`saved`, unless ``full`` or never saved (gc starts new arrays)."""
-        whole = full or self.saved_len < 0
-        first = 0 if whole else self.saved_len // self.PIECE
-        rows = []
-        for k in range(first, -(-len(self.logseqs) // self.PIECE)):
-            a, b = k * self.PIECE, (k + 1) * self.PIECE
-            rows.append((k, self.logseqs[a:b].tobytes() + self.locs[a:b].tobytes()))
-        return whole, rows, []
-
-    def saved(self) -> None:
-        self.saved_len = len(self.logseqs)
-
-    @classmethod
-    def from_rows(cls, rows: Iterable[tuple[int, bytes]]) -> _Meta:
-        """The arrays the head index saved (ValueError if the pieces do not fit together)."""
-        meta = cls()
-        for expect, (k, raw) in enumerate(rows):
-            half = len(raw) // 2
-            if k != expect or len(raw) % 16 or len(meta.logseqs) != k * cls.PIECE:
-                raise ValueError("head index: the view locators are not contiguous")
-            meta.logseqs.frombytes(raw[:half])
-            meta.locs.frombytes(raw[half:])
-        meta.saved_len = len(meta.logseqs)
-        return meta
-
-
 class _WindowReader:
     """Reads records by locator through a 1 MiB window, for replays that walk the log forward.
 
@@ -470,7 +424,7 @@ class Store(_StateReads):
         self._segments: list[str] = []
         self._generation = 0
         self._gen_first_logseq = 1
-        self._meta = _Meta()
+        self._meta = ViewLocators()
         self._snapshot_states: dict[int, int] = {}
         self._head_base: tuple[int, int] | None = None
         self._head_logseq = 0
@@ -673,18 +627,23 @@ class Store(_StateReads):
                 if header is None:
                     self._damage(f"segment {name} has no valid segment header", (name, 0, None))
                     continue
-                problem = None
-                if header.generation != gen or parse_segment_name(name) != (gen, header.seq):
-                    problem = "does not belong to this generation"
-                elif chain is not None and header.prev_hash != chain:
+                problem = header.problem(name, gen)
+                if problem is None and chain is not None and header.prev_hash != chain:
                     problem = "does not continue the hash chain of the segment before it"
-                elif idx != 0 and header.first_logseq != expect:
+                elif problem is None and idx != 0 and header.first_logseq != expect:
                     problem = f"starts at logseq {header.first_logseq}, expected {expect}"
                 if problem:
                     self._damage(f"segment {name} {problem}")
                 chain = header.prev_hash
                 if idx == 0 or problem:
                     expect = header.first_logseq
+            else:
+                # The index starts inside this segment: the chain comes from the
+                # index, but the header's own fields are still checked.
+                header = SegmentHeader.decode(self._io(self.backend.read, name, 0, SEGMENT_HEADER.size))
+                problem = "has no valid segment header" if header is None else header.problem(name, gen)
+                if problem:
+                    self._damage(f"segment {name} {problem}")
             end = ScanEnd()
             assert chain is not None
             seg_base = idx << _LOC_SHIFT
@@ -895,11 +854,13 @@ class Store(_StateReads):
             if self.backend.read(name, offset - HASH_SIZE, HASH_SIZE) != chain:
                 return None
             if self.read_only:
-                chunks, meta = sorted(tables["chunks"].items()), sorted(tables["meta"].items())
+                chunks = ChunkIndex.from_rows(sorted(tables["chunks"].items()))
+                meta = ViewLocators.from_rows(sorted(tables["meta"].items()))
             else:
                 assert index is not None
-                chunks, meta = list(index.items("chunks")), list(index.items("meta"))
-            self._restore_checkpoint(cp, ChunkIndex.from_rows(chunks), _Meta.from_rows(meta))
+                chunks = ChunkIndex.from_base(index)
+                meta = ViewLocators.from_rows(index.items("meta"), index)
+            self._restore_checkpoint(cp, chunks, meta)
             if self.read_only:
                 self._state = State.from_tables(tables["inodes"], tables["dirs"])
             else:
@@ -949,6 +910,8 @@ class Store(_StateReads):
         """Delete the head index (repair rebuilds it); memory stops reading from it first."""
         self._state.inodes.detach()
         self._state.dirs.detach()
+        self._chunks.detach()
+        self._meta.detach()
         if self._index is not None:
             self._index.close()
             self._index = None
@@ -956,7 +919,9 @@ class Store(_StateReads):
         if directory is not None:
             headindex.remove(directory)
 
-    def _restore_checkpoint(self, cp: dict[str, Any], chunks: ChunkIndex, meta: _Meta) -> None:
+    def _restore_checkpoint(
+        self, cp: dict[str, Any], chunks: ChunkIndex, meta: ViewLocators
+    ) -> None:
         self._next_ino = cp["next_ino"]
         self._snapshots = {s[0]: Snapshot(*s) for s in cp["snapshots"]}
         self._annotations = {k: [tuple(a) for a in v] for k, v in cp["annotations"].items()}
@@ -1012,6 +977,9 @@ class Store(_StateReads):
             del cp
             changes = self._state.changes()
             whole = changes["inodes"][0]  # a whole new state: into a new file
+            if whole:  # the old file goes: memory must stop reading it first
+                self._chunks.detach()
+                self._meta.detach()
             changes["chunks"] = self._chunks.changes(whole)
             changes["meta"] = self._meta.changes(whole)
             try:
@@ -1023,8 +991,8 @@ class Store(_StateReads):
                 pass
             else:
                 self._state.attach(index)
-                self._chunks.saved()
-                self._meta.saved()
+                self._chunks.saved(index)
+                self._meta.saved(index)
                 self._since_checkpoint = 0
                 if whole:  # a leftover of checkpoint layouts 1-2 goes
                     with contextlib.suppress(OSError):
@@ -1263,16 +1231,22 @@ class Store(_StateReads):
                 raise StoreError(
                     STORE_NOT_FOUND, f"chunk {h.hex()} is not in store {self.location}"
                 )
-            name = segments[loc >> _LOC_SHIFT]
             try:
+                # IndexError: gc switched generations between our two reads
+                # (the index, on disk, already names the new segments).
+                name = segments[loc >> _LOC_SHIFT]
                 flags, data = self._read_chunk_record(name, loc & _LOC_MASK, h)
                 return self._chunk_data(h, flags, data, name)
-            except (OSError, StoreError) as e:
+            except (OSError, StoreError, IndexError) as e:
                 # gc moved the chunk while we looked (it may even have closed
                 # the segment between our two reads): read its new place. The
                 # same failure with no gc in between is real damage.
                 if attempt == 0 and segments is not self._segments:
                     continue
+                if isinstance(e, IndexError):
+                    raise StoreError(
+                        STORE_IO_ERROR, f"chunk {h.hex()}: locator {loc:#x} names no segment"
+                    ) from e
                 if isinstance(e, StoreError):
                     raise
                 raise StoreError(
@@ -1342,10 +1316,10 @@ class Store(_StateReads):
             sizes.append(size)
             if i + 1 < len(run):
                 buffers.append(chain)
-        name = segments[run[0][2] >> _LOC_SHIFT]
         try:
+            name = segments[run[0][2] >> _LOC_SHIFT]  # IndexError: see read_chunk
             got = self.backend.readinto(name, run[0][2] & _LOC_MASK, buffers)
-        except (OSError, StoreError):
+        except (OSError, StoreError, IndexError):
             got = 0  # each chunk is read alone below, which tells gc from damage
         pos = 0
         for i, (h, view, _loc) in enumerate(run):
@@ -1434,6 +1408,7 @@ class Store(_StateReads):
             return self._published_logseq
         self._check_writable()
         with self._publish_lock:
+            flush = self._flush_due()
             with self._lock:
                 if not self.dirty:
                     return self._published_logseq
@@ -1441,20 +1416,27 @@ class Store(_StateReads):
                 logseq, _loc_ = self._append(PUBLISH, pack({"time_ns": self.backend.clock_ns()}))
                 name = self._segments[self._tail.seg_idx]
                 pub_end = self._tail.end
-            faultpoints.hit("publish.before_sync")
-            try:
-                self.backend.sync(name)
-            except OSError as e:
-                raise StoreError(
-                    STORE_IO_ERROR, self._fail_sticky("fsync failed", e), e.errno
-                ) from e
-            faultpoints.hit("publish.after_sync")
-            with self._lock:
-                self._published_logseq = max(self._published_logseq, logseq)
-                if self._tail.end == pub_end and pub_end >= SEGMENT_TARGET:
-                    self._roll()
-            if self._flush_due():
-                self._write_checkpoint()
+            # A due flush holds appends off across the fsync: the head index
+            # takes only a published state, and under a steady stream of
+            # writes the store was dirty again whenever the fsync returned, so
+            # the flush was skipped publish after publish and memory held
+            # every change since the last one (the soak's RSS climbed with the
+            # files written). The flush's own SQLite commit holds them off anyway.
+            with self._lock if flush else contextlib.nullcontext():
+                faultpoints.hit("publish.before_sync")
+                try:
+                    self.backend.sync(name)
+                except OSError as e:
+                    raise StoreError(
+                        STORE_IO_ERROR, self._fail_sticky("fsync failed", e), e.errno
+                    ) from e
+                faultpoints.hit("publish.after_sync")
+                with self._lock:
+                    self._published_logseq = max(self._published_logseq, logseq)
+                    if self._tail.end == pub_end and pub_end >= SEGMENT_TARGET:
+                        self._roll()
+                if flush or self._flush_due():
+                    self._write_checkpoint()
             return logseq
 
     def _roll(self) -> None:
@@ -1603,13 +1585,11 @@ class Store(_StateReads):
             else:
                 state = State()
             meta = self._meta
-            lo = bisect.bisect_right(meta.logseqs, base_logseq)
-            hi = bisect.bisect_right(meta.logseqs, logseq)
             reader = _WindowReader(self)
-            for i in range(lo, hi):
-                rtype, obj = reader.read(meta.locs[i])
+            for seq, loc in meta.entries(meta.bisect(base_logseq), meta.bisect(logseq)):
+                rtype, obj = reader.read(loc)
                 if rtype == TXN:
-                    self._replay_ops_into(state, obj, meta.logseqs[i])
+                    self._replay_ops_into(state, obj, seq)
                 else:
                     state = self._state_at(obj[0]).copy()
         if len(self._views) >= _VIEW_CACHE:
@@ -1647,7 +1627,7 @@ class Store(_StateReads):
     def iter_meta(self) -> Iterator[tuple[int, int, Any]]:
         """(logseq, type, decoded payload) of every TXN/ROLLBACK record of this generation."""
         reader = _WindowReader(self)
-        for logseq, loc in zip(self._meta.logseqs, self._meta.locs, strict=True):
+        for logseq, loc in self._meta.entries():
             rtype, obj = reader.read(loc)
             yield logseq, rtype, obj
 
