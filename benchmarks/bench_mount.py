@@ -248,8 +248,14 @@ class Result:
 class Bench:
     """Runs each workload on every target in turn and collects the results."""
 
-    def __init__(self, targets: list[Target], base: Path, quick: bool, seq_size: int, files: int) -> None:
+    def __init__(
+        self, targets: list[Target], base: Path, quick: bool, seq_size: int, files: int, round_no: int
+    ) -> None:
         self.targets = targets
+        # The sequential file differs from round to round: the same bytes again
+        # would be deduplicated by vegafs's store (every chunk already there), so
+        # rounds after the first measured writes that never reach the disk.
+        self.round_no = round_no
         self.base = base
         self.quick = quick
         self.seq_size = seq_size
@@ -280,7 +286,7 @@ class Bench:
 
         def seq_write(t: Target) -> float:
             with t.timed() as tm:
-                write_file(t.root / "seq.bin", size, seed=1)
+                write_file(t.root / "seq.bin", size, seed=1 + 1000 * self.round_no)
             return size / MiB / tm.seconds
 
         def seq_read(t: Target) -> float:
@@ -486,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds = []
         for n in range(args.repeat):
             print(f"round {n + 1} of {args.repeat}", flush=True)
-            bench = Bench(targets, base, args.quick, seq_size, args.files)
+            bench = Bench(targets, base, args.quick, seq_size, args.files, n)
             bench.run()
             rounds.append(bench.results)
         print_results(median_results(rounds), args.repeat)
