@@ -44,6 +44,7 @@ from vegafs.store.errors import (
     STORE_NOT_FOUND,
     StoreError,
 )
+from vegafs.store.pagecache import TailCache
 
 SEGMENTS_DIR = "segments"
 LOCK_NAME = "lock"
@@ -231,6 +232,7 @@ class LocalBackend(Backend):
         self._read_fds: dict[str, int] = {}
         self._fd_lock = threading.Lock()
         self._append_fd: tuple[str, int] | None = None
+        self._tail_cache: TailCache | None = None  # the page-cache window of the append fd
 
     # -- helpers -------------------------------------------------------------
 
@@ -273,6 +275,7 @@ class LocalBackend(Backend):
                 STORE_NOT_FOUND, f"segment {name} is missing from {self.location}"
             ) from None
         self._append_fd = (name, fd)
+        self._tail_cache = TailCache(fd, os.fstat(fd).st_size)
         return fd
 
     def _get_read_fd(self, name: str) -> int:
@@ -425,22 +428,30 @@ class LocalBackend(Backend):
         if self._append_fd is not None:
             os.close(self._append_fd[1])
         self._append_fd = (name, fd)
+        self._tail_cache = TailCache(fd, len(initial))
         self._fsync_dir(path.parent)
 
     def append(self, name: str, data: bytes) -> None:
         self._write_all(self._get_append_fd(name), data)
+        assert self._tail_cache is not None
+        self._tail_cache.appended(len(data))
 
     def sync(self, name: str) -> None:
         os.fsync(self._get_append_fd(name))
+        assert self._tail_cache is not None
+        self._tail_cache.synced()
 
     def truncate(self, name: str, size: int) -> None:
         fd = self._get_append_fd(name)
         os.ftruncate(fd, size)
         os.fsync(fd)
+        self._tail_cache = TailCache(fd, size)
 
     def seal(self, name: str) -> None:
         fd = self._get_append_fd(name)
         os.fsync(fd)
+        assert self._tail_cache is not None
+        self._tail_cache.synced()
         os.close(fd)
         self._append_fd = None
 
