@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -43,20 +44,33 @@ MOUNT_TIMEOUT = 60.0
 
 
 def fetch_passthroughfs(dest: Path) -> Path:
-    """Download the installed pyfuse3's sdist and extract ``examples/passthroughfs.py``."""
+    """``examples/passthroughfs.py`` from the installed pyfuse3's sdist, kept in a cache.
+
+    ``pip download`` of the sdist prepares its metadata, which builds Cython
+    from source (minutes on 2 cores), so the extracted script is kept in
+    ``$XDG_CACHE_HOME/vegafs-bench`` by version and reused by later runs.
+    """
     pyfuse3_version = version("pyfuse3")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-         f"pyfuse3=={pyfuse3_version}", "-d", str(dest)],
-        check=True,
-    )
-    (sdist,) = dest.glob("pyfuse3-*.tar.gz")
-    member = f"pyfuse3-{pyfuse3_version}/examples/passthroughfs.py"
-    with tarfile.open(sdist) as tar:
-        source = tar.extractfile(member)
-        assert source is not None, f"{member} missing from {sdist.name}"
-        script = dest / "passthroughfs.py"
-        script.write_bytes(source.read())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vegafs-bench"
+    cached = cache / f"passthroughfs-{pyfuse3_version}.py"
+    if not cached.exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+             f"pyfuse3=={pyfuse3_version}", "-d", str(dest)],
+            check=True,
+        )
+        (sdist,) = dest.glob("pyfuse3-*.tar.gz")
+        member = f"pyfuse3-{pyfuse3_version}/examples/passthroughfs.py"
+        with tarfile.open(sdist) as tar:
+            source = tar.extractfile(member)
+            assert source is not None, f"{member} missing from {sdist.name}"
+            cache.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(".part")
+            partial.write_bytes(source.read())
+            partial.rename(cached)
+    dest.mkdir(parents=True, exist_ok=True)
+    script = dest / "passthroughfs.py"
+    shutil.copyfile(cached, script)
     return script
 
 
@@ -249,9 +263,17 @@ class Bench:
     """Runs each workload on every target in turn and collects the results."""
 
     def __init__(
-        self, targets: list[Target], base: Path, quick: bool, seq_size: int, files: int, round_no: int
+        self,
+        targets: list[Target],
+        base: Path,
+        quick: bool,
+        seq_size: int,
+        files: int,
+        round_no: int,
+        only: re.Pattern[str] | None = None,
     ) -> None:
         self.targets = targets
+        self.only = only  # run just the workloads whose name this matches (``--only``)
         # The sequential file differs from round to round: the same bytes again
         # would be deduplicated by vegafs's store (every chunk already there), so
         # rounds after the first measured writes that never reach the disk.
@@ -263,6 +285,8 @@ class Bench:
         self.results: list[Result] = []
 
     def each(self, result: Result, measure: Callable[[Target], float], fuse_only: bool = False) -> None:
+        if self.only is not None and not self.only.search(result.name):
+            return
         self.results.append(result)
         for t in self.targets:
             if fuse_only and not t.is_fuse:
@@ -464,6 +488,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=int, default=10_000, help="files for create/stat/unlink")
     parser.add_argument("--dir", type=Path, default=None, help="where to work (default: a temp dir)")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of every workload; the table shows medians")
+    parser.add_argument("--only", type=re.compile, default=None,
+                        help="run only the workloads whose name matches this regex (e.g. 'seq write|tar')")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench_mount: needs root (drop_caches, and FUSE mounts as in the tests)", file=sys.stderr)
@@ -492,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds = []
         for n in range(args.repeat):
             print(f"round {n + 1} of {args.repeat}", flush=True)
-            bench = Bench(targets, base, args.quick, seq_size, args.files, n)
+            bench = Bench(targets, base, args.quick, seq_size, args.files, n, args.only)
             bench.run()
             rounds.append(bench.results)
         print_results(median_results(rounds), args.repeat)
