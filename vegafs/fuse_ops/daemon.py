@@ -138,7 +138,9 @@ class Daemon:
             if serve_control is not None:
                 await nursery.start(serve_control, self.store_dir, self.handle)
             nursery.start_soon(self._group_commit)
-            nursery.start_soon(self._signals)
+            # Started (its receiver open) before ready(): a SIGTERM right after
+            # `vegafs mount` returns must unmount cleanly, not kill the daemon.
+            await nursery.start(self._signals)
             later, changes = trio.open_memory_channel[HeadChanges](math.inf)
             self.fs.kernel_notify = functools.partial(self._hooks_changed, later)
             nursery.start_soon(self._invalidate_later, changes)
@@ -254,9 +256,10 @@ class Daemon:
             entries, inodes = self._cached(change)
             await trio.to_thread.run_sync(_invalidate, entries, inodes, abandon_on_cancel=True)
 
-    async def _signals(self) -> None:
+    async def _signals(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """SIGTERM/SIGINT/SIGHUP: the same clean unmount as ``vegafs umount``."""
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            task_status.started()
             async for signum in sigs:
                 log.info("signal %d: unmounting", signum)
                 if self.fs.read_only_reason is None:  # read-only: nothing can be flushed
