@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from vegafs.store import Store
+from vegafs.store import Store, chunkindex
 from vegafs.store.chunkindex import ChunkIndex
 from vegafs.store.headindex import HeadIndex
 
@@ -87,6 +87,31 @@ def test_chunk_index_is_a_map(tmp_path: Path) -> None:
     assert reopened == model
     with pytest.raises(ValueError, match="malformed"):
         ChunkIndex.from_rows([(rows[0][0], rows[0][1][:-1])])
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_locate_finds_many_hashes_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scan: bool
+) -> None:
+    """``locate`` (gc's lookup of every live chunk) agrees with ``get``, whether it
+    reads point by point or walks the table, over saved records and newer ones."""
+    if scan:
+        monkeypatch.setattr(chunkindex, "LOCATE_SCAN", 0)
+    rng = random.Random(11)
+    index, model = ChunkIndex(), {}
+    for n in range(3000):
+        h = rng.randbytes(32)
+        index[h] = model[h] = n
+    base = HeadIndex(tmp_path / "head.sqlite", read_only=False)
+    base.write({"chunks": index.changes(full=False)}, b"")
+    index.saved(base)
+    for n in range(3000, 3100):  # the delta: not in the base yet
+        h = rng.randbytes(32)
+        index[h] = model[h] = n
+    absent = [rng.randbytes(32) for _ in range(50)]
+    wanted = [*rng.sample(sorted(model), 1000), *absent, b"short"]
+    assert index.locate(wanted) == {h: model[h] for h in wanted if h in model}
+    base.close()
 
 
 def test_decoded_inodes_and_directories_stay_bounded(tmp_path: Path) -> None:

@@ -50,6 +50,9 @@ SHARDS = 1 << 16
 CACHE_BYTES = 1 << 20
 #: What a cached row costs beyond its records: the bytes object, key and LRU node.
 _ENTRY_COST = 160
+#: From this many hashes on, :meth:`ChunkIndex.locate` walks the whole table
+#: (a walk of 65,536 rows took ~0.24 s, about what 16,000 point reads take).
+LOCATE_SCAN = 16384
 TABLE = "chunks"
 _LOC = struct.Struct("<Q")
 
@@ -177,6 +180,29 @@ class ChunkIndex:
                 records += bytes(shard)
             if records:
                 yield n, records
+
+    def locate(self, hashes: Iterable[bytes]) -> dict[bytes, int]:
+        """The locator of each of ``hashes`` that is indexed, for many hashes at once.
+
+        Why: gc looks up every live chunk, and a lookup that misses memory is
+        one point read of the head index (~15 µs): most of a large gc's time
+        (3 lookups a chunk, 102,000 live chunks: ~4.5 s of the soak's 11.7 s
+        gc). Past :data:`LOCATE_SCAN` hashes one sequential walk of the table
+        (each shard read once) costs less than the point reads.
+        """
+        wanted = [h for h in hashes if len(h) == HASH]
+        if len(wanted) < LOCATE_SCAN:
+            return {h: loc for h in wanted if (loc := self.get(h)) is not None}
+        by_shard: dict[int, list[bytes]] = {}
+        for h in wanted:
+            by_shard.setdefault(h[0] << 8 | h[1], []).append(h)
+        found = {}
+        for n, records in self._rows():
+            for h in by_shard.get(n, ()):
+                loc = _find(records, h)
+                if loc is not None:
+                    found[h] = loc
+        return found
 
     def items(self) -> Iterator[tuple[bytes, int]]:
         """Every (hash, locator), by shard, in insertion order within a shard."""

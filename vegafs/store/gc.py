@@ -36,9 +36,9 @@ from vegafs.store.records import (
     PUBLISH,
     SEGMENT_HEADER,
     STATE,
+    RecordWindow,
     SegmentHeader,
     encode_record,
-    read_record_at,
     segment_name,
 )
 from vegafs.store.state import State, pack, repair_state
@@ -170,7 +170,8 @@ def _gc_locked(
     for h in [h for h, e in store._pending.items() if e < epoch]:
         store._pending.pop(h, None)
     live.update(h for h in list(store._pending) if h in store._chunks)
-    missing = [h for h in live if h not in store._chunks]
+    locs = store._chunks.locate(live)  # once: each lookup may be a head-index read
+    missing = [h for h in live if h not in locs]
     if salvage is not None:
         now = backend.clock_ns()
         salvage.extend(f"head: {m}" for m in repair_state(head, store._chunks.__contains__, now))
@@ -184,7 +185,7 @@ def _gc_locked(
             STORE_IO_ERROR,
             f"gc refused: {len(missing)} referenced chunk(s) are missing (run `vegafs fsck --repair`)",
         )
-    order = sorted(live, key=store._chunks.__getitem__)
+    order = sorted(live, key=locs.__getitem__)
     gen = old_gen + 1
     writer = GenerationWriter(
         backend, gen, store._head_logseq + 1, store._tail.last_hash, SEGMENT_TARGET
@@ -202,12 +203,11 @@ def _gc_locked(
     gen_first = writer.logseq
     chunks = ChunkIndex()
     chunk_bytes = 0
+    window = RecordWindow(backend)
     for i, h in enumerate(order):
-        loc = store._chunks[h]
+        loc = locs[h]
         name = old_segments[loc >> 40]
-        rtype, flags, _logseq, payload = read_record_at(
-            backend, name, loc & ((1 << 40) - 1), 1 << 18
-        )
+        rtype, flags, _logseq, payload = window.read(name, loc & ((1 << 40) - 1))
         store._decode_chunk(h, rtype, flags, payload, name)  # never copy damage forward
         chunks[h] = writer.append(CHUNK, payload, flags)
         chunk_bytes += len(payload) - len(h)

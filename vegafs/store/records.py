@@ -295,6 +295,16 @@ def scan_segment(
         pos += total
 
 
+def _header_at(raw: bytes, rel: int, name: str, offset: int) -> tuple[int, int, int, int]:
+    """(type, flags, logseq, whole size) of the record whose header is at ``raw[rel:]``."""
+    if len(raw) - rel < RECORD_HEADER.size:
+        raise OSError(5, f"segment {name}: short read at offset {offset}")
+    magic, rtype, flags, logseq, length = RECORD_HEADER.unpack_from(raw, rel)
+    if magic != RECORD_MAGIC:
+        raise OSError(5, f"segment {name}: no record at offset {offset}")
+    return rtype, flags, logseq, RECORD_HEADER.size + length
+
+
 def read_record_at(
     backend: Backend, name: str, offset: int, max_len: int
 ) -> tuple[int, int, int, bytes]:
@@ -305,14 +315,43 @@ def read_record_at(
     read: the record's whole size when the caller knows it.
     """
     raw = backend.read(name, offset, max_len)
-    if len(raw) < RECORD_HEADER.size:
-        raise OSError(5, f"segment {name}: short read at offset {offset}")
-    magic, rtype, flags, logseq, length = RECORD_HEADER.unpack_from(raw)
-    if magic != RECORD_MAGIC:
-        raise OSError(5, f"segment {name}: no record at offset {offset}")
-    need = RECORD_HEADER.size + length
+    rtype, flags, logseq, need = _header_at(raw, 0, name, offset)
     if len(raw) < need:
         raw += backend.read(name, offset + len(raw), need - len(raw))
         if len(raw) < need:
             raise OSError(5, f"segment {name}: record at offset {offset} is cut short")
     return rtype, flags, logseq, raw[RECORD_HEADER.size : need]
+
+
+class RecordWindow:
+    """:func:`read_record_at` for many records read in locator order, through one window.
+
+    Why: gc copies every live chunk, sorted by locator; a read per record of
+    the largest size a chunk record can have copied 256 KiB for every 1 KiB
+    chunk (1.9 s of a 102,000-chunk gc's 8 s). Records close together come
+    out of one ``WINDOW``-sized read instead.
+    """
+
+    WINDOW = 1 << 20
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.name = ""
+        self.start = 0
+        self.buf = b""
+
+    def read(self, name: str, offset: int) -> tuple[int, int, int, bytes]:
+        rel = offset - self.start
+        if name != self.name or rel < 0 or rel + RECORD_HEADER.size > len(self.buf):
+            rel = self._fill(name, offset, self.WINDOW)
+        rtype, flags, logseq, need = _header_at(self.buf, rel, name, offset)
+        if rel + need > len(self.buf):
+            rel = self._fill(name, offset, max(need, self.WINDOW))
+            if need > len(self.buf):
+                raise OSError(5, f"segment {name}: record at offset {offset} is cut short")
+        return rtype, flags, logseq, self.buf[rel + RECORD_HEADER.size : rel + need]
+
+    def _fill(self, name: str, offset: int, size: int) -> int:
+        self.name, self.start = name, offset
+        self.buf = self.backend.read(name, offset, size)
+        return 0
