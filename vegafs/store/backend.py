@@ -231,8 +231,8 @@ class LocalBackend(Backend):
         self._lock_fd: int | None = None
         self._read_fds: dict[str, int] = {}
         self._fd_lock = threading.Lock()
-        self._append_fd: tuple[str, int] | None = None
-        self._tail_cache: TailCache | None = None  # the page-cache window of the append fd
+        # The active segment's name and its append fd with that fd's page-cache window.
+        self._append: tuple[str, TailCache] | None = None
 
     # -- helpers -------------------------------------------------------------
 
@@ -262,21 +262,28 @@ class LocalBackend(Backend):
             written = os.write(fd, view)
             view = view[written:]
 
-    def _get_append_fd(self, name: str) -> int:
-        if self._append_fd is not None:
-            if self._append_fd[0] == name:
-                return self._append_fd[1]
-            os.close(self._append_fd[1])
-            self._append_fd = None
+    def _appender(self, name: str) -> TailCache:
+        """The append fd of segment ``name`` (in ``.fd``), opened if another one was."""
+        if self._append is not None and self._append[0] == name:
+            return self._append[1]
+        self._close_append()
         try:
             fd = os.open(self._seg_path(name), os.O_WRONLY | os.O_APPEND)
         except FileNotFoundError:
             raise StoreError(
                 STORE_NOT_FOUND, f"segment {name} is missing from {self.location}"
             ) from None
-        self._append_fd = (name, fd)
-        self._tail_cache = TailCache(fd, os.fstat(fd).st_size)
-        return fd
+        return self._set_append(name, fd, os.fstat(fd).st_size)
+
+    def _set_append(self, name: str, fd: int, size: int) -> TailCache:
+        tail = TailCache(fd, size)
+        self._append = (name, tail)
+        return tail
+
+    def _close_append(self) -> None:
+        if self._append is not None:
+            os.close(self._append[1].fd)
+            self._append = None
 
     def _get_read_fd(self, name: str) -> int:
         fd = self._read_fds.get(name)
@@ -299,9 +306,8 @@ class LocalBackend(Backend):
             fd = self._read_fds.pop(name, None)
         if fd is not None:
             os.close(fd)
-        if self._append_fd is not None and self._append_fd[0] == name:
-            os.close(self._append_fd[1])
-            self._append_fd = None
+        if self._append is not None and self._append[0] == name:
+            self._close_append()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -323,9 +329,7 @@ class LocalBackend(Backend):
     def close(self) -> None:
         for name in list(self._read_fds):
             self._forget_fds(name)
-        if self._append_fd is not None:
-            os.close(self._append_fd[1])
-            self._append_fd = None
+        self._close_append()
         self.release_lock()
 
     # -- lock ----------------------------------------------------------------
@@ -425,35 +429,29 @@ class LocalBackend(Backend):
             with contextlib.suppress(OSError):
                 os.unlink(path)
             raise
-        if self._append_fd is not None:
-            os.close(self._append_fd[1])
-        self._append_fd = (name, fd)
-        self._tail_cache = TailCache(fd, len(initial))
+        self._close_append()
+        self._set_append(name, fd, len(initial))
         self._fsync_dir(path.parent)
 
     def append(self, name: str, data: bytes) -> None:
-        self._write_all(self._get_append_fd(name), data)
-        assert self._tail_cache is not None
-        self._tail_cache.appended(len(data))
+        tail = self._appender(name)
+        self._write_all(tail.fd, data)
+        tail.appended(len(data))
 
     def sync(self, name: str) -> None:
-        os.fsync(self._get_append_fd(name))
-        assert self._tail_cache is not None
-        self._tail_cache.synced()
+        tail = self._appender(name)
+        os.fsync(tail.fd)
+        tail.synced()
 
     def truncate(self, name: str, size: int) -> None:
-        fd = self._get_append_fd(name)
+        fd = self._appender(name).fd
         os.ftruncate(fd, size)
         os.fsync(fd)
-        self._tail_cache = TailCache(fd, size)
+        self._set_append(name, fd, size)
 
     def seal(self, name: str) -> None:
-        fd = self._get_append_fd(name)
-        os.fsync(fd)
-        assert self._tail_cache is not None
-        self._tail_cache.synced()
-        os.close(fd)
-        self._append_fd = None
+        self.sync(name)
+        self._close_append()
 
     def read(self, name: str, offset: int, length: int) -> bytes:
         return os.pread(self._get_read_fd(name), length, offset)
