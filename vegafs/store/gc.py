@@ -169,15 +169,18 @@ def _gc_locked(
     epoch = store._gc_epoch
     for h in [h for h, e in store._pending.items() if e < epoch]:
         store._pending.pop(h, None)
-    live.update(h for h in list(store._pending) if h in store._chunks)
-    locs = store._chunks.locate(live)  # once: each lookup may be a head-index read
+    pending = list(store._pending)
+    # Every lookup once (each may be a head-index read): the states' references
+    # and the pending chunks, which survive only if they were stored.
+    locs = store._chunks.locate(live.union(pending))
+    live.update(h for h in pending if h in locs)
     missing = [h for h in live if h not in locs]
     if salvage is not None:
         now = backend.clock_ns()
-        salvage.extend(f"head: {m}" for m in repair_state(head, store._chunks.__contains__, now))
+        salvage.extend(f"head: {m}" for m in repair_state(head, locs.__contains__, now))
         for at in list(snaps):
             snaps[at] = snaps[at].copy()
-            changes = repair_state(snaps[at], store._chunks.__contains__, now)
+            changes = repair_state(snaps[at], locs.__contains__, now)
             salvage.extend(f"snapshot at logseq {at}: {m}" for m in changes)
         live = {h for st in (head, *snaps.values()) for h in st.chunk_refs()}
     if missing and salvage is None:

@@ -341,17 +341,18 @@ class RecordWindow:
         self.buf = b""
 
     def read(self, name: str, offset: int) -> tuple[int, int, int, bytes]:
+        if name != self.name or not 0 <= offset - self.start <= len(self.buf) - RECORD_HEADER.size:
+            self._fill(name, offset, self.WINDOW)
         rel = offset - self.start
-        if name != self.name or rel < 0 or rel + RECORD_HEADER.size > len(self.buf):
-            rel = self._fill(name, offset, self.WINDOW)
         rtype, flags, logseq, need = _header_at(self.buf, rel, name, offset)
         if rel + need > len(self.buf):
-            rel = self._fill(name, offset, max(need, self.WINDOW))
+            self._fill(name, offset, max(need, self.WINDOW))
+            rel = 0
             if need > len(self.buf):
                 raise OSError(5, f"segment {name}: record at offset {offset} is cut short")
         return rtype, flags, logseq, self.buf[rel + RECORD_HEADER.size : rel + need]
 
-    def _fill(self, name: str, offset: int, size: int) -> int:
+    def _fill(self, name: str, offset: int, size: int) -> None:
+        """The window now starts at ``offset`` of segment ``name``."""
         self.name, self.start = name, offset
         self.buf = self.backend.read(name, offset, size)
-        return 0
